@@ -1,0 +1,1 @@
+"""The detection core: columnar state of every active parcel, checked each tick."""

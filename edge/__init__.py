@@ -1,0 +1,1 @@
+"""Edge agents: device drivers over serial, read smoothing, a durable outbox, MQTT."""

@@ -1,0 +1,1 @@
+"""From the broker to the database: schema, validation, exactly-once writes, dead letters."""

@@ -1,0 +1,189 @@
+"""Versioned schema migrations, idempotent, for plain PostgreSQL and TimescaleDB alike.
+
+Each migration has SQL common to both, and a part per flavour: with the
+`timescaledb` extension the scan table is a hypertable; without it, a table
+partitioned by range on time with daily partitions made on demand.
+Queries elsewhere use the same table and view names on both.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+# Any fixed number; it serialises concurrent `db migrate` runs.
+_LOCK_KEY = 0x7061_7263_656C
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    common: str = ""
+    postgres: str = ""  # plain PostgreSQL only
+    timescale: str = ""  # TimescaleDB only
+
+
+_SCAN_COLUMNS = """
+    ts            timestamptz NOT NULL,
+    event_id      text        NOT NULL,
+    device_id     text        NOT NULL,
+    site_id       text        NOT NULL,
+    read_point_id text        NOT NULL,
+    kind          text        NOT NULL,
+    tracking_id   text,
+    code          text,
+    symbology     text,
+    epc           text,
+    rssi          real,
+    antenna       smallint,
+    read_count    integer     NOT NULL DEFAULT 1,
+    first_seen    timestamptz,
+    last_seen     timestamptz,
+    direction     text,
+    ingested_at   timestamptz NOT NULL DEFAULT now()
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "core tables",
+        common="""
+        CREATE TABLE sites (
+            site_id  text PRIMARY KEY,
+            name     text NOT NULL,
+            timezone text NOT NULL DEFAULT 'UTC'
+        );
+        CREATE TABLE read_points (
+            read_point_id      text PRIMARY KEY,
+            site_id            text NOT NULL REFERENCES sites,
+            zone               text NOT NULL,
+            stage              text NOT NULL,
+            description        text NOT NULL DEFAULT '',
+            position           integer NOT NULL DEFAULT 0,
+            next_read_point_id text REFERENCES read_points
+        );
+        CREATE TABLE devices (
+            device_id     text PRIMARY KEY,
+            site_id       text NOT NULL REFERENCES sites,
+            read_point_id text REFERENCES read_points,
+            kind          text NOT NULL,
+            last_seen     timestamptz
+        );
+        CREATE TABLE parcels (
+            tracking_id   text PRIMARY KEY,
+            service_class text NOT NULL,
+            destination   text NOT NULL,
+            origin_site   text REFERENCES sites,
+            epc           text UNIQUE,
+            accepted_at   timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE dead_letters (
+            dead_letter_id bigserial PRIMARY KEY,
+            received_at    timestamptz NOT NULL DEFAULT now(),
+            topic          text NOT NULL,
+            payload        bytea NOT NULL,
+            reason         text NOT NULL
+        );
+        CREATE TABLE alerts (
+            alert_id      bigserial PRIMARY KEY,
+            fingerprint   text NOT NULL,
+            kind          text NOT NULL,
+            site_id       text,
+            read_point_id text,
+            device_id     text,
+            tracking_id   text,
+            state         text NOT NULL DEFAULT 'open'
+                          CHECK (state IN ('open', 'acknowledged', 'resolved')),
+            opened_at     timestamptz NOT NULL DEFAULT now(),
+            detectable_at timestamptz,
+            acked_at      timestamptz,
+            acked_by      text,
+            resolved_at   timestamptz,
+            details       jsonb NOT NULL DEFAULT '{}'
+        );
+        -- At most one alert that is not resolved per fingerprint (parcel + kind).
+        CREATE UNIQUE INDEX alerts_one_live ON alerts (fingerprint) WHERE state <> 'resolved';
+        CREATE INDEX alerts_recent ON alerts (opened_at DESC);
+        """,
+        postgres=f"""
+        CREATE TABLE scans ({_SCAN_COLUMNS}) PARTITION BY RANGE (ts);
+        """,
+        timescale=f"""
+        CREATE TABLE scans ({_SCAN_COLUMNS});
+        SELECT create_hypertable('scans', 'ts', chunk_time_interval => INTERVAL '1 day');
+        """,
+    ),
+    Migration(
+        2,
+        "scan indexes",
+        common="""
+        -- Idempotence: an event id is unique; the time column is part of the key
+        -- because partitions and hypertable chunks require it (ts is stable per event).
+        CREATE UNIQUE INDEX scans_event ON scans (event_id, ts);
+        CREATE INDEX scans_parcel ON scans (tracking_id, ts DESC) WHERE tracking_id IS NOT NULL;
+        """,
+    ),
+)
+
+
+def has_timescale(conn: psycopg.Connection[Any]) -> bool:
+    """True when the timescaledb extension is installed in this database."""
+    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    return row is not None
+
+
+def _enable_timescale(conn: psycopg.Connection[Any]) -> bool:
+    available = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    if available:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    return has_timescale(conn)
+
+
+def applied_versions(conn: psycopg.Connection[Any]) -> set[int]:
+    exists = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+    if not exists or exists[0] is None:
+        return set()
+    return {int(str(v)) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def migrate(dsn: str) -> list[int]:
+    """Apply every pending migration; return the versions applied (none when up to date)."""
+    applied: list[int] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            timescale = _enable_timescale(conn)
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version    integer PRIMARY KEY,
+                       name       text NOT NULL,
+                       flavour    text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = applied_versions(conn)
+            for step in MIGRATIONS:
+                if step.version in done:
+                    continue
+                flavour = "timescale" if timescale else "postgres"
+                with conn.transaction():
+                    for sql in (step.common, step.timescale if timescale else step.postgres):
+                        if sql.strip():
+                            conn.execute(sql.encode())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, flavour) "
+                        "VALUES (%s, %s, %s)",
+                        (step.version, step.name, flavour),
+                    )
+                log.info("applied migration %d (%s) on %s", step.version, step.name, flavour)
+                applied.append(step.version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return applied

@@ -1,0 +1,212 @@
+"""The `parceltrack` command: one subcommand per stage of the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from parceltrack.config import BrokerAddress, Settings
+from parceltrack.errors import ParceltrackError
+
+log = logging.getLogger("parceltrack")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from firmware_sim.scenario import Scenario
+    from ingest.migrations import migrate
+    from ingest.reference import load_layout, load_manifest
+
+    if args.action == "migrate":
+        applied = migrate(settings.dsn)
+        print(f"applied migrations {applied}" if applied else "schema is up to date")
+        return 0
+    scenario = Scenario.load(Path(args.scenario))
+    with psycopg.connect(settings.dsn, autocommit=True) as conn:
+        load_layout(conn, scenario)
+        rows = load_manifest(conn, scenario.manifest, scenario.site)
+    print(f"loaded {len(scenario.read_points)} read points and {rows} manifest rows")
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
+    from firmware_sim.player import ScannerBank, play
+    from firmware_sim.scenario import Scenario, generate
+
+    if args.action == "generate":
+        scenario = generate(seed=args.seed, parcels=args.parcels, rate_per_s=args.rate)
+        scenario.save(Path(args.out))
+        print(
+            f"wrote {args.out}: {len(scenario.manifest)} parcels, "
+            f"{len(scenario.reads)} reads, {len(scenario.faults)} faults"
+        )
+        return 0
+    scenario = Scenario.load(Path(args.scenario))
+    stop = _stop_on_signals()
+    bank = ScannerBank(Path(args.port_dir), [r.device for r in scenario.read_points])
+    try:
+        if stop.wait(args.start_delay):
+            return 0
+        sent = play(scenario, bank, speed=args.speed, stop=stop)
+        print(f"sim: sent {sent} frames of {len(scenario.reads)}", flush=True)
+        stop.wait()  # keep the ports open so the agent can drain them
+    finally:
+        bank.close()
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
+    from edge.agent import run_agent
+    from edge.config import load_agent_config
+
+    config = load_agent_config(Path(args.config))
+    url = (
+        config.agent.mqtt_url
+        if config.agent.mqtt_url and not args.env_broker
+        else (settings.mqtt_url)
+    )
+    run_agent(config, BrokerAddress.from_url(url), _stop_on_signals())
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.worker import IngestSettings, IngestWorker
+
+    worker = IngestWorker(
+        IngestSettings(
+            dsn=settings.dsn,
+            broker=BrokerAddress.from_url(settings.mqtt_url),
+            client_id=args.client_id,
+        )
+    )
+    stop = _stop_on_signals()
+
+    def stop_when_told() -> None:
+        stop.wait()
+        worker.stop()
+
+    threading.Thread(target=stop_when_told, daemon=True).start()
+    worker.run()
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
+    from detect.service import Detector, DetectSettings
+
+    detector = Detector(DetectSettings(dsn=settings.dsn, overdue_after_s=args.overdue_after))
+    detector.run(_stop_on_signals())
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import ApiSettings, create_app
+
+    app = create_app(
+        ApiSettings(dsn=settings.dsn, broker=BrokerAddress.from_url(settings.mqtt_url))
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from parceltrack.demo import run_demo
+
+    return run_demo(Path(args.workdir), speed=args.speed, api_port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parceltrack", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a simulated sorting centre through the pipeline")
+    demo.add_argument("--workdir", default=".local", help="where private services keep data")
+    demo.add_argument("--speed", type=float, default=1.0, help="scenario time acceleration")
+    demo.add_argument("--port", type=int, default=8000, help="API port (0: any free port)")
+    demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("sim", help="generate scenarios and play them on virtual devices")
+    sim_sub = sim.add_subparsers(dest="action", required=True)
+    gen = sim_sub.add_parser("generate", help="write a scenario file")
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--parcels", type=int, default=100)
+    gen.add_argument("--rate", type=float, default=2.0, help="parcels per second")
+    gen.add_argument("--out", required=True)
+    play = sim_sub.add_parser("play", help="play a scenario on virtual serial ports")
+    play.add_argument("--scenario", required=True)
+    play.add_argument("--port-dir", required=True, help="folder for the ports' names")
+    play.add_argument("--speed", type=float, default=1.0)
+    play.add_argument("--start-delay", type=float, default=1.0)
+    sim.set_defaults(func=cmd_sim)
+
+    edge = sub.add_parser("edge", help="run an edge agent from its TOML file")
+    edge.add_argument("--config", required=True)
+    edge.add_argument(
+        "--env-broker",
+        action="store_true",
+        help="use PARCELTRACK_MQTT_URL even when the TOML names a broker",
+    )
+    edge.set_defaults(func=cmd_edge)
+
+    ingest = sub.add_parser("ingest", help="run an ingest worker")
+    ingest.add_argument("--client-id", default="ingest-1")
+    ingest.set_defaults(func=cmd_ingest)
+
+    detect = sub.add_parser("detect", help="run the detection service")
+    detect.add_argument(
+        "--overdue-after",
+        type=float,
+        default=30.0,
+        help="seconds without a read at the next read point",
+    )
+    detect.set_defaults(func=cmd_detect)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=cmd_api)
+
+    db = sub.add_parser("db", help="schema migrations and reference data")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    db_sub.add_parser("migrate", help="apply pending migrations (idempotent)")
+    load = db_sub.add_parser("load-scenario", help="load a scenario's layout and manifest")
+    load.add_argument("scenario")
+    db.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args, Settings())
+    except ParceltrackError as exc:
+        print(f"parceltrack: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Settings read once at the process edge and passed down as small frozen objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from parceltrack.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Environment of every service: PARCELTRACK_DSN, PARCELTRACK_MQTT_URL, ..."""
+
+    model_config = SettingsConfigDict(env_prefix="PARCELTRACK_", frozen=True)
+
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/parceltrack"
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where an MQTT client connects, parsed from mqtt://user:password@host:port."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ConfigError(
+                f"PARCELTRACK_MQTT_URL must look like mqtt://host:1883, got {_redact(url)!r}"
+            )
+        return cls(
+            host=parts.hostname,
+            port=parts.port or 1883,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __repr__(self) -> str:  # never show the password in logs
+        return f"BrokerAddress(host={self.host!r}, port={self.port}, username={self.username!r})"
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

@@ -1,0 +1,1 @@
+"""Shared fixtures live in tests/plugins (loaded by pytest's addopts)."""

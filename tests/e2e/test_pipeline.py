@@ -1,0 +1,89 @@
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from firmware_sim.scenario import generate
+from parceltrack.pipeline import Pipeline
+
+pytestmark = pytest.mark.e2e
+
+SCENARIO = generate(seed=11, parcels=40, rate_per_s=4.0, lost_rate=0.15, noread_rate=0.05)
+SPEED = 10.0
+
+
+@pytest.fixture(scope="module")
+def pipeline(services_dir: Path) -> Iterator[Pipeline]:
+    p = Pipeline(
+        services_dir / "e2e", SCENARIO, speed=SPEED, overdue_after_s=6.0
+    )  # > the slowest transit (36 s) at 10x
+    p.start()
+    yield p
+    p.stop()
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _wait_rows(dsn: str, sql: str, expected: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(sql).fetchone()
+        count = int(row[0]) if row else 0
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)
+
+
+def test_every_simulated_read_is_stored_exactly_once(pipeline: Pipeline) -> None:
+    """Each frame the virtual scanners sent is one row in scans: none lost, none doubled."""
+    duration = SCENARIO.reads[-1].at / SPEED
+    stored = _wait_rows(
+        pipeline.dsn, "SELECT count(*) FROM scans", len(SCENARIO.reads), duration + 60
+    )
+    assert stored == len(SCENARIO.reads)
+    with psycopg.connect(pipeline.dsn) as conn:
+        distinct = conn.execute("SELECT count(DISTINCT event_id) FROM scans").fetchone()
+        noreads = conn.execute("SELECT count(*) FROM scans WHERE kind = 'noread'").fetchone()
+    assert distinct == (len(SCENARIO.reads),)
+    assert noreads == (sum(1 for r in SCENARIO.reads if r.code is None),)
+
+
+def test_a_simulated_parcel_is_found_through_http(pipeline: Pipeline) -> None:
+    """A parcel that went through the centre shows its door as last location, via the API."""
+    lost = {f.tracking_id for f in SCENARIO.faults}
+    parcel = next(m for m in SCENARIO.manifest if m.tracking_id not in lost)
+    expected = [r.read_point for r in SCENARIO.reads if r.code == parcel.tracking_id]
+    deadline = time.monotonic() + 60
+    while True:
+        status, body = _get(f"{pipeline.api_url}/v1/parcels/{parcel.tracking_id}")
+        timeline = body.get("timeline", []) if status == 200 else []
+        if len(timeline) == len(expected) or time.monotonic() > deadline:  # type: ignore[arg-type]
+            break
+        time.sleep(0.5)
+    assert status == 200
+    assert [e["read_point"] for e in timeline] == expected  # type: ignore[union-attr]
+    assert body["last_location"]["zone"] == "door"  # type: ignore[index]
+
+
+def test_lost_parcels_raise_overdue_alerts(pipeline: Pipeline) -> None:
+    """Every parcel lost after a read point gets exactly one open overdue alert there."""
+    lost = {f.tracking_id: f.after_read_point for f in SCENARIO.faults}
+    assert lost, "the scenario must inject at least one lost parcel"
+    _wait_rows(pipeline.dsn, "SELECT count(*) FROM alerts", len(lost), 60)
+    with psycopg.connect(pipeline.dsn) as conn:
+        rows = conn.execute(
+            "SELECT tracking_id, read_point_id FROM alerts WHERE kind = 'overdue'"
+        ).fetchall()
+    assert dict(rows) == lost
+    assert len(rows) == len(lost)

@@ -1,0 +1,143 @@
+import json
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from edge.agent import run_agent
+from edge.config import load_agent_config
+from firmware_sim.barcode import ScannerFraming, code128, frame, noread_frame
+from firmware_sim.pty import VirtualSerialPort
+from parceltrack import topics
+from parceltrack.config import BrokerAddress
+from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.services import PrivateMosquitto
+from parceltrack.wire import decode_batch
+
+
+def _agent_toml(tmp_path: Path, port: Path) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(f"""
+[agent]
+id = "agent-t"
+site = "LHR1"
+health_interval_s = 0.5
+
+[[devices]]
+id = "scan-1"
+protocol = "barcode"
+port = "{port}"
+read_point = "LHR1-TUN1"
+""")
+    return path
+
+
+class Collector:
+    def __init__(self, url: str) -> None:
+        self.batches: list[tuple[str, bytes]] = []
+        self.health: list[dict[str, object]] = []
+        self.status: list[dict[str, object]] = []
+        self.client = make_client(f"collector-{time.monotonic_ns()}", BrokerAddress.from_url(url))
+        self.client.on_message = self._on_message
+        connect(self.client)
+        self.client.loop_start()
+        assert wait_connected(self.client)
+        self.client.subscribe("parceltrack/v1/#", qos=1)
+        time.sleep(0.3)
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/events"):
+            self.batches.append((msg.topic, msg.payload))
+        elif msg.topic.endswith("/health"):
+            self.health.append(json.loads(msg.payload))
+        elif msg.topic.endswith("/status"):
+            self.status.append(json.loads(msg.payload))
+
+    def events(self) -> list[str | None]:
+        return [e.tracking_id or e.kind for t, p in self.batches for e in decode_batch(t, p).events]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _wait(predicate: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.05)
+
+
+def test_scanner_on_a_real_pty_reaches_mqtt_as_events(
+    tmp_path: Path, mqtt_server: PrivateMosquitto
+) -> None:
+    """Frames written on a pty by the simulator arrive on MQTT as v1 batches, in order."""
+    port = VirtualSerialPort(tmp_path / "dev" / "scan-1")
+    collector = Collector(mqtt_server.url)
+    stop = threading.Event()
+    config = load_agent_config(_agent_toml(tmp_path, port.path))
+    agent = threading.Thread(
+        target=run_agent, args=(config, BrokerAddress.from_url(mqtt_server.url), stop)
+    )
+    agent.start()
+    try:
+        # Opening a port flushes its input (pyserial, like real hosts): wait until open.
+        _wait(lambda: any(h["connected"] for h in collector.health))
+        framing = ScannerFraming()
+        port.write(frame([code128("RR473124829GB")], framing))
+        port.write(noread_frame(framing) + b"\x00\xffgarbage\r\n")
+        port.write(frame([code128("EE123456785CN")], framing))
+        _wait(lambda: len(collector.events()) >= 3)
+        assert collector.events() == ["RR473124829GB", "noread", "EE123456785CN"]
+        [topic] = {t for t, _ in collector.batches}
+        assert topic == topics.events("LHR1", "scan-1")
+        _wait(lambda: any(h.get("frames_bad") == 1 for h in collector.health))
+        assert any(h["frames_bad"] == 1 and h["reads"] == 2 for h in collector.health)
+        assert {"state": "online"}.items() <= collector.status[-1].items()
+    finally:
+        stop.set()
+        agent.join(10)
+        collector.close()
+        port.close()
+    assert not (config.outbox_path.exists() and _outbox_rows(config.outbox_path))
+
+
+def _outbox_rows(path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def test_events_wait_in_the_outbox_while_the_broker_is_down(
+    tmp_path: Path, services_dir: Path
+) -> None:
+    """With no broker, reads stay in the outbox; when it comes up they are all delivered."""
+    broker = PrivateMosquitto(services_dir / f"mq-outage-{time.monotonic_ns()}")
+    port = VirtualSerialPort(tmp_path / "dev" / "scan-1")
+    config = load_agent_config(_agent_toml(tmp_path, port.path))
+    stop = threading.Event()
+    agent = threading.Thread(
+        target=run_agent, args=(config, BrokerAddress.from_url(broker.url), stop)
+    )
+    agent.start()
+    try:
+        _wait(lambda: config.outbox_path.exists())
+        time.sleep(1.0)  # the reader opens the port right after the outbox
+        for n in range(20):
+            port.write(frame([code128("RR473124829GB")], ScannerFraming()))
+            del n
+        _wait(lambda: config.outbox_path.exists() and _outbox_rows(config.outbox_path) == 20)
+        assert _outbox_rows(config.outbox_path) == 20
+        broker.start()
+        collector = Collector(broker.url)
+        _wait(lambda: len(collector.events()) >= 20, timeout=20)
+        assert len(collector.events()) == 20
+        _wait(lambda: _outbox_rows(config.outbox_path) == 0)
+        assert _outbox_rows(config.outbox_path) == 0
+        collector.close()
+    finally:
+        stop.set()
+        agent.join(10)
+        port.close()
+        broker.destroy()

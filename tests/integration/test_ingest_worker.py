@@ -1,0 +1,113 @@
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from ingest.worker import IngestSettings, IngestWorker
+from parceltrack import topics
+from parceltrack.config import BrokerAddress
+from parceltrack.events import EventKind, ScanEvent
+from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.services import PrivateMosquitto
+from parceltrack.wire import encode_batch
+
+
+@pytest.fixture
+def worker(db_dsn: str, mqtt_server: PrivateMosquitto) -> Iterator[IngestWorker]:
+    w = IngestWorker(
+        IngestSettings(
+            dsn=db_dsn,
+            broker=BrokerAddress.from_url(mqtt_server.url),
+            client_id=f"ingest-{time.monotonic_ns()}",
+        )
+    )
+    thread = threading.Thread(target=w.run, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # subscribed before anything is published
+    yield w
+    w.stop()
+    thread.join(10)
+
+
+def _publish(url: str, messages: list[tuple[str, bytes]]) -> None:
+    client = make_client(f"pub-{time.monotonic_ns()}", BrokerAddress.from_url(url))
+    connect(client)
+    client.loop_start()
+    assert wait_connected(client)
+    infos = [client.publish(t, p, qos=1) for t, p in messages]
+    for info in infos:
+        info.wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+
+
+T0 = datetime.now(UTC)
+
+
+def _batch(seqs: range, device: str = "scan-1") -> tuple[str, bytes]:
+    now = T0  # a replay carries the time of the original read
+    events = [
+        ScanEvent(
+            device=device,
+            boot=7,
+            seq=s,
+            ts=now,
+            site="LHR1",
+            read_point="LHR1-TUN1",
+            kind=EventKind.READ,
+            code="RR473124829GB",
+            tracking_id="RR473124829GB",
+        )
+        for s in seqs
+    ]
+    return topics.events("LHR1", device), encode_batch("LHR1", device, "agent-1", events)
+
+
+def _wait_for(dsn: str, sql: str, expected: object, timeout: float = 15) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(sql).fetchone()
+        if row == expected or time.monotonic() > deadline:
+            return row
+        time.sleep(0.1)
+
+
+def test_valid_batches_are_written_once_and_replays_are_counted(
+    worker: IngestWorker, db_dsn: str, mqtt_server: PrivateMosquitto
+) -> None:
+    """Batches reach the scan table; a replayed batch adds no rows and counts duplicates."""
+    _publish(mqtt_server.url, [_batch(range(0, 100)), _batch(range(100, 200))])
+    assert _wait_for(db_dsn, "SELECT count(*) FROM scans", (200,)) == (200,)
+    _publish(mqtt_server.url, [_batch(range(50, 150))])
+    deadline = time.monotonic() + 10
+    while worker.accounts.events_duplicate < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _wait_for(db_dsn, "SELECT count(*) FROM scans", (200,)) == (200,)
+    a = worker.accounts
+    assert (a.events_received, a.events_written, a.events_duplicate) == (300, 200, 100)
+    assert a.balanced() and a.messages_in_flight == 0
+
+
+def test_malformed_payloads_are_dead_lettered_without_blocking_valid_ones(
+    worker: IngestWorker, db_dsn: str, mqtt_server: PrivateMosquitto
+) -> None:
+    """Bad payloads land in dead_letters with their reason; valid ones around them are stored."""
+    topic = topics.events("LHR1", "scan-1")
+    bad = [
+        (topic, b"{not json"),
+        (topic, json.dumps({"v": 9}).encode()),
+        (topics.events("LHR1", "scan-2"), _batch(range(5))[1]),  # wrong device for topic
+    ]
+    _publish(mqtt_server.url, [_batch(range(0, 10)), *bad, _batch(range(10, 20))])
+    assert _wait_for(db_dsn, "SELECT count(*) FROM dead_letters", (3,)) == (3,)
+    assert _wait_for(db_dsn, "SELECT count(*) FROM scans", (20,)) == (20,)
+    with psycopg.connect(db_dsn) as conn:
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM dead_letters ORDER BY 1")]
+    assert any("Invalid JSON" in r for r in reasons)
+    assert any("published on" in r for r in reasons)
+    assert worker.accounts.messages_dead == 3
