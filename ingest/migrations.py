@@ -129,6 +129,96 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX scans_parcel ON scans (tracking_id, ts DESC) WHERE tracking_id IS NOT NULL;
         """,
     ),
+    Migration(
+        3,
+        "standards and sort plans",
+        common="""
+        -- Standards set beforehand: delivery standard per service class (J+n working
+        -- days), and per site, stage and class the longest a parcel may take from
+        -- arriving at a stage to reaching the next one.
+        CREATE TABLE service_classes (
+            service_class text PRIMARY KEY,
+            description   text NOT NULL DEFAULT '',
+            delivery_days integer NOT NULL CHECK (delivery_days >= 0)
+        );
+        CREATE TABLE stage_standards (
+            site_id       text NOT NULL REFERENCES sites,
+            stage         text NOT NULL,
+            service_class text NOT NULL REFERENCES service_classes,
+            max_seconds   double precision NOT NULL CHECK (max_seconds > 0),
+            PRIMARY KEY (site_id, stage, service_class)
+        );
+        -- Sort plans are versioned; the one in force at time t is the latest version
+        -- of the site whose effective_from <= t.
+        CREATE TABLE sort_plans (
+            sort_plan_id   bigserial PRIMARY KEY,
+            site_id        text NOT NULL REFERENCES sites,
+            version        integer NOT NULL,
+            effective_from timestamptz NOT NULL,
+            UNIQUE (site_id, version)
+        );
+        CREATE TABLE sort_plan_entries (
+            sort_plan_id        bigint NOT NULL REFERENCES sort_plans ON DELETE CASCADE,
+            destination         text NOT NULL,
+            chute_read_point_id text NOT NULL REFERENCES read_points,
+            door_read_point_id  text REFERENCES read_points,
+            PRIMARY KEY (sort_plan_id, destination)
+        );
+        ALTER TABLE parcels ADD COLUMN destination_site text;
+        """,
+    ),
+    Migration(
+        4,
+        "alert event log and device health",
+        common="""
+        -- Every change of an alert, in order: the API's live stream replays from here
+        -- (its SSE ids are event_id), so a client reconnecting with Last-Event-ID
+        -- misses nothing. Written by a trigger, so no writer can forget it.
+        CREATE TABLE alert_events (
+            event_id bigserial PRIMARY KEY,
+            alert_id bigint NOT NULL REFERENCES alerts ON DELETE CASCADE,
+            at       timestamptz NOT NULL DEFAULT now(),
+            change   text NOT NULL,
+            alert    jsonb NOT NULL
+        );
+        CREATE FUNCTION alerts_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            what text;
+            id   bigint;
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                what := 'opened';
+            ELSIF NEW.state IS DISTINCT FROM OLD.state THEN
+                what := NEW.state;
+            ELSE
+                what := 'updated';
+            END IF;
+            INSERT INTO alert_events (alert_id, change, alert)
+            VALUES (NEW.alert_id, what, to_jsonb(NEW)) RETURNING event_id INTO id;
+            PERFORM pg_notify('parceltrack_alerts', id::text);
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER alerts_log AFTER INSERT OR UPDATE ON alerts
+            FOR EACH ROW EXECUTE FUNCTION alerts_log_change();
+
+        -- Latest health per device, from parceltrack/v1/{site}/{device}/health, and
+        -- agent status from the retained .../agents/{agent}/status (Last Will).
+        CREATE TABLE device_health (
+            device_id  text PRIMARY KEY,
+            site_id    text NOT NULL,
+            agent_id   text,
+            reported_at timestamptz NOT NULL,
+            connected  boolean NOT NULL,
+            health     jsonb NOT NULL
+        );
+        CREATE TABLE agent_status (
+            agent_id text PRIMARY KEY,
+            site_id  text NOT NULL,
+            state    text NOT NULL,
+            since    timestamptz NOT NULL
+        );
+        """,
+    ),
 )
 
 

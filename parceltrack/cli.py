@@ -127,6 +127,13 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    import bench
+
+    code: int = bench.load(args.bench).run(args)
+    return code
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from parceltrack.demo import run_demo
 
@@ -184,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.set_defaults(func=cmd_api)
+
+    import bench
+
+    bench_parser = sub.add_parser("bench", help="benchmarks, each beside its baseline")
+    bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
+    for name in bench.NAMES:
+        module = bench.load(name)
+        module.add_arguments(bench_sub.add_parser(name, help=(module.__doc__ or "").strip()))
+    bench_parser.set_defaults(func=cmd_bench)
 
     db = sub.add_parser("db", help="schema migrations and reference data")
     db_sub = db.add_subparsers(dest="action", required=True)

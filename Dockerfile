@@ -1,0 +1,14 @@
+# One image for every parceltrack service; the command picks the stage.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY parceltrack parceltrack
+COPY edge edge
+COPY ingest ingest
+COPY detect detect
+COPY api api
+COPY firmware_sim firmware_sim
+COPY bench bench
+RUN pip install --no-cache-dir .
+USER nobody
+ENTRYPOINT ["parceltrack"]
