@@ -134,6 +134,14 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from edge.config import load_agent_config
+    from parceltrack.acl import render_acl
+
+    print(render_acl([load_agent_config(Path(p)) for p in args.agent_config]), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from parceltrack.demo import run_demo
 
@@ -200,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         module = bench.load(name)
         module.add_arguments(bench_sub.add_parser(name, help=(module.__doc__ or "").strip()))
     bench_parser.set_defaults(func=cmd_bench)
+
+    broker = sub.add_parser("broker", help="broker configuration")
+    broker_sub = broker.add_subparsers(dest="action", required=True)
+    acl = broker_sub.add_parser("acl", help="print a Mosquitto acl_file for these agents")
+    acl.add_argument("agent_config", nargs="+", help="agent TOML files")
+    broker.set_defaults(func=cmd_broker)
 
     db = sub.add_parser("db", help="schema migrations and reference data")
     db_sub = db.add_subparsers(dest="action", required=True)
