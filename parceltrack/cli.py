@@ -82,7 +82,7 @@ def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
         if config.agent.mqtt_url and not args.env_broker
         else (settings.mqtt_url)
     )
-    run_agent(config, BrokerAddress.from_url(url), _stop_on_signals())
+    run_agent(config, BrokerAddress.from_url(url, settings.mqtt_ca_file), _stop_on_signals())
     return 0
 
 
@@ -92,7 +92,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     worker = IngestWorker(
         IngestSettings(
             dsn=settings.dsn,
-            broker=BrokerAddress.from_url(settings.mqtt_url),
+            broker=BrokerAddress.from_url(settings.mqtt_url, settings.mqtt_ca_file),
             client_id=args.client_id,
         )
     )
@@ -121,7 +121,10 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import ApiSettings, create_app
 
     app = create_app(
-        ApiSettings(dsn=settings.dsn, broker=BrokerAddress.from_url(settings.mqtt_url))
+        ApiSettings(
+            dsn=settings.dsn,
+            broker=BrokerAddress.from_url(settings.mqtt_url, settings.mqtt_ca_file),
+        )
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
