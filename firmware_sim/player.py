@@ -1,40 +1,74 @@
-"""Plays a scenario's reads onto virtual scanners, in real time or accelerated."""
+"""Plays a scenario's reads onto virtual devices, in real time or accelerated.
+
+Barcode read points are virtual barcode scanners on ptys. An RFID read point goes to
+a `TagSink` when one is given for its device (the virtual Mercury and R2000 readers
+implement it); without one, it is played through a barcode scanner on a pty that
+sends the tag's SSCC as a GS1-128 label (`]C100` + the 18-digit SSCC), which the
+edge's barcode driver decodes (BarcodeRead.sscc)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from firmware_sim.barcode import ScannerFraming, code128, frame, noread_frame
+from firmware_sim.clock import PlaybackClock
+from firmware_sim.epc import decode_sscc96
 from firmware_sim.pty import VirtualSerialPort
 from firmware_sim.scenario import Scenario, ScheduledRead
 
 log = logging.getLogger(__name__)
 
 
+class TagSink(Protocol):
+    """A virtual RFID reader's side facing the scenario: a tag enters its field and
+    stays there `duration_s` wall-clock seconds (the reader spreads its reads, RSSI
+    and antennas over that time, as it would for a real gate)."""
+
+    def present(self, epc_hex: str, duration_s: float) -> None: ...
+
+
+def scanner_frame(read: ScheduledRead, framing: ScannerFraming) -> bytes:
+    """What a barcode scanner sends for a read: the S10 as Code 128, an RFID tag's SSCC
+    as a GS1-128 label (fallback for RFID read points), or the no-read string."""
+    if read.epc is not None:
+        return frame([decode_sscc96(read.epc).gs1_128], framing)
+    if read.code is not None:
+        return frame([code128(read.code)], framing)
+    return noread_frame(framing)
+
+
 @dataclass
 class ScannerBank:
-    """One virtual barcode scanner per device, each on its own pty under `port_dir`."""
+    """One virtual device per scenario device: a barcode scanner on its own pty under
+    `port_dir`, except the devices that have a TagSink in `tag_sinks`."""
 
     port_dir: Path
     devices: Iterable[str]
     framing: ScannerFraming = field(default_factory=ScannerFraming)
+    tag_sinks: Mapping[str, TagSink] = field(default_factory=dict)
+    tag_dwell_s: float = 0.6  # scenario seconds a tag stays in a gate's field
 
     def __post_init__(self) -> None:
-        self.ports = {d: VirtualSerialPort(self.port_dir / d) for d in self.devices}
+        self.ports = {
+            d: VirtualSerialPort(self.port_dir / d) for d in self.devices if d not in self.tag_sinks
+        }
         self.frames_sent = 0
+        self.tags_presented = 0
 
-    def send(self, read: ScheduledRead) -> None:
-        data = (
-            frame([code128(read.code)], self.framing)
-            if read.code is not None
-            else noread_frame(self.framing)
-        )
-        self.ports[read.device].write(data)
+    def send(self, read: ScheduledRead, speed: float = 1.0) -> None:
+        sink = self.tag_sinks.get(read.device)
+        if sink is not None and read.epc is not None:
+            sink.present(read.epc, self.tag_dwell_s / speed)
+            self.tags_presented += 1
+            return
+        self.ports[read.device].write(scanner_frame(read, self.framing))
         self.frames_sent += 1
 
     def close(self) -> None:
@@ -47,16 +81,26 @@ def play(
     bank: ScannerBank,
     speed: float = 1.0,
     stop: threading.Event | None = None,
+    clock: PlaybackClock | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Send every read at its scenario time divided by `speed`; return how many were sent."""
+    """Send every read at its wall-clock time under `clock` (default: now, at `speed`);
+    return how many were sent. `on_progress` gets the count sent so far, now and then."""
     stop = stop or threading.Event()
-    start = time.monotonic()
+    clock = clock or PlaybackClock(datetime.now(UTC), speed)
+    origin = clock.start.timestamp()
     sent = 0
     for read in scenario.reads:
-        delay = start + read.at / speed - time.monotonic()
+        delay = origin + read.at / clock.speed - time.time()
         if delay > 0 and stop.wait(delay):
             break
-        bank.send(read)
+        if stop.is_set():
+            break
+        bank.send(read, clock.speed)
         sent += 1
+        if on_progress is not None and sent % 100 == 0:
+            on_progress(sent)
+    if on_progress is not None:
+        on_progress(sent)
     log.info("played %d of %d reads", sent, len(scenario.reads))
     return sent

@@ -325,10 +325,22 @@ def s10_serial(seed: int, n: int) -> int:
     return 10_000_000 + (seed * 7_919_111 + n) % 89_999_999
 
 
-def generate(config: ScenarioConfig | None = None) -> Scenario:
+def generate(
+    config: ScenarioConfig | None = None,
+    *,
+    seed: int = 1,
+    parcels: int = 50,
+    rate_per_s: float = 2.0,
+    lost_rate: float = 0.1,
+    noread_rate: float = 0.02,
+    site: str = "LHR1",
+) -> Scenario:
     """Build the scenario the configuration describes; the same config gives the same
-    scenario, byte for byte."""
-    cfg = config or ScenarioConfig()
+    scenario, byte for byte. Without a config, the keywords make the foundation's
+    single-site, barcode-only scenario (ScenarioConfig.barcode_only)."""
+    cfg = config or ScenarioConfig.barcode_only(
+        seed, parcels, rate_per_s, lost_rate, noread_rate, site
+    )
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
     start = datetime.fromisoformat(cfg.start)

@@ -12,13 +12,15 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 
+from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import Scenario
 from ingest.migrations import migrate
-from ingest.reference import load_layout, load_manifest
+from ingest.reference import load_layout, load_manifest, load_standards
 from parceltrack.errors import ServiceError
 from parceltrack.services import PrivateMosquitto, PrivatePostgres, free_port
 
@@ -32,16 +34,23 @@ def create_database(admin_dsn: str, name: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def agent_toml(scenario: Scenario, port_dir: Path, outbox: Path, agent: str) -> str:
+def agent_toml(
+    scenario: Scenario, port_dir: Path, outbox: Path, agent: str, site: str | None = None
+) -> str:
+    """One agent's configuration: every device of `site` (default: the first site).
+
+    RFID read points are played through barcode scanners sending the tag's SSCC as a
+    GS1-128 label until virtual RFID readers exist, so every device here is 'barcode'."""
+    site = site or scenario.site
     lines = [
         "[agent]",
         f'id = "{agent}"',
-        f'site = "{scenario.site}"',
+        f'site = "{site}"',
         f'outbox = "{outbox}"',
         "health_interval_s = 5",
         "",
     ]
-    for rp in scenario.read_points:
+    for rp in (r for r in scenario.read_points if r.site == site):
         lines += [
             "[[devices]]",
             f'id = "{rp.device}"',
@@ -101,9 +110,23 @@ class Pipeline:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             load_layout(conn, self.scenario)
             load_manifest(conn, self.scenario.manifest, self.scenario.site)
-        (self.workdir / "agent.toml").write_text(
-            agent_toml(self.scenario, self.port_dir, self.workdir / "outbox.sqlite", "agent-1")
-        )
+        for i, (name, site) in enumerate(self.agents().items()):
+            stem = "" if i == 0 else f"{name}."
+            (self.workdir / self.agent_config(i, name)).write_text(
+                agent_toml(
+                    self.scenario, self.port_dir, self.workdir / f"{stem}outbox.sqlite", name, site
+                )
+            )
+
+    @staticmethod
+    def agent_config(i: int, name: str) -> str:
+        return "agent.toml" if i == 0 else f"{name}.toml"
+
+    def agents(self) -> dict[str, str]:
+        """Agent (and process) name -> its site: `agent-1`/"edge" for the first site,
+        as before, `agent-{site}`/"edge-{site}" for the others."""
+        sites = [s.site for s in self.scenario.sites]
+        return {("agent-1" if i == 0 else f"agent-{s}"): s for i, s in enumerate(sites)}
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         out = (self.logs / f"{name}.log").open("ab")
@@ -119,6 +142,12 @@ class Pipeline:
         return proc
 
     def start_processes(self) -> None:
+        # Scenario time 0 a little ahead, so the agents are up before the first read;
+        # the standards and sort plans in the database follow the same clock.
+        self.clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=3), self.speed)
+        self.clock.save(self.workdir / "clock.json")
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            load_standards(conn, self.scenario, self.clock)
         self.spawn("ingest", "ingest")
         self.spawn("detect", "detect", "--overdue-after", str(self.overdue_after_s))
         self.spawn("api", "api", "--port", str(self.api_port))
@@ -132,10 +161,14 @@ class Pipeline:
             str(self.port_dir),
             "--speed",
             str(self.speed),
-            "--start-delay",
-            "2",
+            "--start-at",
+            self.clock.start.isoformat(),
+            "--quiet",
         )
-        self.spawn("edge", "edge", "--config", str(self.workdir / "agent.toml"))
+        for i, name in enumerate(self.agents()):
+            process = "edge" if i == 0 else f"edge-{self.agents()[name]}"
+            config = self.workdir / self.agent_config(i, name)
+            self.spawn(process, "edge", "--config", str(config))
 
     def start(self) -> None:
         self.start_services()
@@ -174,7 +207,8 @@ class Pipeline:
 
     def stop(self, keep_files: bool = False) -> None:
         # Producers first, so what is in flight can still land.
-        for name in ("sim", "edge", "ingest", "detect", "api"):
+        edges = [n for n in self.processes if n.startswith("edge")]
+        for name in ("sim", *edges, "ingest", "detect", "api"):
             self.stop_process(name)
         for name in list(self.processes):
             self.stop_process(name)
