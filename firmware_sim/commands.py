@@ -50,6 +50,7 @@ def add_arguments(sim: argparse.ArgumentParser) -> None:
         ("lost", 0.01),
         ("noread", 0.02),
         ("recirculation", 0.02),
+        ("misroute", 0.0),
     ):
         gen.add_argument(f"--{kind}-rate", type=float, default=default, dest=f"{kind}_rate")
     gen.add_argument(

@@ -56,6 +56,9 @@ class FaultRates:
     lost: float = 0.0
     noread: float = 0.0
     recirculation: float = 0.0
+    # Needs a site that is neither the parcel's origin nor its destination site; only
+    # such parcels can get it, so the count is at most the number of them.
+    misroute: float = 0.0
 
     def as_tuple(self) -> tuple[float, ...]:
         return tuple(getattr(self, k) for k in FAULT_KINDS)
@@ -87,6 +90,7 @@ class ScenarioConfig:
     plan_change_fraction: float | None = 0.5  # sort plan v2 from this share of arrivals
     company_prefix: str = "0614141"  # GS1 company prefix of the SSCC-96 tags
     tag_dwell_s: float = 0.6  # how long a tag stays in an RFID gate's field
+    linehaul_s: float = 1800.0  # nominal door-to-induction time to another site
 
     @classmethod
     def barcode_only(
@@ -128,6 +132,8 @@ class ScenarioConfig:
         rates = self.faults.as_tuple()
         if min(rates) < 0 or sum(rates) > 1:
             raise ScenarioError("fault rates must be >= 0 and add up to at most 1")
+        if self.faults.misroute > 0 and len(self.sites) < 2:
+            raise ScenarioError("mis-routes need at least two sites")
         if {k for k, _ in self.transit_s} != set(_TIMED):
             raise ScenarioError(f"transit_s needs exactly the stages {_TIMED}")
 
@@ -387,14 +393,28 @@ def generate(
     delay_extra = rng.uniform(0.1, 1.0, n)
     lost_slot = np.array([_IND, _TUN, _SRT, _CHU])[rng.integers(0, 4, n)]
     wrong_pick = rng.integers(0, chutes - 1, n)
+    # Drawn last, so adding mis-routes left every earlier draw (and scenario) as it was.
+    wrong_site_u = rng.random(n)
+    linehaul_jitter = rng.uniform(0.8, 1.2, n)
+    wrong_line = rng.integers(0, cfg.induction_lines, n)
+    wrong_jitter = rng.uniform(0.8, 1.2, size=(n, 4))
 
+    n_sites = len(sites)
+    dest_site = dest_of % n_sites  # destinations go round-robin over the sites
     kind_of = np.full(n, -1, dtype=np.int8)
     taken = 0
-    for k, rate in enumerate(cfg.faults.as_tuple()):
+    rates = cfg.faults.as_tuple()
+    misroute_k = FAULT_KINDS.index("misroute")
+    for k, rate in enumerate(rates):
         count = round(rate * n)
-        kind_of[order[taken : taken + count]] = k
-        taken += count
-    missort, delay, lost, noread, recirc = (kind_of == k for k in range(len(FAULT_KINDS)))
+        if k == misroute_k:
+            rest = order[taken:]
+            spare = n_sites - np.where(site_of[rest] == dest_site[rest], 1, 2)
+            kind_of[rest[spare > 0][:count]] = k
+        else:
+            kind_of[order[taken : taken + count]] = k
+            taken += count
+    missort, delay, lost, noread, recirc, misroute = (kind_of == k for k in range(len(FAULT_KINDS)))
 
     # standard[site, stage, class] and nominal[stage] in seconds
     nominal = np.array([transit[s] for s in _TIMED])
@@ -450,6 +470,52 @@ def generate(
     parcel_idx = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], (n, 6))[emitted]
     at_flat, rp_flat, ok_flat = t_ms[emitted], rp[emitted], decoded[emitted]
     slot_flat = np.broadcast_to(slot[None, :], (n, 6))[emitted]
+
+    # Mis-routed parcels leave by their right door but reach a wrong site after the
+    # linehaul, and pass through it as if it were theirs.
+    mr = np.flatnonzero(misroute)
+    origin, home = site_of[mr], dest_site[mr]
+    lo, hi = np.minimum(origin, home), np.maximum(origin, home)
+    spare = n_sites - np.where(origin == home, 1, 2)
+    w = (wrong_site_u[mr] * spare).astype(np.int64)
+    w += w >= lo
+    w += (w >= hi) & (origin != home)
+    tw = np.zeros((len(mr), 5))
+    tw[:, 0] = t[mr, _DOR] + cfg.linehaul_s * linehaul_jitter[mr]
+    for j in range(4):
+        tw[:, j + 1] = tw[:, j] + nominal[j] * factors[w] * wrong_jitter[mr, j]
+    tw_ms = np.rint(tw * 1000.0).astype(np.int64)
+    w_version = (
+        np.zeros(len(mr), dtype=np.int64) if change_ms is None else (tw_ms[:, 3] >= change_ms) * 1
+    )
+    w_chute = (dest_of[mr] + w_version) % chutes
+    w_base = w * per_site
+    rw = np.stack(
+        [
+            w_base + wrong_line[mr],
+            w_base + cfg.induction_lines,
+            w_base + cfg.induction_lines + 1,
+            w_base + cfg.induction_lines + 2 + 2 * w_chute,
+            w_base + cfg.induction_lines + 3 + 2 * w_chute,
+        ],
+        axis=1,
+    ).astype(np.int32)
+    tagged = np.array([s.rfid for s in sites])[origin]
+    # An untagged parcel passes an RFID gate unseen.
+    w_emitted = ~is_rfid[rw] | tagged[:, None]
+    parcel_idx = np.concatenate(
+        (parcel_idx, np.broadcast_to(mr.astype(np.int32)[:, None], (len(mr), 5))[w_emitted])
+    )
+    at_flat = np.concatenate((at_flat, tw_ms[w_emitted]))
+    rp_flat = np.concatenate((rp_flat, rw[w_emitted]))
+    ok_flat = np.concatenate((ok_flat, np.ones(int(w_emitted.sum()), dtype=np.bool_)))
+    slot_flat = np.concatenate(
+        (slot_flat, np.broadcast_to(np.arange(6, 11)[None, :], (len(mr), 5))[w_emitted])
+    )
+    misroutes = {
+        int(i): (read_points[int(rw[j, 0])], int(tw_ms[j, 0]) / 1000.0, sites[int(home[j])].site)
+        for j, i in enumerate(mr.tolist())
+    }
     sequence = np.lexsort((slot_flat, parcel_idx, at_flat))
     columns = Reads(
         at_flat[sequence],
@@ -461,7 +527,7 @@ def generate(
     manifest = _manifest(cfg, n, classes, site_of, dest_of, class_of, t_ms, sites, destinations)
     faults = _truth(
         cfg, read_points, manifest, kind_of, site_of, class_of, delay_stage,
-        lost_slot, t_ms, rp, assigned, version_idx, standard, chutes,
+        lost_slot, t_ms, rp, assigned, version_idx, standard, chutes, misroutes,
     )  # fmt: skip
     return Scenario(
         config=cfg,
@@ -528,6 +594,7 @@ def _truth(
     version_idx: npt.NDArray[np.int64],
     standard: npt.NDArray[np.float64],
     chutes: int,
+    misroutes: dict[int, tuple[ReadPointSpec, float, str]],
 ) -> list[Fault]:
     """One Fault per faulty parcel; only those parcels are visited (a few percent)."""
     faults = []
@@ -593,6 +660,16 @@ def _truth(
             fault = Fault(
                 m.tracking_id, kind, m.origin_site, where.read_point, where.stage,
                 at(_TUN), at(_TUN), {"protocol": where.protocol},
+            )  # fmt: skip
+        elif kind == "misroute":
+            where, when, home = misroutes[i]
+            fault = Fault(
+                m.tracking_id, kind, where.site, where.read_point, where.stage, when, when,
+                {
+                    "origin_site": m.origin_site,
+                    "destination_site": home,
+                    "left_by": point(_DOR).read_point,
+                },
             )  # fmt: skip
         else:  # recirculation
             where = point(_SRT)

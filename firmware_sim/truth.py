@@ -6,6 +6,7 @@ can know it. The definitions of `detectable_at_s` follow the stage standards:
 - missort:       the read at the wrong chute
 - noread:        the moment the parcel passed the tunnel undecoded
 - recirculation: the second read at the sorter
+- misroute:      the first read at the wrong site (its induction line)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-FAULT_KINDS = ("missort", "delay", "lost", "noread", "recirculation")
+FAULT_KINDS = ("missort", "delay", "lost", "noread", "recirculation", "misroute")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,9 @@ from firmware_sim.scenario import (
 from firmware_sim.truth import FAULT_KINDS
 from parceltrack.identifiers import is_s10
 
-RATES = FaultRates(missort=0.03, delay=0.02, lost=0.02, noread=0.04, recirculation=0.03)
+RATES = FaultRates(
+    missort=0.03, delay=0.02, lost=0.02, noread=0.04, recirculation=0.03, misroute=0.02
+)
 CONFIG = ScenarioConfig(seed=5, parcels=3000, faults=RATES, rfid_sites=("MAN1",))
 
 
@@ -91,6 +93,8 @@ def test_bad_epcs_are_rejected_with_a_reason(bad: str) -> None:
 
 
 def test_bad_configuration_is_a_clear_error() -> None:
-    """Fault rates above one in total are refused before anything is generated."""
+    """Fault rates above one in total, or mis-routes with one site, are refused."""
     with pytest.raises(ScenarioError, match="fault rates"):
         generate(ScenarioConfig(faults=FaultRates(lost=0.7, delay=0.5)))
+    with pytest.raises(ScenarioError, match="two sites"):
+        generate(ScenarioConfig(sites=("LHR1",), rfid_sites=(), faults=FaultRates(misroute=0.1)))

@@ -10,7 +10,9 @@ from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak, expected_co
 from firmware_sim.layout import plan_in_force
 from firmware_sim.scenario import FaultRates, Scenario, ScenarioConfig, generate
 
-RATES = FaultRates(missort=0.03, delay=0.03, lost=0.03, noread=0.03, recirculation=0.03)
+RATES = FaultRates(
+    missort=0.03, delay=0.03, lost=0.03, noread=0.03, recirculation=0.03, misroute=0.03
+)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +163,13 @@ def test_delays_lost_noreads_and_recirculation_match_their_truth(scenario: Scena
 def test_rfid_sites_report_tags_and_miss_no_read_tags() -> None:
     """On an RFID site the tunnel and doors carry the EPC; a tunnel no-read is no read."""
     s = generate(
-        ScenarioConfig(seed=3, parcels=500, sites=("MAN1",), rfid_sites=("MAN1",), faults=RATES)
+        ScenarioConfig(
+            seed=3,
+            parcels=500,
+            sites=("MAN1",),
+            rfid_sites=("MAN1",),
+            faults=FaultRates(noread=0.05, lost=0.05),
+        )
     )
     noreads = {f.tracking_id for f in s.faults if f.kind == "noread"}
     assert noreads
@@ -172,3 +180,25 @@ def test_rfid_sites_report_tags_and_miss_no_read_tags() -> None:
         else:
             assert r.code == r.tracking_id
     assert {r.protocol for r in s.reads} == {"barcode", "mercury", "r2000"}
+
+
+def test_misrouted_parcels_turn_up_at_a_wrong_site(scenario: Scenario) -> None:
+    """A mis-route leaves by its right door, then is read at a site that is neither its
+    origin nor its destination site, detectable at that first read."""
+    manifest = {m.tracking_id: m for m in scenario.manifest}
+    site_of = {r.read_point: r.site for r in scenario.read_points}
+    visits = _visits(scenario)
+    misroutes = [f for f in scenario.faults if f.kind == "misroute"]
+    assert len(misroutes) == round(0.03 * len(scenario.manifest))
+    for f in misroutes:
+        m, seen = manifest[f.tracking_id], visits[f.tracking_id]
+        assert f.site not in (m.origin_site, m.destination_site)
+        away = [v for v in seen if site_of[v[1]] == f.site]
+        assert away[0][:2] == (f.detectable_at_s, f.read_point) and "-IND" in f.read_point
+        home = [v for v in seen if site_of[v[1]] == m.origin_site]
+        assert home[-1][1] == f.details["left_by"] and home[-1][0] < f.at_s
+        assert [site_of[v[1]] for v in seen] == [m.origin_site] * len(home) + [f.site] * len(away)
+    others = {f.tracking_id for f in misroutes}
+    for tracking, seen in visits.items():
+        if tracking not in others:
+            assert {site_of[v[1]] for v in seen} == {manifest[tracking].origin_site}
