@@ -37,7 +37,9 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
             parcels=20_000,
             rate_per_hour=3.0 * 3600,
             profile=FLAT_PROFILE,
-            faults=FaultRates(missort=0.01, delay=0.01, lost=0.03, noread=0.02, recirculation=0.02),
+            faults=FaultRates(
+                missort=0.01, delay=0.01, lost=0.03, noread=0.02, recirculation=0.02, misroute=0.005
+            ),
         )
     )
     if api_port and not _port_free(api_port):
