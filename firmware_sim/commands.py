@@ -80,6 +80,9 @@ def _playback_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-delay", type=float, default=1.0, help="seconds before time 0")
     p.add_argument("--start-at", help="wall-clock time of scenario time 0 (ISO, with offset)")
     p.add_argument("--clock-out", help="write the playback clock (start, speed) here")
+    p.add_argument(
+        "--truth-out", help="write the ground truth as JSON Lines, on this playback's clock"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -162,9 +165,14 @@ def _clock(args: argparse.Namespace, speed: float) -> PlaybackClock:
     else:
         start = datetime.now(UTC) + timedelta(seconds=args.start_delay)
     clock = PlaybackClock(start, speed)
+    return clock
+
+
+def _record(args: argparse.Namespace, scenario: Scenario, clock: PlaybackClock) -> None:
     if args.clock_out:
         clock.save(Path(args.clock_out))
-    return clock
+    if args.truth_out:
+        Path(args.truth_out).write_text(scenario.truth_lines(clock.start, clock.speed))
 
 
 @contextmanager
@@ -195,6 +203,7 @@ def _play(args: argparse.Namespace, scenario: Scenario, stop: threading.Event) -
     )
     try:
         clock = _clock(args, args.speed)
+        _record(args, scenario, clock)
         with _progress(len(scenario.columns), "playing", args.quiet) as progress:
             sent = play(scenario, bank, stop=stop, clock=clock, on_progress=progress)
         console.print(summary_table(scenario))
@@ -219,8 +228,7 @@ def _publish(
         # Unpaced: the whole scenario lies just behind now, like an outbox replaying,
         # so no timestamp is in the future (the ingest refuses those).
         clock = PlaybackClock(datetime.now(UTC) - timedelta(seconds=scenario.duration_s + 1))
-        if args.clock_out:
-            clock.save(Path(args.clock_out))
+    _record(args, scenario, clock)
     settings = PublishSettings(
         broker=BrokerAddress.from_url(broker_url),
         agent=args.agent,

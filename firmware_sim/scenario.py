@@ -266,6 +266,11 @@ class Scenario:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
+    def truth_lines(self, start: datetime, speed: float = 1.0) -> str:
+        """The ground truth as JSON Lines, wall-clock fields for a playback that put
+        scenario time 0 at `start` and ran at `speed` (docs/scenarios.md)."""
+        return "".join(json.dumps(f.to_dict(start, speed)) + "\n" for f in self.faults)
+
     def save(self, path: Path) -> None:
         path.write_text(self.to_json())
 
@@ -298,6 +303,22 @@ class Scenario:
             cfg[key] = tuple(cfg[key])
         cfg["transit_s"] = tuple((k, float(v)) for k, v in cfg["transit_s"])
         reads = raw["reads"]
+        columns = Reads(
+            np.asarray(reads["at_ms"], dtype=np.int64),
+            np.asarray(reads["read_point"], dtype=np.int32),
+            np.asarray(reads["parcel"], dtype=np.int32),
+            np.asarray(reads["decoded"], dtype=np.bool_),
+        )
+        sizes = {len(columns.at_ms), len(columns.read_point), len(columns.parcel)}
+        if len(sizes | {len(columns.decoded)}) != 1:
+            raise ValueError("the reads columns differ in length")
+        if len(columns) and (
+            min(columns.read_point) < 0
+            or max(columns.read_point) >= len(raw["read_points"])
+            or min(columns.parcel) < 0
+            or max(columns.parcel) >= len(raw["manifest"])
+        ):
+            raise ValueError("a read names a read point or parcel the file does not have")
         return cls(
             config=ScenarioConfig(**cfg),
             start=datetime.fromisoformat(raw["clock"]["start"]),
@@ -316,12 +337,7 @@ class Scenario:
             ],
             destinations={d["destination"]: d["destination_site"] for d in raw["destinations"]},
             manifest=[ManifestEntry(**m) for m in raw["manifest"]],
-            columns=Reads(
-                np.asarray(reads["at_ms"], dtype=np.int64),
-                np.asarray(reads["read_point"], dtype=np.int32),
-                np.asarray(reads["parcel"], dtype=np.int32),
-                np.asarray(reads["decoded"], dtype=np.bool_),
-            ),
+            columns=columns,
             faults=[Fault.from_dict(f) for f in raw["faults"]],
         )
 

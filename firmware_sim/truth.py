@@ -34,7 +34,9 @@ class Fault:
         """For lost parcels: the last read point that saw it (the foundation's name)."""
         return self.read_point
 
-    def to_dict(self, start: datetime) -> dict[str, Any]:
+    def to_dict(self, start: datetime, speed: float = 1.0) -> dict[str, Any]:
+        """The fault as in the scenario file; wall-clock fields for a playback that
+        started at `start` at `speed` (the file itself: nominal start, speed 1)."""
         return {
             "tracking_id": self.tracking_id,
             "kind": self.kind,
@@ -43,8 +45,9 @@ class Fault:
             "stage": self.stage,
             "at_s": self.at_s,
             "detectable_at_s": self.detectable_at_s,
-            "detectable_at": wall_clock(start, self.detectable_at_s),
+            "detectable_at": wall_clock(start, self.detectable_at_s, speed),
             "details": self.details,
+            "at": wall_clock(start, self.at_s, speed),
         }
 
     @classmethod

@@ -146,6 +146,10 @@ class Pipeline:
         # the standards and sort plans in the database follow the same clock.
         self.clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=3), self.speed)
         self.clock.save(self.workdir / "clock.json")
+        # The ground truth on this run's clock, for scoring detection (docs/scenarios.md).
+        (self.workdir / "truth.jsonl").write_text(
+            self.scenario.truth_lines(self.clock.start, self.clock.speed)
+        )
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             load_standards(conn, self.scenario, self.clock)
         self.spawn("ingest", "ingest")

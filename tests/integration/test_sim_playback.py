@@ -150,3 +150,14 @@ def test_publish_puts_every_read_on_the_broker_as_valid_batches(
     assert kinds["seen"] == sum(1 for r in SCENARIO.reads if r.epc is not None)
     first = min(events, key=lambda e: e.ts)
     assert first.ts == clock.wall(SCENARIO.reads[0].at)
+
+
+def test_paced_publishing_takes_the_scenario_time_divided_by_the_speed(
+    mqtt_server: PrivateMosquitto,
+) -> None:
+    """At 400x a paced publish does not finish before the last read's wall-clock time."""
+    clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=0.2), speed=400.0)
+    settings = PublishSettings(BrokerAddress.from_url(mqtt_server.url), boot=8)
+    sent = publish(SCENARIO, settings, clock, paced=True)
+    assert sent == len(SCENARIO.reads)
+    assert datetime.now(UTC) >= clock.wall(SCENARIO.reads[-1].at)

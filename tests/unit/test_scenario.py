@@ -1,5 +1,9 @@
+import json
 from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ from firmware_sim.scenario import (
     ScenarioError,
     generate,
 )
-from firmware_sim.truth import FAULT_KINDS
+from firmware_sim.truth import FAULT_KINDS, Fault
 from parceltrack.identifiers import is_s10
 
 RATES = FaultRates(
@@ -98,3 +102,39 @@ def test_bad_configuration_is_a_clear_error() -> None:
         generate(ScenarioConfig(faults=FaultRates(lost=0.7, delay=0.5)))
     with pytest.raises(ScenarioError, match="two sites"):
         generate(ScenarioConfig(sites=("LHR1",), rfid_sites=(), faults=FaultRates(misroute=0.1)))
+
+
+def test_truth_lines_follow_the_playback_clock(scenario: Scenario) -> None:
+    """Each truth line is a fault with its times on the given start and speed."""
+    start = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    lines = [json.loads(line) for line in scenario.truth_lines(start, 60.0).splitlines()]
+    assert len(lines) == len(scenario.faults)
+    for line, fault in zip(lines, scenario.faults, strict=True):
+        assert Fault.from_dict(line) == fault
+        wall = datetime.fromisoformat(line["detectable_at"])
+        assert abs((wall - start).total_seconds() - fault.detectable_at_s / 60.0) < 0.001
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw.update(version=99),
+        lambda raw: raw.pop("manifest"),
+        lambda raw: raw["reads"]["parcel"].append(0),
+        lambda raw: raw["reads"]["read_point"].__setitem__(0, 10_000),
+    ],
+    ids=["version", "missing-manifest", "ragged-reads", "unknown-read-point"],
+)
+def test_damaged_files_are_refused_with_a_reason(
+    scenario: Scenario, tmp_path: Path, damage: Callable[[dict[str, Any]], object]
+) -> None:
+    """A file of another version or with broken parts raises ScenarioError, no crash."""
+    raw = scenario.to_dict()
+    damage(raw)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ScenarioError):
+        Scenario.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ScenarioError, match="cannot read"):
+        Scenario.load(path)
