@@ -75,7 +75,7 @@ def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
         if config.agent.mqtt_url and not args.env_broker
         else (settings.mqtt_url)
     )
-    run_agent(config, BrokerAddress.from_url(url), _stop_on_signals())
+    run_agent(config, BrokerAddress.from_url(url, settings.mqtt_ca_file), _stop_on_signals())
     return 0
 
 
@@ -85,7 +85,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     worker = IngestWorker(
         IngestSettings(
             dsn=settings.dsn,
-            broker=BrokerAddress.from_url(settings.mqtt_url),
+            broker=BrokerAddress.from_url(settings.mqtt_url, settings.mqtt_ca_file),
             client_id=args.client_id,
         )
     )
@@ -114,7 +114,10 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import ApiSettings, create_app
 
     app = create_app(
-        ApiSettings(dsn=settings.dsn, broker=BrokerAddress.from_url(settings.mqtt_url))
+        ApiSettings(
+            dsn=settings.dsn,
+            broker=BrokerAddress.from_url(settings.mqtt_url, settings.mqtt_ca_file),
+        )
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -125,6 +128,14 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     code: int = bench.load(args.bench).run(args)
     return code
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from edge.config import load_agent_config
+    from parceltrack.acl import render_acl
+
+    print(render_acl([load_agent_config(Path(p)) for p in args.agent_config]), end="")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -185,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         module = bench.load(name)
         module.add_arguments(bench_sub.add_parser(name, help=(module.__doc__ or "").strip()))
     bench_parser.set_defaults(func=cmd_bench)
+
+    broker = sub.add_parser("broker", help="broker configuration")
+    broker_sub = broker.add_subparsers(dest="action", required=True)
+    acl = broker_sub.add_parser("acl", help="print a Mosquitto acl_file for these agents")
+    acl.add_argument("agent_config", nargs="+", help="agent TOML files")
+    broker.set_defaults(func=cmd_broker)
 
     db = sub.add_parser("db", help="schema migrations and reference data")
     db_sub = db.add_subparsers(dest="action", required=True)
