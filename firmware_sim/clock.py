@@ -37,7 +37,10 @@ class PlaybackClock:
         return {"start": self.start.isoformat(), "speed": self.speed}
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict()))
+        """Written whole or not at all: a player may be waiting for this file."""
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(self.to_dict()))
+        partial.replace(path)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> PlaybackClock:

@@ -64,6 +64,10 @@ def add_arguments(sim: argparse.ArgumentParser) -> None:
     play.add_argument(
         "--exit", action="store_true", help="close the ports and exit when done (default: wait)"
     )
+    play.add_argument(
+        "--clock-from",
+        help="make the ports, wait for this playback clock file to appear, play on it",
+    )
 
     pub = sub.add_parser("publish", help="publish a scenario straight onto MQTT (load tests)")
     _playback_arguments(pub)
@@ -168,6 +172,13 @@ def _clock(args: argparse.Namespace, speed: float) -> PlaybackClock:
     return clock
 
 
+def _wait_for_clock(path: Path, stop: threading.Event) -> PlaybackClock | None:
+    while not path.exists():
+        if stop.wait(0.05):
+            return None
+    return PlaybackClock.load(path)
+
+
 def _record(args: argparse.Namespace, scenario: Scenario, clock: PlaybackClock) -> None:
     if args.clock_out:
         clock.save(Path(args.clock_out))
@@ -202,7 +213,12 @@ def _play(args: argparse.Namespace, scenario: Scenario, stop: threading.Event) -
         tag_dwell_s=scenario.config.tag_dwell_s,
     )
     try:
-        clock = _clock(args, args.speed)
+        if args.clock_from:
+            clock = _wait_for_clock(Path(args.clock_from), stop)
+            if clock is None:
+                return 0
+        else:
+            clock = _clock(args, args.speed)
         _record(args, scenario, clock)
         with _progress(len(scenario.columns), "playing", args.quiet) as progress:
             sent = play(scenario, bank, stop=stop, clock=clock, on_progress=progress)
