@@ -11,9 +11,13 @@ can know it. The definitions of `detectable_at_s` follow the stage standards:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from parceltrack.errors import ParceltrackError
 
 FAULT_KINDS = ("missort", "delay", "lost", "noread", "recirculation", "misroute")
 
@@ -67,3 +71,25 @@ class Fault:
 def wall_clock(start: datetime, at_s: float, speed: float = 1.0) -> str:
     """Scenario seconds as wall-clock time, for a playback started at `start` at `speed`."""
     return (start + timedelta(seconds=at_s / speed)).isoformat(timespec="milliseconds")
+
+
+class TruthFileError(ParceltrackError, ValueError):
+    """A ground-truth JSON Lines file that cannot be read; the message says where."""
+
+
+def read_truth_lines(path: Path) -> list[tuple[Fault, datetime]]:
+    """A `--truth-out` file: each fault with its wall-clock `detectable_at`."""
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise TruthFileError(f"cannot read {path}: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            out.append((Fault.from_dict(raw), datetime.fromisoformat(raw["detectable_at"])))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TruthFileError(f"{path}:{number}: not a fault record ({exc!r})") from exc
+    return out

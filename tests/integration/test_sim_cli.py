@@ -7,7 +7,9 @@ import psycopg
 import pytest
 
 from firmware_sim.scenario import Scenario
+from firmware_sim.truth import read_truth_lines
 from parceltrack.cli import main
+from parceltrack.services import PrivateMosquitto
 
 
 def test_generate_writes_the_configured_scenario_and_summarises_it(
@@ -54,3 +56,22 @@ def test_load_scenario_command_fills_the_database(
         assert conn.execute("SELECT count(*) FROM sort_plans").fetchone() == (2,)
         row = conn.execute("SELECT min(effective_from) FROM sort_plans").fetchone()
         assert row == (datetime.fromisoformat(start),)
+
+
+def test_publish_command_puts_a_scenario_on_the_broker(
+    tmp_path: Path,
+    mqtt_server: PrivateMosquitto,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`sim publish --speed 0` publishes every read and writes the truth on its clock."""
+    out, truth = tmp_path / "s.json", tmp_path / "truth.jsonl"
+    assert main(["sim", "generate", "--parcels", "40", "--out", str(out)]) == 0
+    monkeypatch.setenv("PARCELTRACK_MQTT_URL", mqtt_server.url)
+    code = main(
+        ["sim", "publish", "--scenario", str(out), "--speed", "0", "--truth-out", str(truth)]
+    )
+    assert code == 0
+    scenario = Scenario.load(out)
+    assert f"published {len(scenario.reads)} events" in capsys.readouterr().err
+    assert [f for f, _ in read_truth_lines(truth)] == scenario.faults

@@ -16,7 +16,7 @@ from firmware_sim.scenario import (
     ScenarioError,
     generate,
 )
-from firmware_sim.truth import FAULT_KINDS, Fault
+from firmware_sim.truth import FAULT_KINDS, TruthFileError, read_truth_lines
 from parceltrack.identifiers import is_s10
 
 RATES = FaultRates(
@@ -104,15 +104,19 @@ def test_bad_configuration_is_a_clear_error() -> None:
         generate(ScenarioConfig(sites=("LHR1",), rfid_sites=(), faults=FaultRates(misroute=0.1)))
 
 
-def test_truth_lines_follow_the_playback_clock(scenario: Scenario) -> None:
-    """Each truth line is a fault with its times on the given start and speed."""
+def test_truth_lines_follow_the_playback_clock(scenario: Scenario, tmp_path: Path) -> None:
+    """Each truth line is a fault with its times on the given start and speed, and
+    reads back as the same faults."""
     start = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-    lines = [json.loads(line) for line in scenario.truth_lines(start, 60.0).splitlines()]
-    assert len(lines) == len(scenario.faults)
-    for line, fault in zip(lines, scenario.faults, strict=True):
-        assert Fault.from_dict(line) == fault
-        wall = datetime.fromisoformat(line["detectable_at"])
+    path = tmp_path / "truth.jsonl"
+    path.write_text(scenario.truth_lines(start, 60.0))
+    lines = read_truth_lines(path)
+    assert [f for f, _ in lines] == scenario.faults
+    for fault, wall in lines:
         assert abs((wall - start).total_seconds() - fault.detectable_at_s / 60.0) < 0.001
+    path.write_text(path.read_text() + "{oops\n")
+    with pytest.raises(TruthFileError, match=f":{len(lines) + 1}:"):
+        read_truth_lines(path)
 
 
 @pytest.mark.parametrize(
