@@ -207,11 +207,7 @@ def _play(args: argparse.Namespace, scenario: Scenario, stop: threading.Event) -
 
     if args.speed <= 0:
         raise ConfigError("play needs a positive --speed")
-    bank = ScannerBank(
-        Path(args.port_dir),
-        [r.device for r in scenario.read_points],
-        tag_dwell_s=scenario.config.tag_dwell_s,
-    )
+    bank = ScannerBank(Path(args.port_dir), [r.device for r in scenario.read_points])
     try:
         if args.clock_from:
             clock = _wait_for_clock(Path(args.clock_from), stop)
@@ -221,7 +217,14 @@ def _play(args: argparse.Namespace, scenario: Scenario, stop: threading.Event) -
             clock = _clock(args, args.speed)
         _record(args, scenario, clock)
         with _progress(len(scenario.columns), "playing", args.quiet) as progress:
-            sent = play(scenario, bank, stop=stop, clock=clock, on_progress=progress)
+            sent = play(
+                scenario,
+                bank,
+                stop=stop,
+                clock=clock,
+                on_progress=progress,
+                tag_dwell_s=scenario.config.tag_dwell_s,
+            )
         console.print(summary_table(scenario))
         console.print(f"sim: sent {sent} frames of {len(scenario.columns)}")
         if not args.exit:

@@ -46,29 +46,19 @@ def scanner_frame(read: ScheduledRead, framing: ScannerFraming) -> bytes:
 
 @dataclass
 class ScannerBank:
-    """One virtual device per scenario device: a barcode scanner on its own pty under
-    `port_dir`, except the devices that have a TagSink in `tag_sinks`."""
+    """One virtual barcode scanner per device, each on its own pty under `port_dir`."""
 
     port_dir: Path
     devices: Iterable[str]
     framing: ScannerFraming = field(default_factory=ScannerFraming)
-    tag_sinks: Mapping[str, TagSink] = field(default_factory=dict)
-    tag_dwell_s: float = 0.6  # scenario seconds a tag stays in a gate's field
 
     def __post_init__(self) -> None:
-        self.ports = {
-            d: VirtualSerialPort(self.port_dir / d) for d in self.devices if d not in self.tag_sinks
-        }
+        self.ports = {d: VirtualSerialPort(self.port_dir / d) for d in self.devices}
         self.frames_sent = 0
-        self.tags_presented = 0
 
-    def send(self, read: ScheduledRead, speed: float = 1.0) -> None:
-        sink = self.tag_sinks.get(read.device)
-        if sink is not None and read.epc is not None:
-            sink.present(read.epc, self.tag_dwell_s / speed)
-            self.tags_presented += 1
-            return
-        self.ports[read.device].write(scanner_frame(read, self.framing))
+    def send(self, read: ScheduledRead) -> None:
+        data = scanner_frame(read, self.framing)
+        self.ports[read.device].write(data)
         self.frames_sent += 1
 
     def close(self) -> None:
@@ -83,9 +73,16 @@ def play(
     stop: threading.Event | None = None,
     clock: PlaybackClock | None = None,
     on_progress: Callable[[int], None] | None = None,
+    tag_sinks: Mapping[str, TagSink] | None = None,
+    tag_dwell_s: float = 0.6,
 ) -> int:
     """Send every read at its wall-clock time under `clock` (default: now, at `speed`);
-    return how many were sent. `on_progress` gets the count sent so far, now and then."""
+    return how many were sent. `on_progress` gets the count sent so far, now and then.
+
+    RFID reads of a device in `tag_sinks` are presented to that sink for `tag_dwell_s`
+    scenario seconds (scaled by the speed); every other read goes to `bank`, whose
+    devices must then leave out the ones with a sink."""
+    sinks = tag_sinks or {}
     stop = stop or threading.Event()
     clock = clock or PlaybackClock(datetime.now(UTC), speed)
     origin = clock.start.timestamp()
@@ -96,7 +93,11 @@ def play(
             break
         if stop.is_set():
             break
-        bank.send(read, clock.speed)
+        sink = sinks.get(read.device)
+        if sink is not None and read.epc is not None:
+            sink.present(read.epc, tag_dwell_s / clock.speed)
+        else:
+            bank.send(read)
         sent += 1
         if on_progress is not None and sent % 100 == 0:
             on_progress(sent)

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak, arrival_times
-from firmware_sim.faults import record_faults
 from firmware_sim.layout import (
     ReadPointSpec,
     SiteSpec,
@@ -38,7 +37,7 @@ from firmware_sim.parcels import (
     build_manifest,
 )
 from firmware_sim.standards import SERVICE_CLASSES, ServiceClass, StageStandard, stage_standards
-from firmware_sim.truth import FAULT_KINDS, Fault, wall_clock
+from firmware_sim.truth import FAULT_KINDS, Fault, record_faults, wall_clock
 from parceltrack.errors import ParceltrackError
 
 __all__ = [
