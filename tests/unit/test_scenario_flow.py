@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak, expected_count, rate_knots
-from firmware_sim.layout import plan_in_force
+from firmware_sim.layout import plan_in_force, sort_plans
 from firmware_sim.scenario import FaultRates, Scenario, ScenarioConfig, generate
 
 RATES = FaultRates(
@@ -202,3 +202,13 @@ def test_misrouted_parcels_turn_up_at_a_wrong_site(scenario: Scenario) -> None:
     for tracking, seen in visits.items():
         if tracking not in others:
             assert {site_of[v[1]] for v in seen} == {manifest[tracking].origin_site}
+
+
+def test_plan_in_force_changes_exactly_at_the_effective_time() -> None:
+    """Version 1 holds until the change; from that instant on, version 2 decides."""
+    plans = sort_plans("LHR1", ("LON", "MAN"), 3, change_at_s=100.0)
+    assert plan_in_force(plans, "LHR1", 99.999).version == 1
+    assert plan_in_force(plans, "LHR1", 100.0).version == 2
+    assert plan_in_force(plans, "LHR1", 100.0).chute_for("LON") == "LHR1-CHU02"
+    with pytest.raises(LookupError):
+        plan_in_force(plans, "MAN1", 5.0)
