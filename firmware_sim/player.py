@@ -87,7 +87,7 @@ def play(
     clock = clock or PlaybackClock(datetime.now(UTC), speed)
     origin = clock.start.timestamp()
     sent = 0
-    for read in scenario.reads:
+    for read in scenario.iter_reads():
         delay = origin + read.at / clock.speed - time.time()
         if delay > 0 and stop.wait(delay):
             break
@@ -103,5 +103,5 @@ def play(
             on_progress(sent)
     if on_progress is not None:
         on_progress(sent)
-    log.info("played %d of %d reads", sent, len(scenario.reads))
+    log.info("played %d of %d reads", sent, len(scenario.columns))
     return sent

@@ -6,6 +6,7 @@ the file format is documented in docs/scenarios.md."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -183,9 +184,12 @@ class Scenario:
 
     @cached_property
     def reads(self) -> list[ScheduledRead]:
-        """The reads as objects, in time order (built on first use)."""
+        """The reads as objects, in time order (built on first use, kept)."""
+        return list(self.iter_reads())
+
+    def iter_reads(self) -> Iterator[ScheduledRead]:
+        """The reads as objects, in time order, one at a time (for long playbacks)."""
         rps = self.read_points
-        out = []
         for at, rp_i, p_i, ok in zip(
             self.columns.at_ms.tolist(),
             self.columns.read_point.tolist(),
@@ -195,18 +199,15 @@ class Scenario:
         ):
             rp, parcel = rps[rp_i], self.manifest[p_i]
             rfid = rp.is_rfid
-            out.append(
-                ScheduledRead(
-                    at / 1000.0,
-                    rp.device,
-                    rp.read_point,
-                    parcel.tracking_id if ok and not rfid else None,
-                    parcel.epc if ok and rfid else None,
-                    parcel.tracking_id,
-                    rp.protocol,
-                )
+            yield ScheduledRead(
+                at / 1000.0,
+                rp.device,
+                rp.read_point,
+                parcel.tracking_id if ok and not rfid else None,
+                parcel.epc if ok and rfid else None,
+                parcel.tracking_id,
+                rp.protocol,
             )
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
