@@ -25,7 +25,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     event   TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    row_id INTEGER PRIMARY KEY, created REAL NOT NULL, event TEXT NOT NULL, reason TEXT NOT NULL
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBounds:
+    """Past either bound the oldest events are dropped: counted and logged, never
+    refusing a new read."""
+
+    max_events: int = 5_000_000
+    max_age_s: float = 30 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +72,42 @@ def _from_json(text: str) -> ScanEvent:
 class Outbox:
     """Append-only queue of events on disk; thread-safe."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, bounds: OutboxBounds | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.bounds = bounds or OutboxBounds()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across a crash of the process (not of the OS) in WAL mode.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.dropped = 0  # events dropped by the bounds since this process opened it
+        self.quarantined = 0  # rows that could not be decoded, moved to `quarantine`
+        self.corrupt_moved_to: Path | None = None
+        try:
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            self.corrupt_moved_to = _move_aside(path)
+            log.error(
+                "outbox %s is corrupt (%s): moved aside to %s; starting a new one",
+                path,
+                exc,
+                self.corrupt_moved_to,
+            )
+            self._db = self._open(path)
+        self._count = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across a crash of the process (not of the OS) in WAL mode.
+            db.execute("PRAGMA synchronous=NORMAL")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check}")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def next_boot_epoch(self) -> int:
         """A boot epoch never used before by this outbox, so event ids stay unique even
@@ -81,26 +120,93 @@ class Outbox:
 
     def append(self, events: Sequence[ScanEvent]) -> None:
         now = time.time()
+        rows = [(e.device, now, _to_json(e)) for e in events]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT INTO outbox (device, created, event) VALUES (?, ?, ?)",
-                [(e.device, now, _to_json(e)) for e in events],
+                "INSERT INTO outbox (device, created, event) VALUES (?, ?, ?)", rows
             )
+            self._count += len(rows)
+            over = self._count - self.bounds.max_events
+            dropped = self._drop_oldest(over) if over > 0 else 0
             self._db.execute("COMMIT")
+        if dropped:
+            log.warning(
+                "outbox full (%d events): dropped the %d oldest (%d dropped so far)",
+                self.bounds.max_events,
+                dropped,
+                self.dropped,
+            )
 
-    def oldest(self, after_row: int, limit: int) -> list[Pending]:
+    def _drop_oldest(self, n: int) -> int:
+        cur = self._db.execute(
+            "DELETE FROM outbox WHERE row_id IN "
+            "(SELECT row_id FROM outbox ORDER BY row_id LIMIT ?)",
+            (n,),
+        )
+        self._count -= cur.rowcount
+        self.dropped += cur.rowcount
+        return cur.rowcount
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop events older than the age bound; returns how many (logged when any)."""
+        limit = (now or time.time()) - self.bounds.max_age_s
+        with self._lock:
+            cur = self._db.execute("DELETE FROM outbox WHERE created < ?", (limit,))
+            self._count -= cur.rowcount
+            self.dropped += cur.rowcount
+        if cur.rowcount:
+            log.warning(
+                "outbox: dropped %d events older than %.0fs (%d dropped so far)",
+                cur.rowcount,
+                self.bounds.max_age_s,
+                self.dropped,
+            )
+        return cur.rowcount
+
+    def max_row_id(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT max(row_id) FROM outbox").fetchone()
+        return int(row[0] or 0)
+
+    def oldest(self, after_row: int, limit: int, upto_row: int | None = None) -> list[Pending]:
+        """Up to `limit` events after `after_row` (and not after `upto_row`), oldest first.
+        A row that cannot be decoded is moved to the quarantine table, not returned."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT row_id, event FROM outbox WHERE row_id > ? ORDER BY row_id LIMIT ?",
-                (after_row, limit),
+                "SELECT row_id, event FROM outbox WHERE row_id > ? AND row_id <= ? "
+                "ORDER BY row_id LIMIT ?",
+                (after_row, upto_row if upto_row is not None else 2**62, limit),
             ).fetchall()
-        return [Pending(r, _from_json(e)) for r, e in rows]
+        out: list[Pending] = []
+        for row_id, text in rows:
+            try:
+                out.append(Pending(row_id, _from_json(text)))
+            except (ValueError, TypeError, KeyError) as exc:
+                self._quarantine(row_id, f"{type(exc).__name__}: {exc}")
+        return out
+
+    def _quarantine(self, row_id: int, reason: str) -> None:
+        log.error("outbox row %d cannot be decoded (%s): moved to quarantine", row_id, reason)
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO quarantine SELECT row_id, created, event, ? "
+                "FROM outbox WHERE row_id = ?",
+                (reason, row_id),
+            )
+            cur = self._db.execute("DELETE FROM outbox WHERE row_id = ?", (row_id,))
+            self._count -= cur.rowcount
+            self._db.execute("COMMIT")
+        self.quarantined += 1
 
     def remove(self, row_ids: Sequence[int]) -> None:
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM outbox WHERE row_id = ?", [(r,) for r in row_ids])
+            cur = self._db.executemany(
+                "DELETE FROM outbox WHERE row_id = ?", [(r,) for r in row_ids]
+            )
+            self._count -= cur.rowcount
             self._db.execute("COMMIT")
 
     def depth(self) -> tuple[int, float | None]:
@@ -112,3 +218,14 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a corrupt outbox (and its WAL files) so it can be examined, not lost."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}-{time.time_ns() % 1_000_000}")
+    for suffix in ("", "-wal", "-shm"):
+        src = path.with_name(path.name + suffix)
+        if src.exists():
+            src.rename(target.with_name(target.name + suffix))
+    return target
