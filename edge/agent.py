@@ -119,7 +119,7 @@ class DeviceReader:
             while not self.stop.is_set():
                 data = port.read(max(1, port.in_waiting))
                 now = time.time()
-                self._handle(driver.feed(data, now) if data else [], now)
+                self._handle(driver.feed(data, now), now)
                 out = driver.poll(now)
                 if out:
                     port.write(out)

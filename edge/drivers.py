@@ -33,6 +33,9 @@ class RfidRead:
 
 
 Read = BarcodeRead | RfidRead
+# Bytes of a partial frame still buffered after the line was quiet this long are a
+# truncated frame (or a false start whose LEN promised too much): resynchronise.
+STALE_PARTIAL_S = 0.1
 
 
 @dataclass
@@ -170,8 +173,13 @@ class MercuryDriver:
     def feed(self, data: bytes, now: float) -> list[Read]:
         if data:
             self._last_byte = now
+            frames = self._framer.feed(data)
+        elif self._framer.buffered and now - self._last_byte > STALE_PARTIAL_S:
+            frames = self._framer.resync()
+        else:
+            frames = []
         reads: list[Read] = []
-        for frame in self._framer.feed(data):
+        for frame in frames:
             self._handle(frame, now, reads)
         self.stats.frames_ok = self._framer.frames_ok
         self.stats.frames_bad = self._framer.frames_bad
@@ -269,6 +277,7 @@ class R2000Driver:
         self._sent_at = 0.0
         self._antenna_index = 0
         self._pending = b""
+        self._last_byte = 0.0
 
     def _cmd(self, command: int, data: bytes = b"") -> _Step:
         return _Step(r2000.encode(self.settings.address, command, data), command)
@@ -299,8 +308,15 @@ class R2000Driver:
         self._steps.append(self._cmd(c.REAL_TIME_INVENTORY, bytes((self.settings.repeat,))))
 
     def feed(self, data: bytes, now: float) -> list[Read]:
+        if data:
+            self._last_byte = now
+            frames = self._framer.feed(data)
+        elif self._framer.buffered and now - self._last_byte > STALE_PARTIAL_S:
+            frames = self._framer.resync()
+        else:
+            frames = []
         reads: list[Read] = []
-        for frame in self._framer.feed(data):
+        for frame in frames:
             self._handle(frame, now, reads)
         self.stats.frames_ok = self._framer.frames_ok
         self.stats.frames_bad = self._framer.frames_bad

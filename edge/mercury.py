@@ -171,7 +171,7 @@ def decode_tag_read(data: bytes) -> TagRead | None:
         protocol=data[18],
         embedded=bytes(data[21 : 21 + m]),
         pc=int.from_bytes(data[at + 2 : at + 4], "big"),
-        tag_crc=int.from_bytes(data[at + n - 2 : at + n], "big"),
+        tag_crc=int.from_bytes(data[at + n : at + n + 2], "big"),
     )
 
 
@@ -186,6 +186,20 @@ class MercuryFramer:
     frames_bad: int = 0  # bad CRC, or a frame cut short by the next one
     bytes_skipped: int = 0  # garbage between frames
     _buffer: bytearray = field(default_factory=bytearray)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def resync(self) -> list[Frame]:
+        """Give up on the partial frame at the head of the buffer (its LEN promised
+        more than came: truncated, or a false start) and parse what follows. Drivers
+        call this when the line has been quiet for a while with bytes still buffered."""
+        if not self._buffer:
+            return []
+        self.frames_bad += 1
+        del self._buffer[:1]
+        return self.feed(b"")
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buffer

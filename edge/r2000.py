@@ -122,6 +122,20 @@ class R2000Framer:
     bytes_skipped: int = 0
     _buffer: bytearray = field(default_factory=bytearray)
 
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def resync(self) -> list[Frame]:
+        """Give up on the partial frame at the head of the buffer (its LEN promised
+        more than came: truncated, or a false start) and parse what follows. Drivers
+        call this when the line has been quiet for a while with bytes still buffered."""
+        if not self._buffer:
+            return []
+        self.frames_bad += 1
+        del self._buffer[:1]
+        return self.feed(b"")
+
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buffer
         buf += data
