@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import random
 import threading
 import time
@@ -137,6 +138,7 @@ class _VirtualDevice:
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._unplugged_by_schedule = False
+        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
         self._thread.start()
 
@@ -150,11 +152,32 @@ class _VirtualDevice:
         self.field.present(epc_hex, duration_s, antennas)
 
     def unplug(self) -> None:
-        self.counters.unplugs += 1
-        self.transport.unplug()
+        """The adapter is pulled: the port vanishes (done on the device's own thread)."""
+        self._requests.put("unplug")
+        self._wait_requests()
 
     def replug(self) -> None:
-        self.transport.replug()
+        """Plugged back in: the port returns under the same name; the reader has
+        power-cycled, so it waits to be set up again."""
+        self._requests.put("replug")
+        self._wait_requests()
+
+    def _wait_requests(self) -> None:
+        deadline = time.monotonic() + 2
+        while not self._requests.empty() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(self.cycle_s)
+
+    def _do(self, request: str) -> None:
+        if request == "unplug":
+            self.counters.unplugs += 1
+            self.transport.unplug()
+        else:
+            self.power_cycle()
+            self.transport.replug()
+
+    def power_cycle(self) -> None:
+        """Forget the host's configuration, as a reader that lost power does."""
 
     def close(self) -> None:
         self._stop.set()
@@ -166,13 +189,15 @@ class _VirtualDevice:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            while not self._requests.empty():
+                self._do(self._requests.get())
             active = self._active()
             if "unplug" in active and not self._unplugged_by_schedule:
                 self._unplugged_by_schedule = True
-                self.unplug()
+                self._do("unplug")
             elif "unplug" not in active and self._unplugged_by_schedule:
                 self._unplugged_by_schedule = False
-                self.replug()
+                self._do("replug")
             data = self.transport.read(self.cycle_s)
             if "silent" in active:
                 continue  # a hung device: hears nothing, says nothing
@@ -217,6 +242,10 @@ class VirtualMercury(_VirtualDevice):
         self._next_cycle = 0.0
         self._next_keepalive = 0.0
         super().__init__(transport, field or TagField(), faults or FaultPlan())
+
+    def power_cycle(self) -> None:
+        self.streaming = False
+        self._framer = mercury.MercuryFramer(responses=False)
 
     def _step(self, data: bytes, now: float, active: set[str]) -> None:
         for cmd in self._framer.feed(data):
@@ -329,6 +358,10 @@ class VirtualR2000(_VirtualDevice):
         self._round_repeats = 0
         self.rounds = 0
         super().__init__(transport, field or TagField(), faults or FaultPlan())
+
+    def power_cycle(self) -> None:
+        self._round_due = None
+        self._framer = r2000.R2000Framer()
 
     def _step(self, data: bytes, now: float, active: set[str]) -> None:
         for cmd in self._framer.feed(data):

@@ -10,6 +10,7 @@ import fcntl
 import os
 import select
 import socket
+import time
 from pathlib import Path
 
 from firmware_sim.pty import VirtualSerialPort
@@ -42,18 +43,20 @@ class PtyTransport:
         return self._port is not None
 
     def read(self, timeout: float) -> bytes:
-        if self._port is None:
+        port = self._port
+        if port is None:
             select.select([], [], [], timeout)
             return b""
-        ready, _, _ = select.select([self._port.master], [], [], timeout)
+        ready, _, _ = select.select([port.master], [], [], timeout)
         if not ready:
             return b""
         try:
-            return os.read(self._port.master, 4096)
+            return os.read(port.master, 4096)
         except (BlockingIOError, InterruptedError):
             return b""
         except OSError as exc:  # EIO: no host has the slave open
             if exc.errno == errno.EIO:
+                time.sleep(timeout)  # select keeps saying "ready" on a hung-up pty
                 return b""
             raise
 

@@ -181,7 +181,9 @@ def test_epc_decoding_gives_uri_and_gs1_key(hex_: str, uri: str, key: str | None
 
 
 @pytest.mark.parametrize(
-    "hex_", ["E2801160600002054CC2096F", "ZZ", "31", ""], ids=["tid-like", "not-hex", "short", "empty"]
+    "hex_",
+    ["E2801160600002054CC2096F", "ZZ", "31", ""],
+    ids=["tid-like", "not-hex", "short", "empty"],
 )
 def test_undecodable_epcs_give_none(hex_: str) -> None:
     """Anything that is not SSCC-96, SGTIN-96 or GID-96 is None, never an exception."""

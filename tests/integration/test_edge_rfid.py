@@ -1,0 +1,272 @@
+"""RFID readers and scanners on real ptys and TCP ports, through the real agent to a
+real Mosquitto; and the agent's durability when its process is killed."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.agent import run_agent
+from edge.config import AgentConfig, load_agent_config
+from firmware_sim.barcode import ScannerFraming, code128, frame
+from firmware_sim.faults import FaultPlan
+from firmware_sim.pty import VirtualSerialPort
+from firmware_sim.rfid import TagField, VirtualMercury, VirtualR2000
+from firmware_sim.transport import PtyTransport, TcpTransport
+from parceltrack.config import BrokerAddress
+from parceltrack.identifiers import S10
+from parceltrack.services import PrivateMosquitto
+from parceltrack.wire import decode_batch
+from tests.integration.test_edge_pty import Collector
+
+ROOT = Path(__file__).resolve().parents[2]
+SSCC_EPC = "3174257BF4499602D2000000"
+TAGS = [SSCC_EPC, "3074257BF7194E4000001A85", "350000001000000200000003"]
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _device(id_: str, protocol: str, port: str, extra: str = "") -> str:
+    return f"""
+[[devices]]
+id = "{id_}"
+protocol = "{protocol}"
+port = "{port}"
+read_point = "LHR1-{id_.upper()}"
+{extra}
+"""
+
+
+def _config(tmp_path: Path, devices: str, agent_extra: str = "") -> AgentConfig:
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f'[agent]\nid = "agent-r"\nsite = "LHR1"\nhealth_interval_s = 0.3\n{agent_extra}\n'
+        + devices
+    )
+    return load_agent_config(path)
+
+
+@pytest.fixture
+def agent_runner(mqtt_server: PrivateMosquitto) -> Iterator[Callable[[AgentConfig], None]]:
+    stops: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(config: AgentConfig) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=run_agent, args=(config, BrokerAddress.from_url(mqtt_server.url), stop)
+        )
+        thread.start()
+        stops.append((stop, thread))
+
+    yield start
+    for stop, thread in stops:
+        stop.set()
+        thread.join(10)
+
+
+def _seen(collector: Collector, device: str) -> list[dict[str, object]]:
+    out = []
+    for topic, payload in list(collector.batches):
+        batch = decode_batch(topic, payload)
+        if batch.device == device:
+            out.extend(e.model_dump() for e in batch.events if e.kind == "seen")
+    return out
+
+
+def _health(collector: Collector, device: str) -> dict[str, object]:
+    found = [h for h in list(collector.health) if h["device"] == device]
+    return found[-1] if found else {}
+
+
+def test_mercury_on_a_pty_and_r2000_on_a_socket_give_one_seen_event_per_pass(
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+) -> None:
+    """Each tag passing each gate arrives once as a smoothed pass with its reads, peak
+    RSSI, EPC URI and, at the two-antenna gate, its direction."""
+    mer = VirtualMercury(PtyTransport(tmp_path / "dev" / "gate-m"), TagField((1, 2)))
+    r2k = VirtualR2000(TcpTransport(), TagField((1, 2)))
+    gate = '[devices.smoothing]\nquiet_s = 0.4\nantenna_positions = { "1" = 0.0, "2" = 1.0 }'
+    devices = _device(
+        "gate-m", "mercury", mer.url, "[devices.mercury]\nantennas = [1, 2]\n" + gate
+    ) + _device("gate-r", "r2000", r2k.url, "[devices.r2000]\nantennas = [1, 2]\n" + gate)
+    collector = Collector(mqtt_server.url)
+    try:
+        agent_runner(_config(tmp_path, devices))
+        assert _wait(lambda: mer.streaming and r2k.rounds > 0)
+        for epc in TAGS:
+            mer.present(epc, 1.0)
+            r2k.present(epc, 1.5)
+        assert _wait(
+            lambda: len(_seen(collector, "gate-m")) >= 3 and len(_seen(collector, "gate-r")) >= 3
+        )
+        time.sleep(0.8)  # a second pass event per tag would have closed by now
+        for device in ("gate-m", "gate-r"):
+            seen = _seen(collector, device)
+            assert sorted(e["code"] for e in seen) == sorted(TAGS)
+            by_code = {e["code"]: e for e in seen}
+            assert by_code[SSCC_EPC]["epc"] == "urn:epc:id:sscc:0614141.1234567890"
+            assert all(e["read_count"] > 1 and e["direction"] == "in" for e in seen)  # type: ignore[operator]
+            assert all(e["first_seen"] < e["last_seen"] for e in seen)  # type: ignore[operator]
+        assert _wait(lambda: _health(collector, "gate-m").get("raw_reads", 0) > 3)  # type: ignore[operator]
+        health = _health(collector, "gate-m")
+        assert health["firmware"] == "01.09.00.03" and health["connected"] is True
+        assert mer.region == 0x08 and mer.antennas == (1, 2) and mer.power_cdbm == 2700
+    finally:
+        collector.close()
+        mer.close()
+        r2k.close()
+
+
+def test_faulty_reader_stream_is_counted_and_reading_goes_on(
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+) -> None:
+    """Garbled bytes, bad checksums and truncated frames are counted as bad; every tag
+    still arrives as one pass."""
+    faults = FaultPlan(garble_rate=0.1, bad_checksum_rate=0.1, truncate_rate=0.1, seed=7)
+    mer = VirtualMercury(PtyTransport(tmp_path / "dev" / "gate-f"), TagField((1,)), faults)
+    collector = Collector(mqtt_server.url)
+    try:
+        agent_runner(
+            _config(
+                tmp_path,
+                _device("gate-f", "mercury", mer.url, "[devices.smoothing]\nquiet_s = 0.4"),
+            )
+        )
+        assert _wait(lambda: mer.streaming)
+        for epc in TAGS:
+            mer.present(epc, 1.0)
+        assert _wait(lambda: len(_seen(collector, "gate-f")) >= 3)
+        assert sorted(e["code"] for e in _seen(collector, "gate-f")) == sorted(TAGS)
+        assert _wait(lambda: _health(collector, "gate-f").get("frames_bad", 0) > 0)  # type: ignore[operator]
+        assert mer.counters.faults.garbled > 0 and mer.counters.faults.truncated > 0
+    finally:
+        collector.close()
+        mer.close()
+
+
+def test_unplugged_reader_is_reopened_while_the_scanner_keeps_working(
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+) -> None:
+    """While a reader's port is gone the scanner's reads still flow; once the port is
+    back the agent reopens it, sets the reader up again and its reads flow too."""
+    mer = VirtualMercury(PtyTransport(tmp_path / "dev" / "gate-u"), TagField((1,)))
+    scanner = VirtualSerialPort(tmp_path / "dev" / "scan-u")
+    devices = _device("gate-u", "mercury", mer.url, "[devices.smoothing]\nquiet_s = 0.3") + _device(
+        "scan-u", "barcode", str(scanner.path)
+    )
+    collector = Collector(mqtt_server.url)
+    try:
+        agent_runner(_config(tmp_path, devices))
+        assert _wait(
+            lambda: mer.streaming and _health(collector, "scan-u").get("connected") is True
+        )
+        mer.unplug()
+        assert not mer.transport.plugged and not (tmp_path / "dev" / "gate-u").exists()
+        assert _wait(lambda: _health(collector, "gate-u").get("connected") is False)
+        scanner.write(frame([code128("RR473124829GB")], ScannerFraming()))
+        assert _wait(lambda: "RR473124829GB" in collector.events())
+        mer.replug()
+        assert _wait(lambda: mer.streaming)
+        mer.present(SSCC_EPC, 0.5)
+        assert _wait(lambda: len(_seen(collector, "gate-u")) == 1)
+        assert _wait(lambda: _health(collector, "gate-u").get("reopens", 0) >= 1)  # type: ignore[operator]
+    finally:
+        collector.close()
+        mer.close()
+        scanner.close()
+
+
+def _outbox_codes(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    try:
+        with sqlite3.connect(path, timeout=5) as db:
+            rows = db.execute("SELECT event FROM outbox").fetchall()
+    except sqlite3.OperationalError:
+        return set()
+    return {json.loads(r[0])["code"] for r in rows}
+
+
+def _delivered(collector: Collector) -> tuple[dict[str, str], int]:
+    """Event id -> code of every delivered event (deduplicated), and the raw count."""
+    ids: dict[str, str] = {}
+    raw = 0
+    for topic, payload in list(collector.batches):
+        for e in decode_batch(topic, payload).events:
+            ids[e.id] = e.code or ""
+            raw += 1
+    return ids, raw
+
+
+def _start_agent(config_path: Path, broker_url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PARCELTRACK_MQTT_URL": broker_url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "parceltrack.cli", "edge", "--config", str(config_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(config_path.parent / "agent.log").open("ab"),
+    )
+
+
+def test_nothing_is_lost_across_a_broker_outage_and_kill_9_of_the_agent(
+    tmp_path: Path, services_dir: Path
+) -> None:
+    """Reads taken while the broker is down survive two kill -9s of the agent process
+    (one of them mid-replay): every read is delivered, each once after dedupe by id."""
+    broker = PrivateMosquitto(services_dir / f"mq-kill-{time.monotonic_ns()}")
+    scanner = VirtualSerialPort(tmp_path / "dev" / "scan-k")
+    config = _config(
+        tmp_path,
+        _device("scan-k", "barcode", str(scanner.path)),
+        "replay_rate = 150.0\nbatch_max_events = 20",
+    )
+    config_path = tmp_path / "agent.toml"
+    codes = [str(S10.make("CP", 20_000_000 + n, "GB")) for n in range(300)]
+    agent = _start_agent(config_path, broker.url)
+    collector: Collector | None = None
+    try:
+        # The agent opens the port after its outbox; wait until it holds the port.
+        assert _wait(lambda: config.outbox_path.exists())
+        time.sleep(1.5)
+        for code in codes:
+            scanner.write(frame([code128(code)], ScannerFraming()))
+        assert _wait(lambda: _outbox_codes(config.outbox_path) == set(codes), timeout=30)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        broker.start()
+        collector = Collector(broker.url)
+        agent = _start_agent(config_path, broker.url)
+        # Replay is paced at 150 events/s: kill again once part of it has arrived.
+        assert _wait(lambda: len(_delivered(collector)[0]) >= 40, timeout=30)  # type: ignore[arg-type]
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        assert len(_delivered(collector)[0]) < len(codes)
+        agent = _start_agent(config_path, broker.url)
+        assert _wait(lambda: len(_delivered(collector)[0]) >= len(codes), timeout=60)  # type: ignore[arg-type]
+        assert _wait(lambda: not _outbox_codes(config.outbox_path), timeout=20)
+        ids, _raw = _delivered(collector)
+        assert sorted(ids.values()) == sorted(codes)  # each read once after dedupe by id
+    finally:
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(15)
+        if collector is not None:
+            collector.close()
+        scanner.close()
+        broker.destroy()
