@@ -17,7 +17,7 @@ import pytest
 from edge.agent import run_agent
 from edge.config import AgentConfig, load_agent_config
 from firmware_sim.barcode import ScannerFraming, code128, frame
-from firmware_sim.faults import FaultPlan
+from firmware_sim.faults import FaultPlan, FaultWindow
 from firmware_sim.pty import VirtualSerialPort
 from firmware_sim.rfid import TagField, VirtualMercury, VirtualR2000
 from firmware_sim.transport import PtyTransport, TcpTransport
@@ -132,28 +132,57 @@ def test_mercury_on_a_pty_and_r2000_on_a_socket_give_one_seen_event_per_pass(
         r2k.close()
 
 
-def test_faulty_reader_stream_is_counted_and_reading_goes_on(
-    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+@pytest.mark.parametrize(
+    ("device_class", "protocol"),
+    [(VirtualMercury, "mercury"), (VirtualR2000, "r2000")],
+    ids=["mercury", "r2000"],
+)
+def test_faulty_reader_on_a_pty_is_counted_and_reading_goes_on(
+    tmp_path: Path,
+    mqtt_server: PrivateMosquitto,
+    agent_runner: Callable[[AgentConfig], None],
+    device_class: type[VirtualMercury] | type[VirtualR2000],
+    protocol: str,
 ) -> None:
-    """Garbled bytes, bad checksums and truncated frames are counted as bad; every tag
-    still arrives as one pass."""
-    faults = FaultPlan(garble_rate=0.1, bad_checksum_rate=0.1, truncate_rate=0.1, seed=7)
-    mer = VirtualMercury(PtyTransport(tmp_path / "dev" / "gate-f"), TagField((1,)), faults)
+    """Garbled bytes, bad checksums, truncated frames and duplicate reads are counted
+    as bad or absorbed; every tag still arrives as exactly one pass."""
+    faults = FaultPlan(
+        garble_rate=0.1, bad_checksum_rate=0.1, truncate_rate=0.1, duplicate_rate=0.1, seed=7
+    )
+    dev = device_class(PtyTransport(tmp_path / "dev" / "gate-f"), TagField((1,)), faults)
     collector = Collector(mqtt_server.url)
+    smoothing = "[devices.smoothing]\nquiet_s = 0.4"
     try:
-        agent_runner(
-            _config(
-                tmp_path,
-                _device("gate-f", "mercury", mer.url, "[devices.smoothing]\nquiet_s = 0.4"),
-            )
-        )
-        assert _wait(lambda: mer.streaming)
+        agent_runner(_config(tmp_path, _device("gate-f", protocol, dev.url, smoothing)))
+        assert _wait(lambda: dev.counters.commands >= 3)
         for epc in TAGS:
-            mer.present(epc, 1.0)
+            dev.present(epc, 1.5)
         assert _wait(lambda: len(_seen(collector, "gate-f")) >= 3)
+        time.sleep(0.6)
         assert sorted(e["code"] for e in _seen(collector, "gate-f")) == sorted(TAGS)
         assert _wait(lambda: _health(collector, "gate-f").get("frames_bad", 0) > 0)  # type: ignore[operator]
-        assert mer.counters.faults.garbled > 0 and mer.counters.faults.truncated > 0
+        assert dev.counters.faults.garbled > 0 and dev.counters.faults.truncated > 0
+    finally:
+        collector.close()
+        dev.close()
+
+
+def test_silent_reader_is_woken_by_the_driver(
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+) -> None:
+    """A reader that goes silent on schedule is noticed (timeouts in health) and set up
+    again, after which its reads flow."""
+    faults = FaultPlan(schedule=(FaultWindow(1.0, 4.0, "silent"),))
+    mer = VirtualMercury(PtyTransport(tmp_path / "dev" / "gate-s"), TagField((1,)), faults)
+    extra = "[devices.mercury]\nsilence_timeout_s = 1.5\n[devices.smoothing]\nquiet_s = 0.3"
+    collector = Collector(mqtt_server.url)
+    try:
+        agent_runner(_config(tmp_path, _device("gate-s", "mercury", mer.url, extra)))
+        assert _wait(lambda: _health(collector, "gate-s").get("timeouts", 0) >= 1)  # type: ignore[operator]
+        # Set up again by the driver: inventory restarted after the silent window.
+        assert _wait(lambda: mer.streaming and mer._stream_start - mer._started > 4.0)
+        mer.present(SSCC_EPC, 0.6)
+        assert _wait(lambda: len(_seen(collector, "gate-s")) == 1)
     finally:
         collector.close()
         mer.close()
