@@ -12,8 +12,10 @@ python-mercuryapi's serial_reader_l3.c. The simulator encodes with the same code
 from __future__ import annotations
 
 import binascii
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 SOH = 0xFF
 _NIBBLE_TABLE = tuple((i * 0x1021) & 0xFFFF for i in range(16))
@@ -92,9 +94,9 @@ def encode_response(opcode: int, status: int = 0, data: bytes = b"") -> bytes:
     return bytes((SOH,)) + body + crc(body).to_bytes(2, "big")
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One frame, either direction; `status` is None for host -> reader frames."""
+class Frame(NamedTuple):
+    """One frame, either direction; `status` is None for host -> reader frames.
+    (Named tuples: the parser makes one per frame, and they are cheap to build.)"""
 
     opcode: int
     status: int | None
@@ -105,8 +107,7 @@ class Frame:
         return self.status == Status.NO_TAGS_FOUND and not self.data
 
 
-@dataclass(frozen=True, slots=True)
-class TagRead:
+class TagRead(NamedTuple):
     """One tag read as the reader reports it (opcode 0x22 data)."""
 
     epc: bytes
@@ -145,34 +146,31 @@ def encode_tag_read(read: TagRead) -> bytes:
     )
 
 
+# RSSI, antenna byte, frequency (3 bytes), timestamp, phase, protocol, embedded bits.
+_READ_HEAD = struct.Struct(">bBBHIHBH")
+
+
 def decode_tag_read(data: bytes) -> TagRead | None:
     """The tag in a streamed 0x22 frame's DATA, or None when the layout does not hold."""
     # Offsets are SparkFun's msg[] indices minus the 5 header bytes (FF LEN OP STATUS).
-    if len(data) < 24:
+    size = len(data)
+    if size < 24:
         return None
-    embedded_bits = int.from_bytes(data[19:21], "big")
-    m = (embedded_bits + 7) // 8
-    at = 21 + m + 1  # skip embedded data and the reserved byte
-    if len(data) < at + 2:
+    rssi, ant, f_hi, f_lo, ts, phase, proto, embedded_bits = _READ_HEAD.unpack_from(data, 7)
+    m = (embedded_bits + 7) >> 3
+    at = 22 + m  # past the embedded data and the reserved byte
+    if size < at + 2:
         return None
-    epc_bits = int.from_bytes(data[at : at + 2], "big")
-    n = epc_bits // 8
-    if epc_bits % 8 or n < 4 or len(data) != at + 2 + n:
+    epc_bits = (data[at] << 8) | data[at + 1]
+    n = epc_bits >> 3  # PC + EPC + tag CRC
+    if epc_bits & 7 or n < 4 or size != at + 2 + n:
         return None
-    rssi = data[7] - 256 if data[7] > 127 else data[7]
+    end = at + 2 + n
     return TagRead(
-        epc=bytes(data[at + 4 : at + n]),
-        rssi=rssi,
-        antenna=data[8] & 0x0F,
-        tx_antenna=data[8] >> 4,
-        frequency_khz=int.from_bytes(data[9:12], "big"),
-        timestamp_ms=int.from_bytes(data[12:16], "big"),
-        phase=int.from_bytes(data[16:18], "big"),
-        protocol=data[18],
-        embedded=bytes(data[21 : 21 + m]),
-        pc=int.from_bytes(data[at + 2 : at + 4], "big"),
-        tag_crc=int.from_bytes(data[at + n : at + n + 2], "big"),
-    )
+        data[at + 4 : end - 2], rssi, ant & 0x0F, (f_hi << 16) | f_lo, ts, phase, proto,
+        (data[at + 2] << 8) | data[at + 3], (data[end - 2] << 8) | data[end - 1], ant >> 4,
+        data[21 : 21 + m],
+    )  # fmt: skip
 
 
 @dataclass
@@ -202,40 +200,50 @@ class MercuryFramer:
         return self.feed(b"")
 
     def feed(self, data: bytes) -> list[Frame]:
+        # Counters live in locals inside the loop: it runs once per frame.
         buf = self._buffer
         buf += data
         frames: list[Frame] = []
-        overhead = 7 if self.responses else 5
-        pos = 0
-        n = len(buf)
+        append = frames.append
+        responses = self.responses
+        overhead = 7 if responses else 5
+        pos, n, ok, bad, skipped = 0, len(buf), 0, 0, 0
+        crc_hqx, init = binascii.crc_hqx, _INIT_PRIME
         while True:
             start = buf.find(SOH, pos)
             if start < 0:
-                self.bytes_skipped += n - pos
+                skipped += n - pos
                 pos = n
                 break
-            if start > pos:
-                self.bytes_skipped += start - pos
+            skipped += start - pos
             pos = start
             if n - pos < 2:
                 break
-            total = buf[pos + 1] + overhead
-            if n - pos < total:
+            end = pos + buf[pos + 1] + overhead
+            if end > n:
                 break
-            end = pos + total
-            if crc(memoryview(buf)[pos + 1 : end - 2]) != (buf[end - 2] << 8) | buf[end - 1]:
+            # crc() inlined: mercury(M || B) = crc_hqx(M, init') ^ B
+            check = crc_hqx(buf[pos + 1 : end - 4], init) ^ ((buf[end - 4] << 8) | buf[end - 3])
+            if check != (buf[end - 2] << 8) | buf[end - 1]:
                 # A bad CRC, or a truncated frame whose LEN ran into the next one:
                 # skip only this 0xFF so a real frame starting inside is still found.
-                self.frames_bad += 1
+                bad += 1
                 pos += 1
                 continue
-            opcode = buf[pos + 2]
-            if self.responses:
-                status = (buf[pos + 3] << 8) | buf[pos + 4]
-                frames.append(Frame(opcode, status, bytes(buf[pos + 5 : end - 2])))
+            if responses:
+                append(
+                    Frame(
+                        buf[pos + 2],
+                        (buf[pos + 3] << 8) | buf[pos + 4],
+                        bytes(buf[pos + 5 : end - 2]),
+                    )
+                )
             else:
-                frames.append(Frame(opcode, None, bytes(buf[pos + 3 : end - 2])))
-            self.frames_ok += 1
+                append(Frame(buf[pos + 2], None, bytes(buf[pos + 3 : end - 2])))
+            ok += 1
             pos = end
         del buf[:pos]
+        self.frames_ok += ok
+        self.frames_bad += bad
+        self.bytes_skipped += skipped
         return frames

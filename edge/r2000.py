@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 HEAD = 0xA0
 SUCCESS = 0x10  # the one-byte answer of a set command that worked
@@ -39,15 +40,13 @@ def encode(address: int, command: int, data: bytes = b"") -> bytes:
     return body + bytes((checksum(body),))
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     address: int
     command: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class TagRead:
+class TagRead(NamedTuple):
     """One tag read in a real-time inventory round."""
 
     epc: bytes
@@ -102,13 +101,13 @@ def interpret(frame: Frame) -> TagRead | RoundEnd | CommandError | None:
         return RoundEnd(d[0] + 1, int.from_bytes(d[1:3], "big"), int.from_bytes(d[3:7], "big"))
     if len(d) < 6:
         return None
-    rssi_byte = d[-1]
+    rssi_byte, freq_ant = d[-1], d[0]
     return TagRead(
-        epc=bytes(d[3:-1]),
-        pc=(d[1] << 8) | d[2],
-        rssi=(rssi_byte & 0x7F) - RSSI_OFFSET,
-        antenna=(d[0] & 0x03) + (4 if rssi_byte & 0x80 else 0) + 1,
-        frequency_index=d[0] >> 2,
+        d[3:-1],
+        (d[1] << 8) | d[2],
+        (rssi_byte & 0x7F) - RSSI_OFFSET,
+        (freq_ant & 0x03) + (4 if rssi_byte & 0x80 else 0) + 1,
+        freq_ant >> 2,
     )
 
 
@@ -137,35 +136,39 @@ class R2000Framer:
         return self.feed(b"")
 
     def feed(self, data: bytes) -> list[Frame]:
+        # Counters live in locals inside the loop: it runs once per frame.
         buf = self._buffer
         buf += data
         frames: list[Frame] = []
-        pos, n = 0, len(buf)
+        append = frames.append
+        pos, n, ok, bad, skipped = 0, len(buf), 0, 0, 0
         while True:
             start = buf.find(HEAD, pos)
             if start < 0:
-                self.bytes_skipped += n - pos
+                skipped += n - pos
                 pos = n
                 break
-            self.bytes_skipped += start - pos
+            skipped += start - pos
             pos = start
             if n - pos < 2:
                 break
-            length = buf[pos + 1]
-            if length < 3:
-                self.frames_bad += 1
+            end = pos + 2 + buf[pos + 1]
+            if end - pos < 5:  # LEN below 3: no frame has that
+                bad += 1
                 pos += 1
                 continue
-            end = pos + 2 + length
             if end > n:
                 break
-            if sum(memoryview(buf)[pos:end]) & 0xFF:
+            if sum(buf[pos:end]) & 0xFF:
                 # The sum of a whole good frame, checksum included, is 0 mod 256.
-                self.frames_bad += 1
+                bad += 1
                 pos += 1
                 continue
-            frames.append(Frame(buf[pos + 2], buf[pos + 3], bytes(buf[pos + 4 : end - 1])))
-            self.frames_ok += 1
+            append(Frame(buf[pos + 2], buf[pos + 3], bytes(buf[pos + 4 : end - 1])))
+            ok += 1
             pos = end
         del buf[:pos]
+        self.frames_ok += ok
+        self.frames_bad += bad
+        self.bytes_skipped += skipped
         return frames
