@@ -107,33 +107,21 @@ def find_baseline(buf: bytes, sep: bytes) -> int:
     return n
 
 
+def _seen_event(seq: int, now: datetime) -> ScanEvent:
+    return ScanEvent(
+        "LHR1-gate-1", 1, seq, now, "LHR1", "LHR1-DOR01", EventKind.SEEN,
+        code="3174257BF4499602D2000000", epc="urn:epc:id:sscc:0614141.1234567890",
+        rssi=-51.0, antenna=2, read_count=17, first_seen=now, last_seen=now,
+    )  # fmt: skip
+
+
 def replay(events: int, folder: Path) -> tuple[float, float]:
     """Events/s drained the way the publisher does (read, encode as wire batches,
     delete), and raw SQLite select+delete of the same rows as the baseline."""
     now = datetime.now(UTC)
     outbox = Outbox(folder / "bench-outbox.sqlite")
     for start in range(0, events, 5000):
-        outbox.append(
-            [
-                ScanEvent(
-                    "LHR1-gate-1",
-                    1,
-                    i,
-                    now,
-                    "LHR1",
-                    "LHR1-DOR01",
-                    EventKind.SEEN,
-                    code="3174257BF4499602D2000000",
-                    epc="urn:epc:id:sscc:0614141.1234567890",
-                    rssi=-51.0,
-                    antenna=2,
-                    read_count=17,
-                    first_seen=now,
-                    last_seen=now,
-                )  # fmt: skip
-                for i in range(start, min(events, start + 5000))
-            ]
-        )
+        outbox.append([_seen_event(i, now) for i in range(start, min(events, start + 5000))])
     raw = sqlite3.connect(folder / "bench-raw.sqlite", isolation_level=None)
     raw.execute("CREATE TABLE t (row_id INTEGER PRIMARY KEY, event TEXT)")
     raw.execute("BEGIN")
@@ -145,8 +133,8 @@ def replay(events: int, folder: Path) -> tuple[float, float]:
 
     def drain() -> int:
         cursor, n = 0, 0
-        while batch := outbox.oldest(cursor, 500):
-            wire.encode_batch("LHR1", "LHR1-gate-1", "agent-1", [p.event for p in batch])
+        while batch := outbox.oldest_texts(cursor, 500):
+            wire.encode_batch_texts("LHR1", "LHR1-gate-1", "agent-1", [p.text for p in batch])
             outbox.remove([p.row_id for p in batch])
             cursor, n = batch[-1].row_id, n + len(batch)
         return n
@@ -169,13 +157,25 @@ def replay(events: int, folder: Path) -> tuple[float, float]:
     return n / t, m / u
 
 
+def _mercury_baseline(buf: bytes) -> int:
+    return scan_baseline(buf, 0xFF, 1, 7)
+
+
+def _r2000_baseline(buf: bytes) -> int:
+    return scan_baseline(buf, 0xA0, 1, 2)
+
+
+def _barcode_baseline(buf: bytes) -> int:
+    return find_baseline(buf, b"\r\n")
+
+
 def run(args: argparse.Namespace) -> int:
     print(f"edge bench: {args.frames} frames per protocol, chunks of {CHUNK} bytes, one core")
-    rows = [
-        ("mercury", mercury_stream(args.frames), parse_mercury, lambda b: scan_baseline(b, b"\xff"[0], 1, 7)),
-        ("r2000", r2000_stream(args.frames), parse_r2000, lambda b: scan_baseline(b, b"\xa0"[0], 1, 2)),
-        ("barcode", barcode_stream(args.frames), parse_barcode, lambda b: find_baseline(b, b"\r\n")),
-    ]  # fmt: skip
+    rows: list[tuple[str, bytes, Callable[[list[bytes]], int], Callable[[bytes], int]]] = [
+        ("mercury", mercury_stream(args.frames), parse_mercury, _mercury_baseline),
+        ("r2000", r2000_stream(args.frames), parse_r2000, _r2000_baseline),
+        ("barcode", barcode_stream(args.frames), parse_barcode, _barcode_baseline),
+    ]
     for name, buf, parse, baseline in rows:
         chunks = _chunks(buf)
         n, t = _timed(lambda: parse(chunks))  # noqa: B023

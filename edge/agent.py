@@ -18,7 +18,7 @@ from edge.barcode import BarcodeRead, BarcodeSettings
 from edge.config import AgentConfig, DeviceConfig
 from edge.drivers import BarcodeDriver, Driver, MercuryDriver, R2000Driver, Read, RfidRead
 from edge.epc import decode_epc
-from edge.outbox import Outbox, OutboxBounds, Pending
+from edge.outbox import Outbox, OutboxBounds, PendingText
 from edge.smoothing import Smoother, TagPass
 from parceltrack import topics, wire
 from parceltrack.config import BrokerAddress
@@ -248,14 +248,16 @@ class Publisher:
         sent = 0
         while len(self._in_flight) < self.max_in_flight:
             progressed = False
-            live = self.outbox.oldest(self._live_cursor, batch)
+            live = self.outbox.oldest_texts(self._live_cursor, batch)
             if live:
                 self._live_cursor = live[-1].row_id
                 sent += self._publish(live)
                 progressed = True
             if self._backlog and self._take_tokens() >= 1:
                 after, last = self._backlog[0]
-                chunk = self.outbox.oldest(after, min(batch, int(self._tokens)), upto_row=last)
+                chunk = self.outbox.oldest_texts(
+                    after, min(batch, int(self._tokens)), upto_row=last
+                )
                 if chunk:
                     self._backlog[0][0] = chunk[-1].row_id
                     self._tokens -= len(chunk)
@@ -285,13 +287,13 @@ class Publisher:
         self._refilled = now
         return self._tokens
 
-    def _publish(self, pending: list[Pending]) -> int:
+    def _publish(self, pending: list[PendingText]) -> int:
         batch = self.config.agent.batch_max_events
         for device, group in _by_device(pending).items():
             for i in range(0, len(group), batch):
                 chunk = group[i : i + batch]
-                payload = wire.encode_batch(
-                    self.config.agent.site, device, self.config.agent.id, [p.event for p in chunk]
+                payload = wire.encode_batch_texts(
+                    self.config.agent.site, device, self.config.agent.id, [p.text for p in chunk]
                 )
                 info = self.client.publish(
                     topics.events(self.config.agent.site, device), payload, qos=1
@@ -338,10 +340,10 @@ class Publisher:
         self.client.loop_stop()
 
 
-def _by_device(pending: list[Pending]) -> dict[str, list[Pending]]:
-    groups: dict[str, list[Pending]] = {}
+def _by_device(pending: list[PendingText]) -> dict[str, list[PendingText]]:
+    groups: dict[str, list[PendingText]] = {}
     for p in pending:
-        groups.setdefault(p.event.device, []).append(p)
+        groups.setdefault(p.device, []).append(p)
     return groups
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from parceltrack import wire
 from parceltrack.events import EventKind, ScanEvent
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ class Pending:
     event: ScanEvent
 
 
+@dataclass(frozen=True, slots=True)
+class PendingText:
+    """An event as it will go on the wire, without decoding it (the replay path)."""
+
+    row_id: int
+    device: str
+    text: str
+
+
 def _to_json(e: ScanEvent) -> str:
     return json.dumps(
         {
@@ -58,6 +68,27 @@ def _to_json(e: ScanEvent) -> str:
             "direction": e.direction,
         }
     )  # fmt: skip
+
+
+def _from_wire_json(text: str, device: str, site: str) -> ScanEvent:
+    d = json.loads(text)
+    first, last = d.get("first_seen"), d.get("last_seen")
+    return ScanEvent(
+        device=device, boot=d["boot"], seq=d["seq"], ts=datetime.fromisoformat(d["ts"]),
+        site=site, read_point=d["read_point"], kind=EventKind(d["kind"]), code=d.get("code"),
+        symbology=d.get("symbology"), tracking_id=d.get("tracking_id"), epc=d.get("epc"),
+        rssi=d.get("rssi"), antenna=d.get("antenna"), read_count=d.get("read_count", 1),
+        first_seen=datetime.fromisoformat(first) if first else None,
+        last_seen=datetime.fromisoformat(last) if last else None, direction=d.get("direction"),
+    )  # fmt: skip
+
+
+def _decode(text: str, device: str, site: str | None) -> ScanEvent:
+    """Rows are stored in wire form (see wire.event_json); rows written by an older
+    agent hold the full event instead, and still decode."""
+    if site is not None and text.startswith('{"id"'):
+        return _from_wire_json(text, device, site)
+    return _from_json(text)
 
 
 def _from_json(text: str) -> ScanEvent:
@@ -104,6 +135,9 @@ class Outbox:
             if check != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {check}")
             db.executescript(_SCHEMA)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+            if "site" not in columns:  # outboxes of older agents
+                db.execute("ALTER TABLE outbox ADD COLUMN site TEXT")
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -120,11 +154,11 @@ class Outbox:
 
     def append(self, events: Sequence[ScanEvent]) -> None:
         now = time.time()
-        rows = [(e.device, now, _to_json(e)) for e in events]
+        rows = [(e.device, e.site, now, wire.event_json(e)) for e in events]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT INTO outbox (device, created, event) VALUES (?, ?, ?)", rows
+                "INSERT INTO outbox (device, site, created, event) VALUES (?, ?, ?, ?)", rows
             )
             self._count += len(rows)
             over = self._count - self.bounds.max_events
@@ -172,19 +206,42 @@ class Outbox:
     def oldest(self, after_row: int, limit: int, upto_row: int | None = None) -> list[Pending]:
         """Up to `limit` events after `after_row` (and not after `upto_row`), oldest first.
         A row that cannot be decoded is moved to the quarantine table, not returned."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT row_id, event FROM outbox WHERE row_id > ? AND row_id <= ? "
-                "ORDER BY row_id LIMIT ?",
-                (after_row, upto_row if upto_row is not None else 2**62, limit),
-            ).fetchall()
         out: list[Pending] = []
-        for row_id, text in rows:
+        for row_id, device, site, text in self._rows(after_row, limit, upto_row):
             try:
-                out.append(Pending(row_id, _from_json(text)))
+                out.append(Pending(row_id, _decode(text, device, site)))
             except (ValueError, TypeError, KeyError) as exc:
                 self._quarantine(row_id, f"{type(exc).__name__}: {exc}")
         return out
+
+    def oldest_texts(
+        self, after_row: int, limit: int, upto_row: int | None = None
+    ) -> list[PendingText]:
+        """Like oldest(), but each event as its wire JSON text: what the publisher
+        needs. Each text is still parsed (in C) so a damaged row is quarantined
+        instead of spoiling a whole batch at the ingest."""
+        out: list[PendingText] = []
+        for row_id, device, site, text in self._rows(after_row, limit, upto_row):
+            try:
+                if site is not None and text.startswith('{"id"'):
+                    json.loads(text)
+                else:
+                    text = wire.event_json(_from_json(text))
+                out.append(PendingText(row_id, device, text))
+            except (ValueError, TypeError, KeyError) as exc:
+                self._quarantine(row_id, f"{type(exc).__name__}: {exc}")
+        return out
+
+    def _rows(
+        self, after_row: int, limit: int, upto_row: int | None
+    ) -> list[tuple[int, str, str | None, str]]:
+        with self._lock:
+            rows: list[tuple[int, str, str | None, str]] = self._db.execute(
+                "SELECT row_id, device, site, event FROM outbox WHERE row_id > ? "
+                "AND row_id <= ? ORDER BY row_id LIMIT ?",
+                (after_row, upto_row if upto_row is not None else 2**62, limit),
+            ).fetchall()
+        return rows
 
     def _quarantine(self, row_id: int, reason: str) -> None:
         log.error("outbox row %d cannot be decoded (%s): moved to quarantine", row_id, reason)

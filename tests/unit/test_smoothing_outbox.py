@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from edge.drivers import RfidRead
-from edge.outbox import Outbox, OutboxBounds
+from edge.outbox import Outbox, OutboxBounds, _to_json
 from edge.smoothing import Smoother, SmoothingSettings
+from parceltrack import wire
 from parceltrack.events import EventKind, ScanEvent
 
 EPC = "3174257BF4499602D2000000"
@@ -112,3 +113,30 @@ def test_undecodable_row_goes_to_quarantine_not_the_broker(tmp_path: Path) -> No
     assert outbox.quarantined == 1 and outbox.depth()[0] == 2
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT row_id FROM quarantine").fetchall() == [(2,)]
+
+
+def test_replay_texts_make_the_same_payload_as_encode_batch(tmp_path: Path) -> None:
+    """Batches joined from stored wire texts equal wire.encode_batch of the same events."""
+    outbox = Outbox(tmp_path / "o.sqlite")
+    events = _events(3)
+    outbox.append(events)
+    texts = [p.text for p in outbox.oldest_texts(0, 10)]
+    assert wire.encode_batch_texts("LHR1", "dev-1", "a", texts) == wire.encode_batch(
+        "LHR1", "dev-1", "a", events
+    )
+    assert [p.event for p in outbox.oldest(0, 10)] == events
+
+
+def test_rows_of_an_older_agent_still_replay(tmp_path: Path) -> None:
+    """An outbox written in the foundation's row format is upgraded and its rows replay."""
+    path = tmp_path / "o.sqlite"
+    [event] = _events(1)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE outbox (row_id INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL,"
+            " created REAL NOT NULL, event TEXT NOT NULL)"
+        )
+        old = _to_json(event)
+        db.execute("INSERT INTO outbox (device, created, event) VALUES ('dev-1', 1.0, ?)", (old,))
+    [pending] = Outbox(path).oldest_texts(0, 10)
+    assert pending.text == wire.event_json(event)
