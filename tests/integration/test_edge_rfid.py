@@ -299,3 +299,77 @@ def test_nothing_is_lost_across_a_broker_outage_and_kill_9_of_the_agent(
             collector.close()
         scanner.close()
         broker.destroy()
+
+
+def test_backlog_replay_is_paced_and_does_not_starve_live_events(
+    tmp_path: Path, mqtt_server: PrivateMosquitto
+) -> None:
+    """With a backlog waiting, new (live) events are published at once while the
+    backlog trickles out at the configured replay rate, oldest first."""
+    from datetime import UTC, datetime
+
+    from edge.agent import Publisher
+    from edge.outbox import Outbox
+    from parceltrack.events import EventKind, ScanEvent
+
+    config = _config(
+        tmp_path,
+        _device("scan-b", "barcode", "/dev/null"),
+        "replay_rate = 400.0\nbatch_max_events = 50",
+    )
+
+    def events(n: int, start: int) -> list[ScanEvent]:
+        now = datetime.now(UTC)
+        return [
+            ScanEvent("scan-b", 1, s, now, "LHR1", "LHR1-SCAN-B", EventKind.READ, f"C{s}")
+            for s in range(start, start + n)
+        ]
+
+    outbox = Outbox(config.outbox_path)
+    outbox.append(events(1000, 0))  # the backlog: 2.5 s at 400 events/s
+    collector = Collector(mqtt_server.url)
+    publisher = Publisher(config, BrokerAddress.from_url(mqtt_server.url), outbox)
+    publisher.start()
+    try:
+        started = time.monotonic()
+        outbox.append(events(10, 1000))  # live
+
+        def delivered() -> list[int]:
+            return [e.seq for t, p in list(collector.batches) for e in decode_batch(t, p).events]
+
+        while time.monotonic() - started < 20 and len(set(delivered())) < 1010:
+            publisher.pump()
+            time.sleep(0.01)
+        seqs = delivered()
+        elapsed = time.monotonic() - started
+        assert sorted(set(seqs)) == list(range(1010))
+        live_at = min(seqs.index(s) for s in range(1000, 1010))
+        assert live_at < 300  # live events went out long before the backlog was done
+        backlog = [s for s in seqs if s < 1000]
+        assert backlog == sorted(backlog)  # oldest first
+        assert elapsed > 1.5  # paced: 1000 events at 400/s cannot all go at once
+    finally:
+        publisher.close()
+        collector.close()
+        outbox.close()
+
+
+def test_agent_with_a_corrupt_outbox_moves_it_aside_and_keeps_reading(
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+) -> None:
+    """An agent whose outbox file is garbage starts anyway, reports where it moved the
+    old file in its health, and delivers new reads."""
+    scanner = VirtualSerialPort(tmp_path / "dev" / "scan-c")
+    config = _config(tmp_path, _device("scan-c", "barcode", str(scanner.path)))
+    config.outbox_path.write_bytes(b"\x00garbage, not SQLite\xff" * 300)
+    collector = Collector(mqtt_server.url)
+    try:
+        agent_runner(config)
+        assert _wait(lambda: _health(collector, "scan-c").get("connected") is True)
+        moved = _health(collector, "scan-c")["outbox_corrupt_moved_to"]
+        assert moved and Path(str(moved)).read_bytes().startswith(b"\x00garbage")
+        scanner.write(frame([code128("RR473124829GB")], ScannerFraming()))
+        assert _wait(lambda: "RR473124829GB" in collector.events())
+    finally:
+        collector.close()
+        scanner.close()
