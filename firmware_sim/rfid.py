@@ -40,7 +40,8 @@ def gen2_crc(data: bytes) -> int:
 
 
 class Transport(Protocol):
-    url: str
+    @property
+    def url(self) -> str: ...
 
     def read(self, timeout: float) -> bytes: ...
     def write(self, data: bytes) -> None: ...
