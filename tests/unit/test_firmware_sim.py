@@ -96,3 +96,19 @@ def test_scanner_bank_faults_reach_the_line_and_are_counted_by_the_framer(
     finally:
         port.close()
         bank.close()
+
+
+def test_a_drifting_reader_clock_is_noticed_by_the_driver() -> None:
+    """A simulated reader whose clock runs 50 % fast trips the driver's skew check."""
+    from edge.drivers import MercurySettings
+    from firmware_sim.rfid import TagField, VirtualMercury
+    from firmware_sim.transport import TcpTransport
+
+    reader = VirtualMercury(TcpTransport(), TagField((1,)), FaultPlan(clock_drift=0.5))
+    try:
+        reader.present(EPC, 2.5)
+        driver = MercuryDriver(MercurySettings(max_clock_skew_s=0.3))
+        reads = _drive(reader.url, driver, 2.5)
+        assert reads and driver.stats.clock_skews >= 1
+    finally:
+        reader.close()

@@ -1,6 +1,8 @@
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge import mercury, r2000
 from edge.drivers import MercuryDriver, MercurySettings, R2000Driver, R2000Settings, RfidRead
@@ -193,3 +195,32 @@ def test_undecodable_epcs_give_none(hex_: str) -> None:
 def test_sscc_encodes_to_the_vector_tag() -> None:
     """An SSCC with filter 3 encodes to design.md's SSCC-96 EPC."""
     assert sscc_to_epc_hex("106141412345678908", filter_value=3) == SSCC_EPC
+
+
+def test_unknown_opcodes_are_counted_not_fatal() -> None:
+    """A well-formed frame with an opcode the driver does not expect is counted."""
+    driver = MercuryDriver()
+    driver.on_open(0.0)
+    assert driver.feed(mercury.encode_response(0x77, 0, b"\x01\x02"), 0.1) == []
+    assert driver.stats.unknown == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=20))
+def test_no_byte_sequence_crashes_a_driver(chunks: list[bytes]) -> None:
+    """Whatever a device sends, in whatever pieces, the drivers return reads or nothing."""
+    good = _mercury_tag_frame(bytes.fromhex(SSCC_EPC), -50, 1, 0)
+    for driver in (MercuryDriver(), R2000Driver()):
+        driver.on_open(0.0)
+        if isinstance(driver, MercuryDriver):
+            driver.streaming = True
+        t = 0.0
+        for chunk in [
+            *chunks,
+            good,
+            r2000.encode_tag_read(1, r2000.TagRead(b"\x31" * 12, 0x3000, -40, 1, 0)),
+        ]:
+            t += 0.05
+            driver.feed(chunk, t)
+            driver.feed(b"", t + 0.2)  # quiet line: partial frames are given up
+            driver.poll(t)
