@@ -4,6 +4,7 @@ real Mosquitto; and the agent's durability when its process is killed."""
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from tests.integration.test_edge_pty import Collector
 
 ROOT = Path(__file__).resolve().parents[2]
 SSCC_EPC = "3174257BF4499602D2000000"
+AgentRunner = Callable[[AgentConfig], tuple[threading.Event, threading.Thread]]
 TAGS = [SSCC_EPC, "3074257BF7194E4000001A85", "350000001000000200000003"]
 
 
@@ -62,16 +64,17 @@ def _config(tmp_path: Path, devices: str, agent_extra: str = "") -> AgentConfig:
 
 
 @pytest.fixture
-def agent_runner(mqtt_server: PrivateMosquitto) -> Iterator[Callable[[AgentConfig], None]]:
+def agent_runner(mqtt_server: PrivateMosquitto) -> Iterator[AgentRunner]:
     stops: list[tuple[threading.Event, threading.Thread]] = []
 
-    def start(config: AgentConfig) -> None:
+    def start(config: AgentConfig) -> tuple[threading.Event, threading.Thread]:
         stop = threading.Event()
         thread = threading.Thread(
             target=run_agent, args=(config, BrokerAddress.from_url(mqtt_server.url), stop)
         )
         thread.start()
         stops.append((stop, thread))
+        return stop, thread
 
     yield start
     for stop, thread in stops:
@@ -94,7 +97,7 @@ def _health(collector: Collector, device: str) -> dict[str, object]:
 
 
 def test_mercury_on_a_pty_and_r2000_on_a_socket_give_one_seen_event_per_pass(
-    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: AgentRunner
 ) -> None:
     """Each tag passing each gate arrives once as a smoothed pass with its reads, peak
     RSSI, EPC URI and, at the two-antenna gate, its direction."""
@@ -106,7 +109,7 @@ def test_mercury_on_a_pty_and_r2000_on_a_socket_give_one_seen_event_per_pass(
     ) + _device("gate-r", "r2000", r2k.url, "[devices.r2000]\nantennas = [1, 2]\n" + gate)
     collector = Collector(mqtt_server.url)
     try:
-        agent_runner(_config(tmp_path, devices))
+        stop, agent = agent_runner(_config(tmp_path, devices))
         assert _wait(lambda: mer.streaming and r2k.rounds > 0)
         for epc in TAGS:
             mer.present(epc, 1.0)
@@ -126,6 +129,9 @@ def test_mercury_on_a_pty_and_r2000_on_a_socket_give_one_seen_event_per_pass(
         health = _health(collector, "gate-m")
         assert health["firmware"] == "01.09.00.03" and health["connected"] is True
         assert mer.region == 0x08 and mer.antennas == (1, 2) and mer.power_cdbm == 2700
+        stop.set()
+        agent.join(10)
+        assert _wait(lambda: not mer.streaming, 5)  # the agent stopped the inventory
     finally:
         collector.close()
         mer.close()
@@ -140,7 +146,7 @@ def test_mercury_on_a_pty_and_r2000_on_a_socket_give_one_seen_event_per_pass(
 def test_faulty_reader_on_a_pty_is_counted_and_reading_goes_on(
     tmp_path: Path,
     mqtt_server: PrivateMosquitto,
-    agent_runner: Callable[[AgentConfig], None],
+    agent_runner: AgentRunner,
     device_class: type[VirtualMercury] | type[VirtualR2000],
     protocol: str,
 ) -> None:
@@ -168,7 +174,7 @@ def test_faulty_reader_on_a_pty_is_counted_and_reading_goes_on(
 
 
 def test_silent_reader_is_woken_by_the_driver(
-    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: AgentRunner
 ) -> None:
     """A reader that goes silent on schedule is noticed (timeouts in health) and set up
     again, after which its reads flow."""
@@ -189,7 +195,7 @@ def test_silent_reader_is_woken_by_the_driver(
 
 
 def test_unplugged_reader_is_reopened_while_the_scanner_keeps_working(
-    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: AgentRunner
 ) -> None:
     """While a reader's port is gone the scanner's reads still flow; once the port is
     back the agent reopens it, sets the reader up again and its reads flow too."""
@@ -355,7 +361,7 @@ def test_backlog_replay_is_paced_and_does_not_starve_live_events(
 
 
 def test_agent_with_a_corrupt_outbox_moves_it_aside_and_keeps_reading(
-    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: Callable[[AgentConfig], None]
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: AgentRunner
 ) -> None:
     """An agent whose outbox file is garbage starts anyway, reports where it moved the
     old file in its health, and delivers new reads."""
@@ -373,3 +379,89 @@ def test_agent_with_a_corrupt_outbox_moves_it_aside_and_keeps_reading(
     finally:
         collector.close()
         scanner.close()
+
+
+class Rfc2217Server:
+    """A minimal RFC 2217 serial server in front of a pty (as pyserial's example
+    server does), standing in for a Moxa/Lantronix box on the network."""
+
+    def __init__(self, device_path: str) -> None:
+        import serial
+
+        class PtyLine(serial.Serial):  # type: ignore[misc]
+            """A pty has no modem lines: report them idle, as a bare UART would."""
+
+            cts = dsr = ri = cd = False
+
+            def _update_rts_state(self) -> None:
+                pass
+
+            def _update_dtr_state(self) -> None:
+                pass
+
+        self._serial = PtyLine(device_path, timeout=0.05)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"rfc2217://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self._session(conn)
+
+    def _session(self, conn: socket.socket) -> None:
+        import serial.rfc2217
+
+        class Wire:  # PortManager answers negotiation through .write()
+            def write(self, data: bytes) -> None:
+                conn.sendall(data)
+
+        conn.settimeout(0.05)
+        manager = serial.rfc2217.PortManager(self._serial, Wire())
+
+        def to_network() -> None:
+            while not self._stop.is_set():
+                data = self._serial.read(self._serial.in_waiting or 1)
+                if data:
+                    conn.sendall(b"".join(manager.escape(data)))
+
+        threading.Thread(target=to_network, daemon=True).start()
+        while not self._stop.is_set():
+            try:
+                data = conn.recv(1024)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            self._serial.write(b"".join(manager.filter(data)))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        time.sleep(0.1)
+        self._serial.close()
+
+
+def test_reader_behind_an_rfc2217_serial_server(
+    tmp_path: Path, mqtt_server: PrivateMosquitto, agent_runner: AgentRunner
+) -> None:
+    """An rfc2217:// port works like a local one: the same driver, no special case."""
+    mer = VirtualMercury(PtyTransport(tmp_path / "dev" / "gate-n"), TagField((1,)))
+    server = Rfc2217Server(mer.url)
+    collector = Collector(mqtt_server.url)
+    try:
+        smoothing = "[devices.smoothing]\nquiet_s = 0.3"
+        agent_runner(_config(tmp_path, _device("gate-n", "mercury", server.url, smoothing)))
+        assert _wait(lambda: mer.streaming)
+        mer.present(SSCC_EPC, 0.6)
+        assert _wait(lambda: [e["code"] for e in _seen(collector, "gate-n")] == [SSCC_EPC])
+    finally:
+        collector.close()
+        server.close()
+        mer.close()
