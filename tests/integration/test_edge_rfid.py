@@ -248,6 +248,22 @@ def _delivered(collector: Collector) -> tuple[dict[str, str], int]:
     return ids, raw
 
 
+def _holds(pid: int, port: Path) -> bool:
+    """Whether process `pid` has the pty behind `port` open."""
+    target = os.path.realpath(port)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _start_agent(config_path: Path, broker_url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PARCELTRACK_MQTT_URL": broker_url}
     return subprocess.Popen(
@@ -276,9 +292,8 @@ def test_nothing_is_lost_across_a_broker_outage_and_kill_9_of_the_agent(
     agent = _start_agent(config_path, broker.url)
     collector: Collector | None = None
     try:
-        # The agent opens the port after its outbox; wait until it holds the port.
-        assert _wait(lambda: config.outbox_path.exists())
-        time.sleep(1.5)
+        # Opening a port flushes its input: write only once the agent holds the port.
+        assert _wait(lambda: _holds(agent.pid, scanner.path), timeout=30)
         for code in codes:
             scanner.write(frame([code128(code)], ScannerFraming()))
         assert _wait(lambda: _outbox_codes(config.outbox_path) == set(codes), timeout=30)
