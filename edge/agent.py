@@ -38,6 +38,7 @@ class DeviceHealth:
     reopens: int = 0
     raw_reads: int = 0  # RFID tag reads before smoothing
     passes_open: int = 0
+    passes_closed: int = 0  # smoothing output: seen events made from the raw reads
     errors: int = 0
     timeouts: int = 0
     unknown: int = 0
@@ -180,7 +181,9 @@ class DeviceReader:
         h.raw_reads, h.errors, h.timeouts = s.raw_reads, s.errors, s.timeouts
         h.unknown, h.clock_skews, h.keepalives = s.unknown, s.clock_skews, s.keepalives
         h.firmware = getattr(self._driver, "firmware", None)
-        h.passes_open = self._smoother.open_passes if self._smoother else 0
+        if self._smoother:
+            h.passes_open = self._smoother.open_passes
+            h.passes_closed = self._smoother.passes_closed
 
 
 class Publisher:

@@ -47,6 +47,14 @@ class ScannerBank:
         self.ports[read.device].write(data)
         self.frames_sent += 1
 
+    def unplug(self, device: str) -> None:
+        """The scanner's adapter is pulled: its port name vanishes."""
+        self.ports[device].unplug()
+
+    def replug(self, device: str) -> None:
+        """Plugged back in: a new line under the same name."""
+        self.ports[device] = VirtualSerialPort(self.port_dir / device)
+
     def close(self) -> None:
         for port in self.ports.values():
             port.close()

@@ -126,8 +126,10 @@ def test_mercury_on_a_pty_and_r2000_on_a_socket_give_one_seen_event_per_pass(
             assert all(e["read_count"] > 1 and e["direction"] == "in" for e in seen)  # type: ignore[operator]
             assert all(e["first_seen"] < e["last_seen"] for e in seen)  # type: ignore[operator]
         assert _wait(lambda: _health(collector, "gate-m").get("raw_reads", 0) > 3)  # type: ignore[operator]
+        assert _wait(lambda: _health(collector, "gate-m").get("passes_closed") == 3)
         health = _health(collector, "gate-m")
         assert health["firmware"] == "01.09.00.03" and health["connected"] is True
+        assert health["raw_reads"] > health["passes_closed"]  # type: ignore[operator]
         assert mer.region == 0x08 and mer.antennas == (1, 2) and mer.power_cdbm == 2700
         stop.set()
         agent.join(10)

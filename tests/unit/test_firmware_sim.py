@@ -112,3 +112,20 @@ def test_a_drifting_reader_clock_is_noticed_by_the_driver() -> None:
         assert reads and driver.stats.clock_skews >= 1
     finally:
         reader.close()
+
+
+def test_scanner_bank_unplug_removes_the_port_and_replug_brings_it_back(
+    tmp_path: Path,
+) -> None:
+    """An unplugged scanner's name vanishes; replugged, frames flow on the new line."""
+    bank = ScannerBank(tmp_path, ["s"])
+    try:
+        bank.unplug("s")
+        assert not (tmp_path / "s").exists()
+        bank.replug("s")
+        port = serial.serial_for_url(str(tmp_path / "s"), timeout=2)
+        bank.send(ScheduledRead(0.0, "s", "RP", "RR473124829GB"))
+        assert port.read_until(b"\r\n") == b"]C0RR473124829GB\r\n"
+        port.close()
+    finally:
+        bank.close()
