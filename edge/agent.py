@@ -244,6 +244,11 @@ class Publisher:
     def pump(self) -> int:
         """Publish what fits in flight; delete what the broker acknowledged."""
         self._settle_acks()
+        if not self.client.is_connected():
+            # Nothing new goes to paho while the broker is away: it would sit in paho's
+            # memory, and be sent out of order with what follows the reconnect. Events
+            # wait in the outbox instead and become backlog.
+            return 0
         if self._connected_again.is_set():
             self._connected_again.clear()
             self._mark_backlog()
