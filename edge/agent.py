@@ -203,6 +203,10 @@ class Publisher:
         # so the callback only queues the mid and pump() (one thread) does the rest.
         self._acked_mids: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._connected_again = threading.Event()
+        # Set by our on_connect (after _connected_again), so a pump that sees it
+        # online also sees the reconnect to mark; paho's is_connected() turns true
+        # before on_connect has run.
+        self._online = threading.Event()
         self._in_flight: dict[int, list[int]] = {}
         self._live_cursor = outbox.max_row_id()
         # Ranges [after_row, last_row] of backlog still to publish, oldest first.
@@ -219,6 +223,7 @@ class Publisher:
         self.client.will_set(self._status_topic, json.dumps({"state": "offline"}), 1, True)
         self.client.on_connect = self._on_connect
         self.client.on_publish = self._on_publish
+        self.client.on_disconnect = self._on_disconnect
 
     def _on_connect(
         self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
@@ -227,6 +232,17 @@ class Publisher:
         status = {"state": "online", "since": datetime.now(UTC).isoformat()}
         client.publish(self._status_topic, json.dumps(status), qos=1, retain=True)
         self._connected_again.set()
+        self._online.set()
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
+    ) -> None:
+        self._online.clear()
+        log.warning("agent %s lost the broker (%s)", self.config.agent.id, rc)
+
+    @property
+    def online(self) -> bool:
+        return self._online.is_set() and self.client.is_connected()
 
     def _on_publish(
         self, _c: mqtt.Client, _u: object, mid: int, _rc: object, _p: object = None
@@ -244,7 +260,7 @@ class Publisher:
     def pump(self) -> int:
         """Publish what fits in flight; delete what the broker acknowledged."""
         self._settle_acks()
-        if not self.client.is_connected():
+        if not self.online:
             # Nothing new goes to paho while the broker is away: it would sit in paho's
             # memory, and be sent out of order with what follows the reconnect. Events
             # wait in the outbox instead and become backlog.

@@ -356,6 +356,7 @@ def test_backlog_replay_is_paced_and_does_not_starve_live_events(
     publisher.start()
     try:
         assert wait_connected(publisher.client)
+        assert _wait(lambda: publisher.online)
         started = time.monotonic()
         publisher.pump()  # connected: what waits now is backlog
         outbox.append(events(10, 1000))  # live
