@@ -18,9 +18,10 @@ SPEED = 10.0
 
 @pytest.fixture(scope="module")
 def pipeline(services_dir: Path) -> Iterator[Pipeline]:
+    # Stage standard 6 s > the slowest transit (36 s) at 10x; missing 4 s after that.
     p = Pipeline(
-        services_dir / "e2e", SCENARIO, speed=SPEED, overdue_after_s=6.0
-    )  # > the slowest transit (36 s) at 10x
+        services_dir / "e2e", SCENARIO, speed=SPEED, overdue_after_s=6.0, missing_after_s=4.0
+    )
     p.start()
     yield p
     p.stop()
@@ -76,14 +77,21 @@ def test_a_simulated_parcel_is_found_through_http(pipeline: Pipeline) -> None:
     assert body["last_location"]["zone"] == "door"  # type: ignore[index]
 
 
-def test_lost_parcels_raise_overdue_alerts(pipeline: Pipeline) -> None:
-    """Every parcel lost after a read point gets exactly one open overdue alert there."""
+def test_lost_parcels_raise_missing_alerts(pipeline: Pipeline) -> None:
+    """Every parcel lost after a read point gets exactly one missing alert there, and no
+    parcel that went through is reported missing or delayed."""
     lost = {f.tracking_id: f.after_read_point for f in SCENARIO.faults}
     assert lost, "the scenario must inject at least one lost parcel"
-    _wait_rows(pipeline.dsn, "SELECT count(*) FROM alerts", len(lost), 60)
+    _wait_rows(
+        pipeline.dsn, "SELECT count(*) FROM alerts WHERE kind = 'missing'", len(lost), 90
+    )
     with psycopg.connect(pipeline.dsn) as conn:
         rows = conn.execute(
-            "SELECT tracking_id, read_point_id FROM alerts WHERE kind = 'overdue'"
+            "SELECT tracking_id, read_point_id FROM alerts WHERE kind = 'missing'"
+        ).fetchall()
+        delayed = conn.execute(
+            "SELECT DISTINCT tracking_id FROM alerts WHERE kind = 'delay'"
         ).fetchall()
     assert dict(rows) == lost
     assert len(rows) == len(lost)
+    assert {t for (t,) in delayed} <= set(lost)
