@@ -48,10 +48,12 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     from firmware_sim.player import ScannerBank, play
-    from firmware_sim.scenario import Scenario, generate
+    from firmware_sim.scenario import Scenario, ScenarioConfig, generate
 
     if args.action == "generate":
-        scenario = generate(seed=args.seed, parcels=args.parcels, rate_per_s=args.rate)
+        scenario = generate(
+            ScenarioConfig.barcode_only(seed=args.seed, parcels=args.parcels, rate_per_s=args.rate)
+        )
         scenario.save(Path(args.out))
         print(
             f"wrote {args.out}: {len(scenario.manifest)} parcels, "

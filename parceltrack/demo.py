@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from firmware_sim.scenario import generate
+from firmware_sim.scenario import ScenarioConfig, generate
 from parceltrack.pipeline import Pipeline
 
 
@@ -26,7 +26,9 @@ def _port_free(port: int) -> bool:
 def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
     console = Console()
     # About two hours of parcels at real speed; lost parcels make alerts to look at.
-    scenario = generate(seed=7, parcels=20_000, rate_per_s=3.0, lost_rate=0.05)
+    scenario = generate(
+        ScenarioConfig.barcode_only(seed=7, parcels=20_000, rate_per_s=3.0, lost_rate=0.05)
+    )
     if api_port and not _port_free(api_port):
         api_port = 0  # taken: any free port; the URL printed below says which
     pipeline = Pipeline(
@@ -44,7 +46,7 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
     try:
         pipeline.start()
         url = pipeline.api_url
-        lost = {f.tracking_id for f in scenario.faults}
+        lost = {f.tracking_id for f in scenario.faults if f.kind == "lost"}
         on_time = [m.tracking_id for m in scenario.manifest[:20] if m.tracking_id not in lost][:3]
         console.print(f"""
 [green]Running.[/green] A simulated sorting centre ({scenario.site}) is sending barcode reads
