@@ -67,11 +67,32 @@ _COLUMNS: tuple[tuple[str, type, float], ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class LateArrivals:
+    """Parcels that reached a later stage after its standard had passed, with where and
+    since when they had been (the delay they had, now over)."""
+
+    slots: I64
+    read_point: I32
+    entered: F64
+    due: F64
+
+    @classmethod
+    def none(cls) -> LateArrivals:
+        return cls(
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.int32),
+            np.empty(0, dtype=np.float64),
+            np.empty(0, dtype=np.float64),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ReadOutcome:
-    """What a batch of reads changed: per kind, the slots whose live alert it resolves."""
+    """What a batch of reads changed: per kind, the slots whose live alert it resolves,
+    and the delays seen only once the parcel arrived."""
 
     resolved: dict[str, I64]
-    new_slots: I64  # slots created by this batch (the caller fills their attributes)
+    late: LateArrivals
 
 
 class ParcelState:
@@ -185,7 +206,7 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     cfg = ref.config
     empty = np.empty(0, dtype=np.int64)
     if len(slots) == 0:
-        return ReadOutcome({k: empty for k in PARCEL_KINDS}, empty)
+        return ReadOutcome({k: empty for k in PARCEL_KINDS}, LateArrivals.none())
     known = rp >= 0
     rp_safe = np.where(known, rp, 0)
     site = np.where(known, ref.rp_site[rp_safe], -1).astype(np.int16)
@@ -229,6 +250,26 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
         | ~(w_ts - state.last_seen[u] <= cfg.duplicate_gap_s)
     )
     had = state.open[u]
+    # Arrived, but later than the standards allow: a delay nobody could see coming
+    # (the next stage may go unread, so the tick waited); alert it now, already over.
+    prev = state.rp[u] >= 0
+    p_site = np.where(prev, state.site[u], 0)
+    p_stage = np.where(prev, state.stage[u], 0)
+    svc = state.svc[u].astype(np.int64)
+    w_stage_i = w_stage.astype(np.int64)
+    forward = (
+        prev & (p_site == w_site) & (ref.rp_rank[w_rp] > ref.rp_rank[np.maximum(state.rp[u], 0)])
+    )
+    allowed = ref.cum_stage_s[p_site, w_stage_i, svc] - ref.cum_stage_s[p_site, p_stage, svc]
+    late_arrival = (
+        forward
+        & (w_ts > state.entered[u] + allowed + cfg.skew_tolerance_s)
+        & ((had & BIT["delay"]) == 0)
+    )
+    retro = u[late_arrival]
+    retro_rp = state.rp[retro].copy()
+    retro_entered = state.entered[retro].copy()
+    retro_due = state.entered[retro] + ref.stage_s[p_site, p_stage, svc][late_arrival]
     resolved["missing"].append(u[(had & BIT["missing"]) != 0])
     resolved["delay"].append(u[moved & ((had & BIT["delay"]) != 0)])
     done = ref.next_stage[w_site, w_stage] < 0
@@ -243,7 +284,7 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     state.planned_chute[u] = ref.planned(w_site, state.dest[u], w_ts)[0]
     refresh(state, ref, u)
     out = {k: np.unique(np.concatenate(v)) if v else empty for k, v in resolved.items()}
-    return ReadOutcome(out, empty)
+    return ReadOutcome(out, LateArrivals(retro, retro_rp, retro_entered, retro_due))
 
 
 def _set_flag(
@@ -264,10 +305,12 @@ def refresh(state: ParcelState, ref: Reference, slots: I64) -> None:
     site, stage, svc = state.site[slots], state.stage[slots], state.svc[slots].astype(np.int64)
     entered = state.entered[slots]
     has_next = ref.next_stage[site, stage] >= 0
-    std = ref.stage_s[site, stage, svc]
-    deadline = np.where(has_next, entered + std, INF)
+    # Late once past the standard (plus clock tolerance), and when the next stage may
+    # pass a parcel unread, past the next stage's standard as well.
+    due = entered + ref.stage_s[site, stage, svc] + ref.config.skew_tolerance_s
+    deadline = np.where(has_next, due + ref.grace_s[site, stage, svc], INF)
     state.deadline[slots] = deadline
-    window = ref.missing_s[site, svc]
+    window = ref.missing_s[site, stage, svc]
     state.missing_at[slots] = np.where(
         has_next, np.fmax(deadline, state.last_seen[slots]) + window, INF
     )

@@ -121,6 +121,23 @@ class Engine:
         for kind, resolved in outcome.resolved.items():
             for s in resolved.tolist():
                 changes.append(self._parcel_change("resolve", kind, s))
+        late = outcome.late
+        for i, s in enumerate(late.slots.tolist()):
+            tracking = self.tracking_id(s)
+            rp_name = self.ref.read_points[int(late.read_point[i])]
+            site = self.ref.sites[int(self.ref.rp_site[int(late.read_point[i])])]
+            fp = fingerprint("delay", tracking)
+            entered = float(late.entered[i])
+            details = {
+                "entered_stage": _iso(entered),
+                "deadline": _iso(float(late.due[i])),
+                "arrived_late_at": _iso(float(self.state.last_seen[s])),
+            }
+            changes.append(
+                AlertChange("open", "delay", fp, site, rp_name, None, tracking,
+                            float(late.due[i]), f"{rp_name}@{entered:.3f}", details)
+            )  # fmt: skip
+            changes.append(AlertChange("resolve", "delay", fp, site, rp_name, tracking_id=tracking))
         return changes
 
     def _fill(self, slots: I64) -> None:

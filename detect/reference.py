@@ -3,7 +3,7 @@
 Built once from plain rows (the service loads them from PostgreSQL; tests write
 them by hand) and rebuilt when the configuration changes. Everything a check needs
 per parcel is one fancy-indexing step away: `stage_s[site, stage, class]`,
-`missing_s[site, class]`, `plan_chute[version, destination]` ...
+`missing_s[site, stage, class]`, `plan_chute[version, destination]` ...
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class DetectConfig:
 
     default_stage_s: float = 30.0  # stage standard when none is configured
     default_missing_s: float = 30.0  # after the stage deadline, with no read anywhere
+    # ... plus this many times the stage standard: a delayed parcel may be held up to
+    # about twice its standard, and until then it cannot be told from a lost one.
+    missing_factor: float = 0.0
     default_delivery_days: int = 2
     # A read at a later stage wins over one up to this much later at an earlier stage:
     # device clocks disagree by a few seconds, parcels do not travel backwards that fast.
@@ -40,6 +43,10 @@ class DetectConfig:
     # Repeated reads at the same stage closer than this are duplicates, not a new pass.
     duplicate_gap_s: float = 3.0
     min_history_samples: int = 30  # fewer transit samples: ETA uses the standards
+    # Stages whose read points may see a parcel without decoding it (an RFID tunnel
+    # reports nothing at all): a parcel not seen there is only late once it is also
+    # overdue at the stage after.
+    skippable_stages: tuple[str, ...] = ("tunnel",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +90,9 @@ class Reference:
     rp_role: npt.NDArray[np.int8]
     next_stage: npt.NDArray[np.int8]  # [site, stage], -1 at the last stage
     stage_s: F64  # [site, stage, class] standard from arrival to the next stage
-    missing_s: F64  # [site, class]
+    grace_s: F64  # [site, stage, class] extra wait when the next stage may go unread
+    cum_stage_s: F64  # [site, stage, class] sum of the standards of the stages before
+    missing_s: F64  # [site, stage, class]
     delivery_s: F64  # [class]
     eta_in_s: F64  # [site, stage, class] p50 from arriving at stage to the last stage
     eta_in_p90_s: F64
@@ -135,7 +144,7 @@ def build_reference(
     read_points: Sequence[ReadPointRow],
     classes: Sequence[tuple[str, int]],
     standards: Sequence[tuple[str, str, str, float]] = (),
-    missing_windows: Sequence[tuple[str, str | None, float]] = (),
+    missing_windows: Sequence[tuple[str, str | None, str | None, float]] = (),
     sort_plans: Sequence[SortPlanRow] = (),
     transits: Sequence[TransitRow] = (),
     destinations: Sequence[str] = (),
@@ -179,14 +188,30 @@ def build_reference(
     for site, stage, c, seconds in standards:
         if site in sites and stage in stages and c in cls:
             stage_s[sites[site], stages[stage], cls[c]] = seconds
-    missing_s = np.full((ns, nc), cfg.default_missing_s, dtype=np.float64)
-    for w_site, w_class, seconds in sorted(missing_windows, key=lambda w: w[1] is not None):
-        if w_site not in sites:
+    missing_s = cfg.default_missing_s + cfg.missing_factor * stage_s
+    # Rows without a class or stage apply to all; more specific rows win.
+    for w_site, w_class, w_stage, seconds in sorted(
+        missing_windows, key=lambda w: (w[1] is not None) + (w[2] is not None)
+    ):
+        if w_site not in sites or (w_class is not None and w_class not in cls):
             continue
-        if w_class is None:
-            missing_s[sites[w_site], :] = seconds
-        elif w_class in cls:
-            missing_s[sites[w_site], cls[w_class]] = seconds
+        if w_stage is not None and w_stage not in stages:
+            continue
+        g_sel = slice(None) if w_stage is None else stages[w_stage]
+        c_sel = slice(None) if w_class is None else cls[w_class]
+        missing_s[sites[w_site], g_sel, c_sel] = seconds
+    skippable = np.array([g in cfg.skippable_stages for g in stages] or [False])
+    grace_s = np.zeros_like(stage_s)
+    cum_stage_s = np.zeros_like(stage_s)
+    for s_ in range(ns):
+        for g in range(ng):
+            nxt = next_stage[s_, g]
+            if nxt >= 0 and skippable[nxt]:
+                grace_s[s_, g] = stage_s[s_, nxt]
+        run = np.zeros(nc)
+        for g in [g for g in np.argsort(rank[s_]) if rank[s_, g] >= 0]:
+            cum_stage_s[s_, g] = run
+            run = run + stage_s[s_, g]
     delivery_s = np.array([d * 86400.0 for _, d in classes] or [0.0], dtype=np.float64)
 
     # Transit per stage: learned p50/p90 where history is thick enough, else the standard.
@@ -203,10 +228,10 @@ def build_reference(
     eta_in90 = np.zeros_like(p90)
     eta_after = np.zeros_like(p50)
     for s in range(ns):
-        order = [g for g in np.argsort(rank[s]) if rank[s, g] >= 0]
+        chain = [int(g) for g in np.argsort(rank[s]) if rank[s, g] >= 0]
         run50 = np.zeros(nc)
         run90 = np.zeros(nc)
-        for g in reversed(order):
+        for g in reversed(chain):
             eta_after[s, g] = run50
             run50 = run50 + p50[s, g]
             run90 = run90 + p90[s, g]
@@ -239,6 +264,8 @@ def build_reference(
         rp_role=rp_role,
         next_stage=next_stage,
         stage_s=stage_s,
+        grace_s=grace_s,
+        cum_stage_s=cum_stage_s,
         missing_s=missing_s,
         delivery_s=delivery_s,
         eta_in_s=eta_in,

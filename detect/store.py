@@ -65,8 +65,10 @@ def load_reference(conn: Conn, config: DetectConfig) -> Reference:
         )
     ]
     windows = [
-        (str(a), None if b is None else str(b), float(c))
-        for a, b, c in conn.execute("SELECT site_id, service_class, window_s FROM missing_windows")
+        (str(a), None if b is None else str(b), None if c is None else str(c), float(d))
+        for a, b, c, d in conn.execute(
+            "SELECT site_id, service_class, stage, window_s FROM missing_windows"
+        )
     ]
     plans: dict[int, tuple[str, int, float, list[tuple[str, str, str | None]]]] = {}
     for pid, site, version, eff in conn.execute(

@@ -234,14 +234,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX scans_ingested ON scans (ingested_at);
 
         -- Missing: no read anywhere for this long after the parcel was expected at its
-        -- next stage; per site, and per service class where a row names one.
+        -- next stage; per site, and per service class and stage where a row names them
+        -- (more specific rows win).
         CREATE TABLE missing_windows (
             site_id       text NOT NULL REFERENCES sites,
             service_class text REFERENCES service_classes,
+            stage         text,
             window_s      double precision NOT NULL CHECK (window_s > 0)
         );
         CREATE UNIQUE INDEX missing_windows_key
-            ON missing_windows (site_id, coalesce(service_class, ''));
+            ON missing_windows (site_id, coalesce(service_class, ''), coalesce(stage, ''));
         -- Device silence and no-read spikes, per site.
         CREATE TABLE device_thresholds (
             site_id     text PRIMARY KEY REFERENCES sites,
