@@ -221,11 +221,16 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     dest = state.dest[slots]
     role = np.where(known, ref.rp_role[rp_safe], ROLE_OTHER)
     chute, door = ref.planned(site, dest, ts)
+    # A parcel leaves by the door its chute feeds: if the plan changed while it was
+    # in the chute, the door of the plan before is right too.
+    door_before = ref.planned(site, dest, ts - ref.door_lookback_s)[1]
     planned_here = np.where(role == 1, chute, door)
     judged = known & (role != ROLE_OTHER) & (planned_here >= 0)
     fresh = ~(ts < state.last_seen[slots] - cfg.skew_tolerance_s)
     u, rows = _last_per_slot(slots, ts, judged & fresh)
-    wrong = rp[rows] != planned_here[rows]
+    wrong = (rp[rows] != planned_here[rows]) & ~(
+        (role[rows] == 2) & (rp[rows] == door_before[rows])
+    )
     _set_flag(state, "missort", u[wrong], u[~wrong], resolved)
 
     dsite = state.dest_site[slots]
@@ -235,41 +240,81 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     at_dest = site[rows] == dsite[rows]
     _set_flag(state, "misroute", u[bad], u[at_dest], resolved)
 
-    # The current position: the winning read per parcel, if newer than what we had.
-    u, rows = _last_per_slot(slots, eff, known)
-    cur_rank = np.where(state.rp[u] >= 0, ref.rp_rank[np.maximum(state.rp[u], 0)], 0)
-    cur_eff = state.last_seen[u] + cur_rank * cfg.skew_tolerance_s
-    newer = ~(eff[rows] <= cur_eff)  # NaN: never seen, so newer
-    u, rows = u[newer], rows[newer]
-    w_rp, w_ts, w_site = rp[rows], ts[rows], site[rows]
-    w_stage = ref.rp_stage[w_rp]
-    moved = (
-        (state.rp[u] < 0)
-        | (state.stage[u] != w_stage)
-        | (state.site[u] != w_site)
-        | ~(w_ts - state.last_seen[u] <= cfg.duplicate_gap_s)
+    # The journey in this batch, per parcel: its reads newer than what the state has,
+    # in "current" order, cut into passes (consecutive reads at one stage, no gap
+    # longer than a duplicate's). A pass that moved the parcel forward later than the
+    # standards of the stages in between allow is a delay seen only on arrival.
+    cur_rank = np.where(state.rp[slots] >= 0, ref.rp_rank[np.maximum(state.rp[slots], 0)], 0)
+    cur_eff = state.last_seen[slots] + cur_rank * cfg.skew_tolerance_s
+    take = np.flatnonzero(known & ~(eff <= cur_eff))  # NaN: never seen, so newer
+    if len(take) == 0:
+        out = {k: np.unique(np.concatenate(v)) if v else empty for k, v in resolved.items()}
+        return ReadOutcome(out, LateArrivals.none())
+    rows = take[np.lexsort((eff[take], slots[take]))]
+    r_slot, r_rp, r_ts, r_site = slots[rows], rp[rows], ts[rows], site[rows]
+    r_stage = ref.rp_stage[r_rp]
+    first = np.ones(len(rows), dtype=np.bool_)
+    first[1:] = r_slot[1:] != r_slot[:-1]
+    gap = cfg.duplicate_gap_s
+    cont_state = (
+        first
+        & (state.rp[r_slot] >= 0)
+        & (state.stage[r_slot] == r_stage)
+        & (state.site[r_slot] == r_site)
+        & (r_ts - state.last_seen[r_slot] <= gap)
     )
+    moves = first & ~cont_state
+    moves[1:] |= ~first[1:] & (
+        (r_stage[1:] != r_stage[:-1]) | (r_site[1:] != r_site[:-1]) | (r_ts[1:] - r_ts[:-1] > gap)
+    )
+    starts = np.flatnonzero(first | moves)  # one row per pass
+    p_slot = r_slot[starts]
+    p_stage = r_stage[starts].astype(np.int64)
+    p_site = r_site[starts].astype(np.int64)
+    p_move = moves[starts]
+    p_start = np.where(cont_state[starts], state.entered[p_slot], r_ts[starts])
+    # The pass before each pass: the previous one of the parcel, or the state's.
+    from_state = first[starts]
+    prev_ok = np.where(from_state, state.rp[p_slot] >= 0, True)
+    prev_stage = np.where(from_state, state.stage[p_slot], np.roll(p_stage, 1)).astype(np.int64)
+    prev_site = np.where(from_state, state.site[p_slot], np.roll(p_site, 1)).astype(np.int64)
+    prev_start = np.where(from_state, state.entered[p_slot], np.roll(p_start, 1))
+    prev_rp = np.where(from_state, state.rp[p_slot], np.roll(r_rp[starts], 1))
+    prev_stage, prev_site = np.maximum(prev_stage, 0), np.maximum(prev_site, 0)
+    svc = state.svc[p_slot].astype(np.int64)
+    allowed = ref.cum_stage_s[p_site, p_stage, svc] - ref.cum_stage_s[p_site, prev_stage, svc]
+    late_pass = (
+        p_move
+        & prev_ok
+        & (prev_site == p_site)
+        & (ref.stage_rank[p_site, p_stage] > ref.stage_rank[p_site, prev_stage])
+        & (p_start > prev_start + allowed + cfg.skew_tolerance_s)
+        & ((state.open[p_slot] & BIT["delay"]) == 0)
+    )
+    late_first = np.flatnonzero(late_pass)
+    if len(late_first):
+        keep_first = np.ones(len(late_first), dtype=np.bool_)
+        keep_first[1:] = p_slot[late_first[1:]] != p_slot[late_first[:-1]]
+        late_first = late_first[keep_first]
+    retro = p_slot[late_first]
+    retro_rp = prev_rp[late_first].astype(np.int32)
+    retro_entered = prev_start[late_first]
+    retro_due = retro_entered + ref.stage_s[prev_site, prev_stage, svc][late_first]
+
+    # Where each parcel is now: its last pass.
+    last_row = np.ones(len(rows), dtype=np.bool_)
+    last_row[:-1] = r_slot[1:] != r_slot[:-1]
+    last_pass = np.ones(len(starts), dtype=np.bool_)
+    last_pass[:-1] = p_slot[1:] != p_slot[:-1]
+    u = r_slot[last_row]
+    w_rp, w_site = r_rp[last_row], r_site[last_row]
+    w_stage = r_stage[last_row]
+    w_entered = p_start[last_pass]
+    w_ts = np.full(len(u), -np.inf)
+    np.maximum.at(w_ts, np.searchsorted(u, r_slot), r_ts)
+    moved = np.zeros(len(u), dtype=np.bool_)
+    moved[np.searchsorted(u, p_slot[p_move])] = True
     had = state.open[u]
-    # Arrived, but later than the standards allow: a delay nobody could see coming
-    # (the next stage may go unread, so the tick waited); alert it now, already over.
-    prev = state.rp[u] >= 0
-    p_site = np.where(prev, state.site[u], 0)
-    p_stage = np.where(prev, state.stage[u], 0)
-    svc = state.svc[u].astype(np.int64)
-    w_stage_i = w_stage.astype(np.int64)
-    forward = (
-        prev & (p_site == w_site) & (ref.rp_rank[w_rp] > ref.rp_rank[np.maximum(state.rp[u], 0)])
-    )
-    allowed = ref.cum_stage_s[p_site, w_stage_i, svc] - ref.cum_stage_s[p_site, p_stage, svc]
-    late_arrival = (
-        forward
-        & (w_ts > state.entered[u] + allowed + cfg.skew_tolerance_s)
-        & ((had & BIT["delay"]) == 0)
-    )
-    retro = u[late_arrival]
-    retro_rp = state.rp[retro].copy()
-    retro_entered = state.entered[retro].copy()
-    retro_due = state.entered[retro] + ref.stage_s[p_site, p_stage, svc][late_arrival]
     resolved["missing"].append(u[(had & BIT["missing"]) != 0])
     resolved["delay"].append(u[moved & ((had & BIT["delay"]) != 0)])
     done = ref.next_stage[w_site, w_stage] < 0
@@ -280,7 +325,7 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
 
     state.rp[u], state.site[u], state.stage[u] = w_rp, w_site, w_stage
     state.last_seen[u] = np.fmax(state.last_seen[u], w_ts)
-    state.entered[u] = np.where(moved, w_ts, state.entered[u])
+    state.entered[u] = w_entered
     state.planned_chute[u] = ref.planned(w_site, state.dest[u], w_ts)[0]
     refresh(state, ref, u)
     out = {k: np.unique(np.concatenate(v)) if v else empty for k, v in resolved.items()}

@@ -87,6 +87,7 @@ class Reference:
     rp_site: npt.NDArray[np.int16]
     rp_stage: npt.NDArray[np.int8]
     rp_rank: npt.NDArray[np.int8]  # order of the read point's stage at its site
+    stage_rank: npt.NDArray[np.int8]  # [site, stage] order of the stage, -1 if absent
     rp_role: npt.NDArray[np.int8]
     next_stage: npt.NDArray[np.int8]  # [site, stage], -1 at the last stage
     stage_s: F64  # [site, stage, class] standard from arrival to the next stage
@@ -102,6 +103,7 @@ class Reference:
     plan_version: I32
     plan_chute: I32  # [version, destination] read point, -1 when not planned
     plan_door: I32
+    door_lookback_s: float  # longest a parcel may spend in a chute (its standard)
     site_index: dict[str, int] = field(default_factory=dict)
     rp_index: dict[str, int] = field(default_factory=dict)
     class_index: dict[str, int] = field(default_factory=dict)
@@ -237,6 +239,7 @@ def build_reference(
             run90 = run90 + p90[s, g]
             eta_in[s, g], eta_in90[s, g] = run50, run90
 
+    door_feeders = {stages[r.stage] for r in read_points if r.zone == "chute"}
     plans = sorted(sort_plans, key=lambda p: (sites.get(p.site, -1), p.effective_from))
     nv, nd = len(plans), max(len(dests), 1)
     plan_chute = np.full((nv, nd), -1, dtype=np.int32)
@@ -261,6 +264,7 @@ def build_reference(
         rp_site=rp_site,
         rp_stage=rp_stage,
         rp_rank=rp_rank,
+        stage_rank=rank,
         rp_role=rp_role,
         next_stage=next_stage,
         stage_s=stage_s,
@@ -276,6 +280,12 @@ def build_reference(
         plan_version=np.array([p.version for p in plans], dtype=np.int32),
         plan_chute=plan_chute,
         plan_door=plan_door,
+        door_lookback_s=float(
+            max(
+                (stage_s[:, g, :].max() for g in range(ng) if g in door_feeders),
+                default=cfg.default_stage_s,
+            )
+        ),
         site_index=sites,
         rp_index=rps,
         class_index=cls,
