@@ -227,11 +227,24 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     planned_here = np.where(role == 1, chute, door)
     judged = known & (role != ROLE_OTHER) & (planned_here >= 0)
     fresh = ~(ts < state.last_seen[slots] - cfg.skew_tolerance_s)
-    u, rows = _last_per_slot(slots, ts, judged & fresh)
-    wrong = (rp[rows] != planned_here[rows]) & ~(
-        (role[rows] == 2) & (rp[rows] == door_before[rows])
+    # Set by any wrong read not followed by a right one; cleared only by a read at the
+    # place the plan in force names (a door that was right under the plan before is
+    # not wrong, but no proof the parcel is back on track either).
+    right = judged & fresh & (rp == planned_here)
+    wrong = judged & fresh & ~right & ~((role == 2) & (rp == door_before))
+    touched, at = np.unique(slots[wrong | right], return_inverse=True)
+    last_wrong = np.full(len(touched), -np.inf)
+    last_right = np.full(len(touched), -np.inf)
+    sel_ts, sel_wrong = ts[wrong | right], wrong[wrong | right]
+    np.maximum.at(last_wrong, at[sel_wrong], sel_ts[sel_wrong])
+    np.maximum.at(last_right, at[~sel_wrong], sel_ts[~sel_wrong])
+    _set_flag(
+        state,
+        "missort",
+        touched[last_wrong > last_right],
+        touched[last_right > last_wrong],
+        resolved,
     )
-    _set_flag(state, "missort", u[wrong], u[~wrong], resolved)
 
     dsite = state.dest_site[slots]
     routed = known & (dsite >= 0) & fresh

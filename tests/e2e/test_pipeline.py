@@ -86,9 +86,7 @@ def test_lost_parcels_raise_missing_alerts(pipeline: Pipeline) -> None:
     parcel that went through is reported missing or delayed."""
     lost = {f.tracking_id: f.read_point for f in SCENARIO.faults if f.kind == "lost"}
     assert lost, "the scenario must inject at least one lost parcel"
-    _wait_rows(
-        pipeline.dsn, "SELECT count(*) FROM alerts WHERE kind = 'missing'", len(lost), 90
-    )
+    _wait_rows(pipeline.dsn, "SELECT count(*) FROM alerts WHERE kind = 'missing'", len(lost), 90)
     with psycopg.connect(pipeline.dsn) as conn:
         rows = conn.execute(
             "SELECT tracking_id, read_point_id FROM alerts WHERE kind = 'missing'"
