@@ -57,6 +57,7 @@ class AccuracyRun:
     raised: list[Raised]
     ticks: int
     reads: int
+    unobservable: int  # parcels left out: the injected device faults hid their fault
     tick_seconds: list[float] = field(default_factory=list)
 
 
@@ -104,7 +105,7 @@ class _Feed:
 
 def _feed(
     scenario: Scenario, noise: Noise, rng: np.random.Generator
-) -> tuple[_Feed, list[Truth], dict[str, list[float]]]:
+) -> tuple[_Feed, list[Truth], dict[str, list[float]], set[tuple[str, str]]]:
     cols = scenario.columns
     at = cols.at_ms.astype(np.float64) / 1000.0
     rp = cols.read_point.astype(np.int64)
@@ -178,7 +179,10 @@ def _feed(
     spike_rp = next(i for i, r in enumerate(rps) if r.site == spike_site and r.zone == "tunnel")
     spike_from = 2 * duration / 3
     in_spike = (rp == spike_rp) & (at >= spike_from) & (at < spike_from + noise.spike_s)
-    noread = noread | (in_spike & (rng.random(len(at)) < SPIKE_SHARE))
+    converted = in_spike & ~noread & (rng.random(len(at)) < SPIKE_SHARE)
+    noread = noread | converted
+    blinded = {(int(p), int(r)) for p, r in zip(parcel[converted], rp[converted], strict=True)}
+    blinded |= {(int(p), int(r)) for p, r in zip(parcel[gone], rp[gone], strict=True)}
 
     keep = ~gone
     at, rp, parcel, noread = at[keep], rp[keep], parcel[keep], noread[keep]
@@ -203,16 +207,27 @@ def _feed(
     order = np.argsort(at, kind="stable")
     feed = _Feed(at[order], ts[order], rp[order], parcel[order], noread[order])
 
+    unobservable: set[tuple[str, str]] = set()
     for f in scenario.faults:
-        if rps[rp_index[f.read_point]].device == silent_dev and f.at_s >= silent_from:
-            continue  # the silent scanner never saw it: nobody can know
+        # A fault whose reads the injected device faults destroyed (the silent scanner
+        # never saw it, the failing tunnel did not decode it) is unknowable: left out.
+        p = by_id[f.tracking_id]
+        if f.kind == "lost":
+            hidden = all((p, int(r)) in blinded for r in cols.read_point[cols.parcel == p])
+        else:
+            near = [f.read_point, f.details.get("next_read_point", "")]
+            hidden = any((p, rp_index[r]) in blinded for r in near if r in rp_index)
+        if hidden:
+            kinds = {"lost": ("delay", "missing")}.get(f.kind, (f.kind,))
+            unobservable |= {(k, f.tracking_id) for k in kinds}
+            continue
         if f.kind in ("delay", "lost"):
             truths.append(Truth("delay", f.tracking_id, f.detectable_at_s))
         if f.kind == "lost":
             truths.append(Truth("missing", f.tracking_id, f.detectable_at_s))
         if f.kind == "missort":
             truths.append(Truth("missort", f.tracking_id, f.detectable_at_s))
-    return feed, truths, health
+    return feed, truths, health, unobservable
 
 
 def run_accuracy(
@@ -226,7 +241,7 @@ def run_accuracy(
     """Feed the scenario through an engine in accelerated time and score its alerts."""
     noise = noise or Noise()
     rng = np.random.default_rng(seed)
-    feed, truths, health = _feed(scenario, noise, rng)
+    feed, truths, health, unobservable = _feed(scenario, noise, rng)
     base = scenario.start.timestamp()
     ref = reference_for(scenario, config or default_config(), base)
     manifest = {
@@ -291,5 +306,7 @@ def run_accuracy(
                 subject = c.tracking_id or c.device_id or ""
                 raised.append(Raised(c.kind, subject, now))
     return AccuracyRun(
-        score(truths, raised, KINDS), truths, raised, ticks, len(feed.at), tick_seconds
-    )
+        score(truths, raised, KINDS, frozenset(unobservable)), truths, raised, ticks,
+        len(feed.at), len({s for _, s in unobservable}),
+        tick_seconds,
+    )  # fmt: skip

@@ -230,8 +230,14 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     # Set by any wrong read not followed by a right one; cleared only by a read at the
     # place the plan in force names (a door that was right under the plan before is
     # not wrong, but no proof the parcel is back on track either).
+    # Within the clock tolerance of a plan change either version may be the one in force.
+    tol = cfg.skew_tolerance_s
+    early_chute, early_door = ref.planned(site, dest, ts - tol)
+    late_chute, late_door = ref.planned(site, dest, ts + tol)
+    near = np.where(role == 1, (rp == early_chute) | (rp == late_chute),
+                    (rp == early_door) | (rp == late_door) | (rp == door_before))  # fmt: skip
     right = judged & fresh & (rp == planned_here)
-    wrong = judged & fresh & ~right & ~((role == 2) & (rp == door_before))
+    wrong = judged & fresh & ~right & ~near
     touched, at = np.unique(slots[wrong | right], return_inverse=True)
     last_wrong = np.full(len(touched), -np.inf)
     last_right = np.full(len(touched), -np.inf)

@@ -39,7 +39,7 @@ class DetectConfig:
     default_delivery_days: int = 2
     # A read at a later stage wins over one up to this much later at an earlier stage:
     # device clocks disagree by a few seconds, parcels do not travel backwards that fast.
-    skew_tolerance_s: float = 5.0
+    skew_tolerance_s: float = 1.0
     # Repeated reads at the same stage closer than this are duplicates, not a new pass.
     duplicate_gap_s: float = 3.0
     min_history_samples: int = 30  # fewer transit samples: ETA uses the standards

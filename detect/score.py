@@ -52,9 +52,16 @@ class KindScore:
 
 
 def score(
-    truths: Iterable[Truth], alerts: Iterable[Raised], kinds: Iterable[str]
+    truths: Iterable[Truth],
+    alerts: Iterable[Raised],
+    kinds: Iterable[str],
+    ignore: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[KindScore]:
-    """Per kind, in the order given; kinds absent from both sides score 0 of 0."""
+    """Per kind, in the order given; kinds absent from both sides score 0 of 0.
+
+    `ignore` holds (kind, subject) pairs nobody could judge (their evidence was
+    destroyed): alerts for them count neither way.
+    """
     expected: dict[tuple[str, str], float] = {}
     for t in truths:
         key = (t.kind, t.subject)
@@ -62,6 +69,8 @@ def score(
     first: dict[tuple[str, str], float] = {}
     count: dict[str, int] = {}
     for a in alerts:
+        if (a.kind, a.subject) in ignore:
+            continue
         count[a.kind] = count.get(a.kind, 0) + 1
         key = (a.kind, a.subject)
         if key in expected and key not in first:

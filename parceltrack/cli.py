@@ -113,7 +113,11 @@ def cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
     from detect.reference import DetectConfig
     from detect.service import Detector, DetectSettings
 
-    config = DetectConfig(default_stage_s=args.overdue_after, default_missing_s=args.missing_after)
+    config = DetectConfig(
+        default_stage_s=args.overdue_after,
+        default_missing_s=args.missing_after,
+        skew_tolerance_s=args.skew_tolerance,
+    )
     broker = None if args.no_mqtt else BrokerAddress.from_url(settings.mqtt_url)
     detector = Detector(DetectSettings(dsn=settings.dsn, broker=broker, config=config))
     detector.run(_stop_on_signals())
@@ -195,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="missing window (s) after the stage deadline where missing_windows has none",
+    )
+    detect.add_argument(
+        "--skew-tolerance", type=float, default=1.0, help="device clock disagreement (s)"
     )
     detect.add_argument("--no-mqtt", action="store_true", help="do not publish alerts on MQTT")
     detect.set_defaults(func=cmd_detect)
