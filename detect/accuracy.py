@@ -90,7 +90,7 @@ def reference_for(scenario: Scenario, config: DetectConfig, base: float) -> Refe
 def default_config() -> DetectConfig:
     # Missing once a delayed parcel (held at most twice its standard) would have shown.
     return DetectConfig(
-        default_stage_s=30.0, default_missing_s=2.0, missing_factor=1.0, skew_tolerance_s=0.45
+        default_stage_s=30.0, default_missing_s=1.0, missing_factor=1.0, skew_tolerance_s=0.45
     )
 
 

@@ -35,6 +35,8 @@ class DeviceThresholds:
     close_rate: float = 0.1
     jump: float = 3.0
     min_reads: int = 20
+    # A few no-reads cluster by chance at low traffic: a spike needs this many at least.
+    min_noreads: int = 8
 
 
 class DeviceState:
@@ -107,8 +109,9 @@ class DeviceState:
         np.add.at(self.reads, (dev[current], col[current]), 1)
         np.add.at(self.noreads, (dev[current], col[current]), noread[current].astype(np.int32))
 
-    def rates(self, now: float) -> tuple[F64, F64, F64]:
-        """No-read rate over the recent window, the rest of the ring, and recent reads."""
+    def rates(self, now: float) -> tuple[F64, F64, F64, F64]:
+        """No-read rate over the recent window and over the rest of the ring; the recent
+        window's scans and no-reads."""
         b_now = int(np.floor(now / self.t.bin_s))
         age = b_now - self.bin_no
         valid = (age >= 0) & (age < self.t.bins)
@@ -121,7 +124,7 @@ class DeviceState:
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = np.where(r_reads > 0, r_no / np.maximum(r_reads, 1), 0.0)
             base = np.where(o_reads > 0, o_no / np.maximum(o_reads, 1), 0.0)
-        return rate, base, r_reads
+        return rate, base, r_reads, r_no.astype(np.float64)
 
     def check(self, now: float) -> tuple[dict[str, I64], dict[str, I64]]:
         """(to open, to close) device indices per kind at `now`."""
@@ -135,12 +138,16 @@ class DeviceState:
         live_s = (self.open & _BIT["silence"]) != 0
         opened["silence"] = np.flatnonzero(silent & ~live_s)
         closed["silence"] = np.flatnonzero(live_s & ~silent)
-        rate, base, reads = self.rates(now)
+        rate, base, reads, noreads = self.rates(now)
         spike = (
-            (reads >= self.t.min_reads) & (rate >= self.t.open_rate) & (rate >= self.t.jump * base)
+            (reads >= self.t.min_reads)
+            & (noreads >= self.t.min_noreads)
+            & (rate >= self.t.open_rate)
+            & (rate >= self.t.jump * base)
         )
         live_n = (self.open & _BIT["noread"]) != 0
-        calm = rate <= self.t.close_rate
+        # Closing needs as much evidence as opening: a quiet spell proves nothing.
+        calm = (reads >= self.t.min_reads) & (rate <= self.t.close_rate)
         opened["noread"] = np.flatnonzero(spike & ~live_n)
         closed["noread"] = np.flatnonzero(live_n & calm)
         for kind in DEVICE_KINDS:

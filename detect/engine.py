@@ -238,7 +238,7 @@ class Engine:
             at = float(dev.last_heard[d] + dev.silence_s[d])
             details["last_heard"] = _iso(float(dev.last_heard[d]))
         else:
-            rate, base, reads = dev.rates(now)
+            rate, base, reads, _ = dev.rates(now)
             details.update(
                 rate=round(float(rate[d]), 4),
                 baseline=round(float(base[d]), 4),

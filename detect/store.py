@@ -103,13 +103,13 @@ def load_thresholds(conn: Conn) -> DeviceThresholds:
     """Device thresholds; the strictest silence window over sites (one set per process)."""
     row = conn.execute(
         "SELECT min(silence_s), min(bin_s), max(window_bins), max(bins), min(open_rate), "
-        "min(close_rate), min(jump), min(min_reads) FROM device_thresholds"
+        "min(close_rate), min(jump), min(min_reads), min(min_noreads) FROM device_thresholds"
     ).fetchone()
     if row is None or row[0] is None:
         return DeviceThresholds()
     return DeviceThresholds(
         float(row[0]), float(row[1]), int(row[2]), int(row[3]), float(row[4]),
-        float(row[5]), float(row[6]), int(row[7]),
+        float(row[5]), float(row[6]), int(row[7]), int(row[8]),
     )  # fmt: skip
 
 

@@ -255,6 +255,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             close_rate  double precision NOT NULL DEFAULT 0.1,
             jump        double precision NOT NULL DEFAULT 3,
             min_reads   integer NOT NULL DEFAULT 20,
+            min_noreads integer NOT NULL DEFAULT 8,
             CHECK (close_rate < open_rate)
         );
         -- Learned from history by the detector: time from arriving at a stage to

@@ -119,7 +119,9 @@ def cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
         skew_tolerance_s=args.skew_tolerance,
     )
     broker = None if args.no_mqtt else BrokerAddress.from_url(settings.mqtt_url)
-    detector = Detector(DetectSettings(dsn=settings.dsn, broker=broker, config=config))
+    detector = Detector(
+        DetectSettings(dsn=settings.dsn, broker=broker, config=config, tick_s=args.tick)
+    )
     detector.run(_stop_on_signals())
     return 0
 
@@ -200,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="missing window (s) after the stage deadline where missing_windows has none",
     )
+    detect.add_argument("--tick", type=float, default=1.0, help="seconds between ticks (<= 1)")
     detect.add_argument(
         "--skew-tolerance", type=float, default=1.0, help="device clock disagreement (s)"
     )
