@@ -122,9 +122,13 @@ def manifest_lookup(conn: Conn, tracking_ids: list[str]) -> dict[str, ManifestFa
     return {str(r[0]): ManifestFacts(str(r[1]), str(r[2]), r[3], r[4], float(r[5])) for r in rows}
 
 
+# RFID reads name the tag (EPC); the manifest says whose it is.
 _SCAN_COLUMNS = (
-    "event_id, tracking_id, read_point_id, device_id, site_id, "
-    "extract(epoch FROM ts)::float8, kind = 'noread', ingested_at"
+    "s.event_id, coalesce(s.tracking_id, p.tracking_id), s.read_point_id, s.device_id, "
+    "s.site_id, extract(epoch FROM s.ts)::float8, s.kind = 'noread', s.ingested_at"
+)
+_SCAN_FROM = (
+    "scans s LEFT JOIN parcels p ON s.tracking_id IS NULL AND s.epc IS NOT NULL AND p.epc = s.epc"
 )
 
 
@@ -153,7 +157,8 @@ def to_batch(rows: Sequence[tuple[Any, ...]]) -> ScanRows:
 def scans_since(conn: Conn, since: datetime, limit: int = 200_000) -> ScanRows:
     """Scans stored after `since`, oldest stored first."""
     rows = conn.execute(
-        f"SELECT {_SCAN_COLUMNS} FROM scans WHERE ingested_at > %s ORDER BY ingested_at LIMIT %s",
+        f"SELECT {_SCAN_COLUMNS} FROM {_SCAN_FROM} WHERE s.ingested_at > %s "
+        "ORDER BY s.ingested_at LIMIT %s",
         (since, limit),
     ).fetchall()
     return to_batch(rows)
@@ -163,7 +168,9 @@ def replay_scans(conn: Conn, since: datetime, chunk: int = 100_000) -> Iterator[
     """Every scan with a time after `since`, in time order, in chunks (restart rebuild)."""
     with conn.transaction(), conn.cursor(name="detect_replay") as cur:
         cur.itersize = chunk
-        cur.execute(f"SELECT {_SCAN_COLUMNS} FROM scans WHERE ts > %s ORDER BY ts", (since,))
+        cur.execute(
+            f"SELECT {_SCAN_COLUMNS} FROM {_SCAN_FROM} WHERE s.ts > %s ORDER BY s.ts", (since,)
+        )
         while rows := cur.fetchmany(chunk):
             yield to_batch(rows)
 

@@ -84,15 +84,22 @@ class Centre:
             (tracking, self.base if accepted is None else accepted),
         )
 
-    def scan(self, tracking: str | None, read_point: str, at: float, noread: bool = False) -> None:
+    def scan(
+        self,
+        tracking: str | None,
+        read_point: str,
+        at: float,
+        noread: bool = False,
+        epc: str | None = None,
+    ) -> None:
         ts = datetime.fromtimestamp(self.base + at, UTC)
         self.partitions.ensure(self.conn, [ts.date()])
         self.seq += 1
         self.conn.execute(
             "INSERT INTO scans (ts, event_id, device_id, site_id, read_point_id, kind, "
-            "tracking_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            "tracking_id, epc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (ts, f"dev:1:{self.seq}", f"{read_point}-dev", read_point.split("-")[0],
-             read_point, "noread" if noread else "read", tracking),
+             read_point, "noread" if noread else "read", tracking, epc),
         )  # fmt: skip
 
 
@@ -422,3 +429,19 @@ def test_unknown_read_points_and_odd_ids_do_not_stop_detection(centre: Centre, d
     d.step(centre.conn, centre.base + 13.0)
     assert {t for t, _, _ in _alerts(centre.conn, "delay")} == {"NOT-AN-S10", P1}
     assert d.engine is not None and d.engine.unknown_read_points == 1
+
+
+def test_rfid_reads_are_matched_to_parcels_by_their_tag(centre: Centre, db_dsn: str) -> None:
+    """A tag read without a tracking number moves the parcel whose manifest names the EPC."""
+    centre.parcel(P1)
+    centre.conn.execute(
+        "UPDATE parcels SET epc = '3174257BF4499602D2000000' WHERE tracking_id = %s", (P1,)
+    )
+    centre.scan(P1, "A1-IND1", 0.0)
+    d = _started(centre, db_dsn, 1.0)
+    centre.scan(None, "A1-TUN1", 5.0, epc="3174257BF4499602D2000000")
+    d.step(centre.conn, centre.base + 12.0)
+    assert _alerts(centre.conn, "delay") == []
+    assert d.engine is not None
+    slot = int(d.engine.state.find(d.engine.codec.encode([P1]))[0])
+    assert d.engine.ref.read_points[int(d.engine.state.rp[slot])] == "A1-TUN1"
