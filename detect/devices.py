@@ -42,8 +42,11 @@ class DeviceThresholds:
 class DeviceState:
     """Columns per device index; devices are few (hundreds), so a dict maps names."""
 
-    def __init__(self, thresholds: DeviceThresholds) -> None:
+    def __init__(
+        self, thresholds: DeviceThresholds, site_silence_s: dict[str, float] | None = None
+    ) -> None:
         self.t = thresholds
+        self.site_silence_s = site_silence_s or {}
         self.ids: list[str] = []
         self.site: list[str] = []
         self.index: dict[str, int] = {}
@@ -55,23 +58,23 @@ class DeviceState:
         self.open = np.zeros(0, dtype=np.uint8)
         self.since = np.empty(0, dtype=np.float64)  # when the spike condition began
 
-    def indices(self, devices: list[str], sites: list[str], silence_s: float | None = None) -> I64:
+    def indices(self, devices: list[str], sites: list[str]) -> I64:
         out = np.empty(len(devices), dtype=np.int64)
         added = 0
+        windows: list[float] = []
         for i, (d, s) in enumerate(zip(devices, sites, strict=True)):
             idx = self.index.get(d)
             if idx is None:
                 idx = self.index[d] = len(self.ids)
                 self.ids.append(d)
                 self.site.append(s)
+                windows.append(self.site_silence_s.get(s, self.t.silence_s))
                 added += 1
             out[i] = idx
         if added:
             n, b = len(self.ids), self.t.bins
             self.last_heard = np.concatenate([self.last_heard, np.full(added, np.nan)])
-            self.silence_s = np.concatenate(
-                [self.silence_s, np.full(added, silence_s or self.t.silence_s)]
-            )
+            self.silence_s = np.concatenate([self.silence_s, np.array(windows)])
             self.reads = np.vstack([self.reads, np.zeros((added, b), dtype=np.int32)])
             self.noreads = np.vstack([self.noreads, np.zeros((added, b), dtype=np.int32)])
             self.bin_no = np.vstack([self.bin_no, np.full((added, b), -1, dtype=np.int64)])

@@ -86,7 +86,10 @@ class Detector:
         ref = store.load_reference(conn, self.settings.config)
         self._layout = (ref.sites, ref.read_points, ref.stages, ref.classes, ref.destinations)
         return Engine(
-            ref, lambda ids: store.manifest_lookup(conn, ids), store.load_thresholds(conn)
+            ref,
+            lambda ids: store.manifest_lookup(conn, ids),
+            store.load_thresholds(conn),
+            site_silence_s=store.load_site_silence(conn),
         )
 
     def start(self, conn: psycopg.Connection[Any], now: float) -> None:

@@ -99,8 +99,16 @@ def load_reference(conn: Conn, config: DetectConfig) -> Reference:
     )
 
 
+def load_site_silence(conn: Conn) -> dict[str, float]:
+    """Silence window per site."""
+    return {
+        str(site): float(s)
+        for site, s in conn.execute("SELECT site_id, silence_s FROM device_thresholds")
+    }
+
+
 def load_thresholds(conn: Conn) -> DeviceThresholds:
-    """Device thresholds; the strictest silence window over sites (one set per process)."""
+    """No-read spike thresholds: the strictest over the sites (one set per process)."""
     row = conn.execute(
         "SELECT min(silence_s), min(bin_s), max(window_bins), max(bins), min(open_rate), "
         "min(close_rate), min(jump), min(min_reads), min(min_noreads) FROM device_thresholds"

@@ -226,18 +226,21 @@ def test_late_when_the_delivery_standard_can_no_longer_be_met(centre: Centre, db
 
 
 def test_silent_device_alerts_and_resolves_when_heard_again(centre: Centre, db_dsn: str) -> None:
-    """A device unheard for its site's silence window gets an alert; a report ends it."""
+    """A device unheard for its site's silence window gets an alert; a report ends it; a
+    site with a longer window keeps its device quiet longer."""
     centre.conn.execute("UPDATE device_thresholds SET silence_s = 30")
+    centre.conn.execute("INSERT INTO device_thresholds (site_id, silence_s) VALUES ('B1', 300)")
 
-    def report(at: float) -> None:
+    def report(at: float, device: str = "A1-scan-ind1", site: str = "A1") -> None:
         centre.conn.execute(
             "INSERT INTO device_health (device_id, site_id, reported_at, connected, health) "
-            "VALUES ('A1-scan-ind1', 'A1', to_timestamp(%s), true, '{}') "
+            "VALUES (%s, %s, to_timestamp(%s), true, '{}') "
             "ON CONFLICT (device_id) DO UPDATE SET reported_at = EXCLUDED.reported_at",
-            (centre.base + at,),
+            (device, site, centre.base + at),
         )
 
     report(0.0)
+    report(0.0, "B1-scan-ind1", "B1")
     d = _started(centre, db_dsn, 1.0)
     d.step(centre.conn, centre.base + 29.0)
     assert _alerts(centre.conn, "silence") == []
