@@ -6,6 +6,7 @@ the file format is documented in docs/scenarios.md."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -13,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak, arrival_times
-from firmware_sim.epc import SSCC96
 from firmware_sim.layout import (
     ReadPointSpec,
     SiteSpec,
@@ -25,21 +24,39 @@ from firmware_sim.layout import (
     site_layout,
     sort_plans,
 )
+from firmware_sim.parcels import (
+    CHU,
+    DOR,
+    IND,
+    SRT,
+    SRT2,
+    TIMED,
+    TUN,
+    ManifestEntry,
+    Reads,
+    ScheduledRead,
+    build_manifest,
+)
 from firmware_sim.standards import SERVICE_CLASSES, ServiceClass, StageStandard, stage_standards
-from firmware_sim.truth import FAULT_KINDS, Fault, wall_clock
+from firmware_sim.truth import FAULT_KINDS, Fault, record_faults, wall_clock
 from parceltrack.errors import ParceltrackError
-from parceltrack.identifiers import S10
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Fault",
+    "FaultRates",
+    "ManifestEntry",
+    "Reads",
+    "Scenario",
+    "ScenarioConfig",
+    "ScenarioError",
+    "ScheduledRead",
+    "generate",
+]
 
 FORMAT = "parceltrack-scenario"
 FORMAT_VERSION = 1
-
-# A parcel's reads, in order, as columns of the per-parcel matrix: the sorter read
-# twice when the parcel is recirculated (slot SORTER_AGAIN).
-SLOTS = ("induction", "tunnel", "sorter", "sorter_again", "chute", "door")
-_IND, _TUN, _SRT, _SRT2, _CHU, _DOR = range(6)
-# Which slot's read starts each timed stage (induction, tunnel, sort, chute).
-_STAGE_SLOT = (_IND, _TUN, _SRT, _CHU)
-_TIMED = ("induction", "tunnel", "sort", "chute")
 
 
 class ScenarioError(ParceltrackError, ValueError):
@@ -56,6 +73,9 @@ class FaultRates:
     lost: float = 0.0
     noread: float = 0.0
     recirculation: float = 0.0
+    # Needs a site that is neither the parcel's origin nor its destination site; only
+    # such parcels can get it, so the count is at most the number of them.
+    misroute: float = 0.0
 
     def as_tuple(self) -> tuple[float, ...]:
         return tuple(getattr(self, k) for k in FAULT_KINDS)
@@ -87,6 +107,7 @@ class ScenarioConfig:
     plan_change_fraction: float | None = 0.5  # sort plan v2 from this share of arrivals
     company_prefix: str = "0614141"  # GS1 company prefix of the SSCC-96 tags
     tag_dwell_s: float = 0.6  # how long a tag stays in an RFID gate's field
+    linehaul_s: float = 1800.0  # nominal door-to-induction time to another site
 
     @classmethod
     def barcode_only(
@@ -128,44 +149,10 @@ class ScenarioConfig:
         rates = self.faults.as_tuple()
         if min(rates) < 0 or sum(rates) > 1:
             raise ScenarioError("fault rates must be >= 0 and add up to at most 1")
-        if {k for k, _ in self.transit_s} != set(_TIMED):
-            raise ScenarioError(f"transit_s needs exactly the stages {_TIMED}")
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestEntry:
-    tracking_id: str
-    service_class: str
-    destination: str
-    origin_site: str = ""
-    destination_site: str = ""
-    epc: str | None = None  # SSCC-96 hex for RFID-tagged items
-    inducted_at_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduledRead:
-    at: float  # seconds of scenario time from the start
-    device: str
-    read_point: str
-    code: str | None  # barcode: the S10 number; None: seen but not decoded (or RFID)
-    epc: str | None = None  # RFID reads: the tag's EPC hex
-    tracking_id: str = ""  # the parcel, whatever the device could read (truth)
-    protocol: str = "barcode"
-
-
-@dataclass(frozen=True)
-class Reads:
-    """Every read of the scenario as columns, ordered by time: milliseconds from the
-    start, index into read_points, index into the manifest, decoded or not."""
-
-    at_ms: npt.NDArray[np.int64]
-    read_point: npt.NDArray[np.int32]
-    parcel: npt.NDArray[np.int32]
-    decoded: npt.NDArray[np.bool_]
-
-    def __len__(self) -> int:
-        return len(self.at_ms)
+        if self.faults.misroute > 0 and len(self.sites) < 2:
+            raise ScenarioError("mis-routes need at least two sites")
+        if {k for k, _ in self.transit_s} != set(TIMED):
+            raise ScenarioError(f"transit_s needs exactly the stages {TIMED}")
 
 
 @dataclass
@@ -197,9 +184,12 @@ class Scenario:
 
     @cached_property
     def reads(self) -> list[ScheduledRead]:
-        """The reads as objects, in time order (built on first use)."""
+        """The reads as objects, in time order (built on first use, kept)."""
+        return list(self.iter_reads())
+
+    def iter_reads(self) -> Iterator[ScheduledRead]:
+        """The reads as objects, in time order, one at a time (for long playbacks)."""
         rps = self.read_points
-        out = []
         for at, rp_i, p_i, ok in zip(
             self.columns.at_ms.tolist(),
             self.columns.read_point.tolist(),
@@ -209,18 +199,15 @@ class Scenario:
         ):
             rp, parcel = rps[rp_i], self.manifest[p_i]
             rfid = rp.is_rfid
-            out.append(
-                ScheduledRead(
-                    at / 1000.0,
-                    rp.device,
-                    rp.read_point,
-                    parcel.tracking_id if ok and not rfid else None,
-                    parcel.epc if ok and rfid else None,
-                    parcel.tracking_id,
-                    rp.protocol,
-                )
+            yield ScheduledRead(
+                at / 1000.0,
+                rp.device,
+                rp.read_point,
+                parcel.tracking_id if ok and not rfid else None,
+                parcel.epc if ok and rfid else None,
+                parcel.tracking_id,
+                rp.protocol,
             )
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -260,6 +247,11 @@ class Scenario:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
+    def truth_lines(self, start: datetime, speed: float = 1.0) -> str:
+        """The ground truth as JSON Lines, wall-clock fields for a playback that put
+        scenario time 0 at `start` and ran at `speed` (docs/scenarios.md)."""
+        return "".join(json.dumps(f.to_dict(start, speed)) + "\n" for f in self.faults)
+
     def save(self, path: Path) -> None:
         path.write_text(self.to_json())
 
@@ -292,6 +284,22 @@ class Scenario:
             cfg[key] = tuple(cfg[key])
         cfg["transit_s"] = tuple((k, float(v)) for k, v in cfg["transit_s"])
         reads = raw["reads"]
+        columns = Reads(
+            np.asarray(reads["at_ms"], dtype=np.int64),
+            np.asarray(reads["read_point"], dtype=np.int32),
+            np.asarray(reads["parcel"], dtype=np.int32),
+            np.asarray(reads["decoded"], dtype=np.bool_),
+        )
+        sizes = {len(columns.at_ms), len(columns.read_point), len(columns.parcel)}
+        if len(sizes | {len(columns.decoded)}) != 1:
+            raise ValueError("the reads columns differ in length")
+        if len(columns) and (
+            min(columns.read_point) < 0
+            or max(columns.read_point) >= len(raw["read_points"])
+            or min(columns.parcel) < 0
+            or max(columns.parcel) >= len(raw["manifest"])
+        ):
+            raise ValueError("a read names a read point or parcel the file does not have")
         return cls(
             config=ScenarioConfig(**cfg),
             start=datetime.fromisoformat(raw["clock"]["start"]),
@@ -310,25 +318,27 @@ class Scenario:
             ],
             destinations={d["destination"]: d["destination_site"] for d in raw["destinations"]},
             manifest=[ManifestEntry(**m) for m in raw["manifest"]],
-            columns=Reads(
-                np.asarray(reads["at_ms"], dtype=np.int64),
-                np.asarray(reads["read_point"], dtype=np.int32),
-                np.asarray(reads["parcel"], dtype=np.int32),
-                np.asarray(reads["decoded"], dtype=np.bool_),
-            ),
+            columns=columns,
             faults=[Fault.from_dict(f) for f in raw["faults"]],
         )
 
 
-def s10_serial(seed: int, n: int) -> int:
-    """A distinct eight-digit serial per parcel (distinct for n < 89,999,999)."""
-    return 10_000_000 + (seed * 7_919_111 + n) % 89_999_999
-
-
-def generate(config: ScenarioConfig | None = None) -> Scenario:
+def generate(
+    config: ScenarioConfig | None = None,
+    *,
+    seed: int = 1,
+    parcels: int = 50,
+    rate_per_s: float = 2.0,
+    lost_rate: float = 0.1,
+    noread_rate: float = 0.02,
+    site: str = "LHR1",
+) -> Scenario:
     """Build the scenario the configuration describes; the same config gives the same
-    scenario, byte for byte."""
-    cfg = config or ScenarioConfig()
+    scenario, byte for byte. Without a config, the keywords make the foundation's
+    single-site, barcode-only scenario (ScenarioConfig.barcode_only)."""
+    cfg = config or ScenarioConfig.barcode_only(
+        seed, parcels, rate_per_s, lost_rate, noread_rate, site
+    )
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
     start = datetime.fromisoformat(cfg.start)
@@ -371,21 +381,35 @@ def generate(config: ScenarioConfig | None = None) -> Scenario:
     line_of = rng.integers(0, cfg.induction_lines, n)
     jitter = rng.uniform(0.8, 1.2, size=(n, 5))
     order = rng.permutation(n)
-    delay_stage = rng.integers(0, len(_TIMED), n)
+    delay_stage = rng.integers(0, len(TIMED), n)
     delay_extra = rng.uniform(0.1, 1.0, n)
-    lost_slot = np.array([_IND, _TUN, _SRT, _CHU])[rng.integers(0, 4, n)]
+    lost_slot = np.array([IND, TUN, SRT, CHU])[rng.integers(0, 4, n)]
     wrong_pick = rng.integers(0, chutes - 1, n)
+    # Drawn last, so adding mis-routes left every earlier draw (and scenario) as it was.
+    wrong_site_u = rng.random(n)
+    linehaul_jitter = rng.uniform(0.8, 1.2, n)
+    wrong_line = rng.integers(0, cfg.induction_lines, n)
+    wrong_jitter = rng.uniform(0.8, 1.2, size=(n, 4))
 
+    n_sites = len(sites)
+    dest_site = dest_of % n_sites  # destinations go round-robin over the sites
     kind_of = np.full(n, -1, dtype=np.int8)
     taken = 0
-    for k, rate in enumerate(cfg.faults.as_tuple()):
+    rates = cfg.faults.as_tuple()
+    misroute_k = FAULT_KINDS.index("misroute")
+    for k, rate in enumerate(rates):
         count = round(rate * n)
-        kind_of[order[taken : taken + count]] = k
-        taken += count
-    missort, delay, lost, noread, recirc = (kind_of == k for k in range(len(FAULT_KINDS)))
+        if k == misroute_k:
+            rest = order[taken:]
+            spare = n_sites - np.where(site_of[rest] == dest_site[rest], 1, 2)
+            kind_of[rest[spare > 0][:count]] = k
+        else:
+            kind_of[order[taken : taken + count]] = k
+            taken += count
+    missort, delay, lost, noread, recirc, misroute = (kind_of == k for k in range(len(FAULT_KINDS)))
 
     # standard[site, stage, class] and nominal[stage] in seconds
-    nominal = np.array([transit[s] for s in _TIMED])
+    nominal = np.array([transit[s] for s in TIMED])
     slack = np.array([c.slack for c in classes])
     standard = np.round(factors[:, None, None] * nominal[None, :, None] * slack[None, None, :], 3)
     # Transit after each slot: induction, tunnel, sorter, sorter loop, chute.
@@ -399,17 +423,17 @@ def generate(config: ScenarioConfig | None = None) -> Scenario:
     dur[rows, stage_col[rows]] = held[rows]
 
     t = np.zeros((n, 6))
-    t[:, _IND] = arrivals
-    t[:, _TUN] = t[:, _IND] + dur[:, 0]
-    t[:, _SRT] = t[:, _TUN] + dur[:, 1]
-    t[:, _SRT2] = t[:, _SRT] + dur[:, 3]
-    t[:, _CHU] = np.where(recirc, t[:, _SRT2], t[:, _SRT]) + dur[:, 2]
-    t[:, _DOR] = t[:, _CHU] + dur[:, 4]
+    t[:, IND] = arrivals
+    t[:, TUN] = t[:, IND] + dur[:, 0]
+    t[:, SRT] = t[:, TUN] + dur[:, 1]
+    t[:, SRT2] = t[:, SRT] + dur[:, 3]
+    t[:, CHU] = np.where(recirc, t[:, SRT2], t[:, SRT]) + dur[:, 2]
+    t[:, DOR] = t[:, CHU] + dur[:, 4]
     t_ms = np.rint(t * 1000.0).astype(np.int64)
 
     change_ms = None if change_at is None else round(change_at * 1000)
     version_idx = (
-        np.zeros(n, dtype=np.int64) if change_ms is None else (t_ms[:, _CHU] >= change_ms) * 1
+        np.zeros(n, dtype=np.int64) if change_ms is None else (t_ms[:, CHU] >= change_ms) * 1
     )
     assigned = (dest_of + version_idx) % chutes  # layout.sort_plans: v1 shift 0, v2 shift 1
     wrong = wrong_pick + (wrong_pick >= assigned)
@@ -418,19 +442,19 @@ def generate(config: ScenarioConfig | None = None) -> Scenario:
     per_site = cfg.induction_lines + 2 + 2 * chutes
     base = site_of * per_site
     rp = np.empty((n, 6), dtype=np.int32)
-    rp[:, _IND] = base + line_of
-    rp[:, _TUN] = base + cfg.induction_lines
-    rp[:, _SRT] = base + cfg.induction_lines + 1
-    rp[:, _SRT2] = rp[:, _SRT]
-    rp[:, _CHU] = base + cfg.induction_lines + 2 + 2 * chute
-    rp[:, _DOR] = rp[:, _CHU] + 1
+    rp[:, IND] = base + line_of
+    rp[:, TUN] = base + cfg.induction_lines
+    rp[:, SRT] = base + cfg.induction_lines + 1
+    rp[:, SRT2] = rp[:, SRT]
+    rp[:, CHU] = base + cfg.induction_lines + 2 + 2 * chute
+    rp[:, DOR] = rp[:, CHU] + 1
 
     slot = np.arange(6)
     present = np.ones((n, 6), dtype=np.bool_)
-    present[:, _SRT2] = recirc
+    present[:, SRT2] = recirc
     present &= ~(lost[:, None] & (slot[None, :] > lost_slot[:, None]))
     decoded = np.ones((n, 6), dtype=np.bool_)
-    decoded[:, _TUN] = ~noread
+    decoded[:, TUN] = ~noread
     is_rfid = np.array([r.is_rfid for r in read_points])
     # An RFID gate that misses a tag reports nothing at all; a scanner says NOREAD.
     emitted = present & (decoded | ~is_rfid[rp])
@@ -438,6 +462,52 @@ def generate(config: ScenarioConfig | None = None) -> Scenario:
     parcel_idx = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], (n, 6))[emitted]
     at_flat, rp_flat, ok_flat = t_ms[emitted], rp[emitted], decoded[emitted]
     slot_flat = np.broadcast_to(slot[None, :], (n, 6))[emitted]
+
+    # Mis-routed parcels leave by their right door but reach a wrong site after the
+    # linehaul, and pass through it as if it were theirs.
+    mr = np.flatnonzero(misroute)
+    origin, home = site_of[mr], dest_site[mr]
+    lo, hi = np.minimum(origin, home), np.maximum(origin, home)
+    spare = n_sites - np.where(origin == home, 1, 2)
+    w = (wrong_site_u[mr] * spare).astype(np.int64)
+    w += w >= lo
+    w += (w >= hi) & (origin != home)
+    tw = np.zeros((len(mr), 5))
+    tw[:, 0] = t[mr, DOR] + cfg.linehaul_s * linehaul_jitter[mr]
+    for j in range(4):
+        tw[:, j + 1] = tw[:, j] + nominal[j] * factors[w] * wrong_jitter[mr, j]
+    tw_ms = np.rint(tw * 1000.0).astype(np.int64)
+    w_version = (
+        np.zeros(len(mr), dtype=np.int64) if change_ms is None else (tw_ms[:, 3] >= change_ms) * 1
+    )
+    w_chute = (dest_of[mr] + w_version) % chutes
+    w_base = w * per_site
+    rw = np.stack(
+        [
+            w_base + wrong_line[mr],
+            w_base + cfg.induction_lines,
+            w_base + cfg.induction_lines + 1,
+            w_base + cfg.induction_lines + 2 + 2 * w_chute,
+            w_base + cfg.induction_lines + 3 + 2 * w_chute,
+        ],
+        axis=1,
+    ).astype(np.int32)
+    tagged = np.array([s.rfid for s in sites])[origin]
+    # An untagged parcel passes an RFID gate unseen.
+    w_emitted = ~is_rfid[rw] | tagged[:, None]
+    parcel_idx = np.concatenate(
+        (parcel_idx, np.broadcast_to(mr.astype(np.int32)[:, None], (len(mr), 5))[w_emitted])
+    )
+    at_flat = np.concatenate((at_flat, tw_ms[w_emitted]))
+    rp_flat = np.concatenate((rp_flat, rw[w_emitted]))
+    ok_flat = np.concatenate((ok_flat, np.ones(int(w_emitted.sum()), dtype=np.bool_)))
+    slot_flat = np.concatenate(
+        (slot_flat, np.broadcast_to(np.arange(6, 11)[None, :], (len(mr), 5))[w_emitted])
+    )
+    misroutes = {
+        int(i): (read_points[int(rw[j, 0])], int(tw_ms[j, 0]) / 1000.0, sites[int(home[j])].site)
+        for j, i in enumerate(mr.tolist())
+    }
     sequence = np.lexsort((slot_flat, parcel_idx, at_flat))
     columns = Reads(
         at_flat[sequence],
@@ -446,10 +516,13 @@ def generate(config: ScenarioConfig | None = None) -> Scenario:
         ok_flat[sequence],
     )
 
-    manifest = _manifest(cfg, n, classes, site_of, dest_of, class_of, t_ms, sites, destinations)
-    faults = _truth(
-        cfg, read_points, manifest, kind_of, site_of, class_of, delay_stage,
-        lost_slot, t_ms, rp, assigned, version_idx, standard, chutes,
+    manifest = build_manifest(
+        cfg.seed, cfg.company_prefix, cfg.destinations, classes, site_of, dest_of, class_of,
+        t_ms[:, IND], sites, destinations,
+    )  # fmt: skip
+    faults = record_faults(
+        cfg.induction_lines, read_points, manifest, kind_of, site_of, class_of, delay_stage,
+        lost_slot, t_ms, rp, assigned, version_idx, standard, chutes, misroutes,
     )  # fmt: skip
     return Scenario(
         config=cfg,
@@ -464,130 +537,3 @@ def generate(config: ScenarioConfig | None = None) -> Scenario:
         columns=columns,
         faults=faults,
     )
-
-
-def _manifest(
-    cfg: ScenarioConfig,
-    n: int,
-    classes: tuple[ServiceClass, ...],
-    site_of: npt.NDArray[np.int64],
-    dest_of: npt.NDArray[np.int64],
-    class_of: npt.NDArray[np.int64],
-    t_ms: npt.NDArray[np.int64],
-    sites: list[SiteSpec],
-    destinations: dict[str, str],
-) -> list[ManifestEntry]:
-    rfid = [s.rfid for s in sites]
-    dest_names = list(cfg.destinations)
-    out = []
-    inducted = t_ms[:, _IND].tolist()
-    for i, (s, d, c, at) in enumerate(
-        zip(site_of.tolist(), dest_of.tolist(), class_of.tolist(), inducted, strict=True)
-    ):
-        serial = s10_serial(cfg.seed, i)
-        klass = classes[c]
-        epc = SSCC96(cfg.company_prefix, f"0{serial:09d}").hex if rfid[s] else None
-        out.append(
-            ManifestEntry(
-                str(S10.make(klass.s10_prefix, serial, "GB")),
-                klass.service_class,
-                dest_names[d],
-                sites[s].site,
-                destinations[dest_names[d]],
-                epc,
-                at / 1000.0,
-            )
-        )
-    return out
-
-
-def _truth(
-    cfg: ScenarioConfig,
-    read_points: list[ReadPointSpec],
-    manifest: list[ManifestEntry],
-    kind_of: npt.NDArray[np.int8],
-    site_of: npt.NDArray[np.int64],
-    class_of: npt.NDArray[np.int64],
-    delay_stage: npt.NDArray[np.int64],
-    lost_slot: npt.NDArray[np.int64],
-    t_ms: npt.NDArray[np.int64],
-    rp: npt.NDArray[np.int32],
-    assigned: npt.NDArray[np.int64],
-    version_idx: npt.NDArray[np.int64],
-    standard: npt.NDArray[np.float64],
-    chutes: int,
-) -> list[Fault]:
-    """One Fault per faulty parcel; only those parcels are visited (a few percent)."""
-    faults = []
-    per_site = cfg.induction_lines + 2 + 2 * chutes
-    for i in np.flatnonzero(kind_of >= 0).tolist():
-        kind = FAULT_KINDS[int(kind_of[i])]
-        m = manifest[i]
-        site, cls = int(site_of[i]), int(class_of[i])
-
-        def at(slot: int, i: int = i) -> float:
-            return int(t_ms[i, slot]) / 1000.0
-
-        def point(slot: int, i: int = i) -> ReadPointSpec:
-            return read_points[int(rp[i, slot])]
-
-        first_chute = site * per_site + cfg.induction_lines + 2
-        expected_chute = read_points[first_chute + 2 * int(assigned[i])]
-        if kind == "missort":
-            where = point(_CHU)
-            fault = Fault(
-                m.tracking_id, kind, m.origin_site, where.read_point, where.stage,
-                at(_CHU), at(_CHU),
-                {
-                    "destination": m.destination,
-                    "expected_chute": expected_chute.read_point,
-                    "plan_version": int(version_idx[i]) + 1,
-                },
-            )  # fmt: skip
-        elif kind == "delay":
-            stage = int(delay_stage[i])
-            slot = _STAGE_SLOT[stage]
-            where = point(slot)
-            limit = float(standard[site, stage, cls])
-            next_slot = {_IND: _TUN, _TUN: _SRT, _SRT: _CHU, _CHU: _DOR}[slot]
-            fault = Fault(
-                m.tracking_id, kind, m.origin_site, where.read_point, where.stage,
-                at(slot), round(at(slot) + limit, 3),
-                {
-                    "standard_s": limit,
-                    "held_s": round(at(next_slot) - at(slot), 3),
-                    "next_read_point": point(next_slot).read_point,
-                    "next_read_at_s": at(next_slot),
-                },
-            )  # fmt: skip
-        elif kind == "lost":
-            slot = int(lost_slot[i])
-            where = point(slot)
-            stage = _STAGE_SLOT.index(slot)
-            limit = float(standard[site, stage, cls])
-            expected_next = {
-                _IND: point(_TUN).read_point,
-                _TUN: point(_SRT).read_point,
-                _SRT: expected_chute.read_point,
-                _CHU: point(_DOR).read_point,
-            }[slot]
-            fault = Fault(
-                m.tracking_id, kind, m.origin_site, where.read_point, where.stage,
-                at(slot), round(at(slot) + limit, 3),
-                {"standard_s": limit, "expected_next_read_point": expected_next},
-            )  # fmt: skip
-        elif kind == "noread":
-            where = point(_TUN)
-            fault = Fault(
-                m.tracking_id, kind, m.origin_site, where.read_point, where.stage,
-                at(_TUN), at(_TUN), {"protocol": where.protocol},
-            )  # fmt: skip
-        else:  # recirculation
-            where = point(_SRT)
-            fault = Fault(
-                m.tracking_id, kind, m.origin_site, where.read_point, where.stage,
-                at(_SRT), at(_SRT2), {"loops": 1},
-            )  # fmt: skip
-        faults.append(fault)
-    faults.sort(key=lambda f: (f.detectable_at_s, f.tracking_id, f.kind))
-    return faults

@@ -1,5 +1,9 @@
+import json
 from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,10 +16,12 @@ from firmware_sim.scenario import (
     ScenarioError,
     generate,
 )
-from firmware_sim.truth import FAULT_KINDS
+from firmware_sim.truth import FAULT_KINDS, TruthFileError, read_truth_lines
 from parceltrack.identifiers import is_s10
 
-RATES = FaultRates(missort=0.03, delay=0.02, lost=0.02, noread=0.04, recirculation=0.03)
+RATES = FaultRates(
+    missort=0.03, delay=0.02, lost=0.02, noread=0.04, recirculation=0.03, misroute=0.02
+)
 CONFIG = ScenarioConfig(seed=5, parcels=3000, faults=RATES, rfid_sites=("MAN1",))
 
 
@@ -91,6 +97,48 @@ def test_bad_epcs_are_rejected_with_a_reason(bad: str) -> None:
 
 
 def test_bad_configuration_is_a_clear_error() -> None:
-    """Fault rates above one in total are refused before anything is generated."""
+    """Fault rates above one in total, or mis-routes with one site, are refused."""
     with pytest.raises(ScenarioError, match="fault rates"):
         generate(ScenarioConfig(faults=FaultRates(lost=0.7, delay=0.5)))
+    with pytest.raises(ScenarioError, match="two sites"):
+        generate(ScenarioConfig(sites=("LHR1",), rfid_sites=(), faults=FaultRates(misroute=0.1)))
+
+
+def test_truth_lines_follow_the_playback_clock(scenario: Scenario, tmp_path: Path) -> None:
+    """Each truth line is a fault with its times on the given start and speed, and
+    reads back as the same faults."""
+    start = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    path = tmp_path / "truth.jsonl"
+    path.write_text(scenario.truth_lines(start, 60.0))
+    lines = read_truth_lines(path)
+    assert [f for f, _ in lines] == scenario.faults
+    for fault, wall in lines:
+        assert abs((wall - start).total_seconds() - fault.detectable_at_s / 60.0) < 0.001
+    path.write_text(path.read_text() + "{oops\n")
+    with pytest.raises(TruthFileError, match=f":{len(lines) + 1}:"):
+        read_truth_lines(path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw.update(version=99),
+        lambda raw: raw.pop("manifest"),
+        lambda raw: raw["reads"]["parcel"].append(0),
+        lambda raw: raw["reads"]["read_point"].__setitem__(0, 10_000),
+    ],
+    ids=["version", "missing-manifest", "ragged-reads", "unknown-read-point"],
+)
+def test_damaged_files_are_refused_with_a_reason(
+    scenario: Scenario, tmp_path: Path, damage: Callable[[dict[str, Any]], object]
+) -> None:
+    """A file of another version or with broken parts raises ScenarioError, no crash."""
+    raw = scenario.to_dict()
+    damage(raw)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ScenarioError):
+        Scenario.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ScenarioError, match="cannot read"):
+        Scenario.load(path)
