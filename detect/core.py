@@ -172,6 +172,23 @@ class ParcelState:
             setattr(self, name, grown)
         self.capacity = new
 
+    def compact(self, keep: Mask) -> I64:
+        """Drop the slots where `keep` is False (parcels no longer active); returns the
+        new slot of every old one (-1 for dropped) so callers can remap."""
+        keep = keep[: self.n]
+        remap = np.full(self.n, -1, dtype=np.int64)
+        kept = np.flatnonzero(keep)
+        remap[kept] = np.arange(len(kept))
+        for name, _dtype, init in _COLUMNS:
+            col = getattr(self, name)
+            col[: len(kept)] = col[kept]
+            col[len(kept) : self.n] = init
+        self.n = len(kept)
+        order = np.argsort(self.key[: self.n], kind="stable")
+        self.sorted_keys = self.key[: self.n][order].copy()
+        self.sorted_slots = order.astype(np.int32)
+        return remap
+
     def set_attributes(
         self,
         slots: I64,
@@ -427,4 +444,22 @@ def holds(state: ParcelState, kind: str, slots: I64, now: float) -> Mask:
         out = state.late_at[slots] < now
     else:
         out = (state.flags[slots] & BIT[kind]) != 0
+    return out
+
+
+def inactive(
+    state: ParcelState, ref: Reference, now: float, done_after_s: float, idle_after_s: float
+) -> Mask:
+    """Parcels no longer active: at a site's last stage for `done_after_s`, or unseen for
+    `idle_after_s`, and without a live alert (a new read brings them back)."""
+    n = state.n
+    seen = state.rp[:n] >= 0
+    site = np.where(seen, state.site[:n], 0)
+    stage = np.where(seen, state.stage[:n], 0)
+    last = ref.next_stage[site, stage] < 0
+    age = now - state.last_seen[:n]
+    # A parcel with a live alert stays: its alert must still resolve when it turns up.
+    out: Mask = (
+        seen & (state.open[:n] == 0) & ((last & (age > done_after_s)) | (age > idle_after_s))
+    )
     return out

@@ -93,11 +93,13 @@ class Engine:
         self.devices = DeviceState(thresholds or DeviceThresholds(), site_silence_s)
         self.codec = KeyCodec()
         self.unknown_read_points = 0
+        self.new_ids: list[str] = []  # parcels the last batch brought into the state
 
     # -- reads -------------------------------------------------------------------------
 
     def ingest(self, batch: ScanBatch) -> list[AlertChange]:
         """Apply a batch of scans; returns the alerts it resolves."""
+        self.new_ids = []
         if len(batch) == 0:
             return []
         changes: list[AlertChange] = []
@@ -143,6 +145,7 @@ class Engine:
 
     def _fill(self, slots: I64) -> None:
         ids = [self.codec.decode(int(k)) for k in self.state.key[slots].tolist()]
+        self.new_ids = ids
         facts = self.manifest(ids)
         ref = self.ref
         n = len(ids)
@@ -263,9 +266,10 @@ class Engine:
     ) -> list[AlertChange]:
         """Mark alerts live in the database as open; resolve those no longer true.
 
-        `live` holds (kind, subject, read point) of every alert not resolved. Called
-        once after the state was rebuilt from the scans, so a restart neither
-        duplicates nor loses an alert.
+        `live` holds (kind, subject, read point) of alerts not resolved. Called after
+        the state was rebuilt from the scans, so a restart neither duplicates nor loses
+        an alert, and for parcels a batch brings back into the state. Alerts of parcels
+        not in the state are left alone.
         """
         changes: list[AlertChange] = []
         parcel = [(k, s, rp) for k, s, rp in live if k in PARCEL_KINDS]
@@ -276,7 +280,9 @@ class Engine:
                 st_rp = int(self.state.rp[slot]) if slot >= 0 else -1
                 cur = self.ref.read_points[st_rp] if st_rp >= 0 else None
                 moved = kind in ("delay", "missing") and rp is not None and cur != rp
-                still = slot >= 0 and bool(holds(self.state, kind, np.array([slot]), now)[0])
+                if slot < 0:
+                    continue  # not seen lately: left as it is until the parcel turns up
+                still = bool(holds(self.state, kind, np.array([slot]), now)[0])
                 if still and not moved:
                     self.state.open[slot] |= BIT[kind]
                 else:

@@ -22,6 +22,7 @@ import psycopg
 import stamina
 
 from detect import store
+from detect.core import inactive
 from detect.engine import AlertChange, Engine, ScanBatch
 from detect.publish import AlertPublisher
 from detect.reference import DetectConfig
@@ -42,6 +43,9 @@ class DetectSettings:
     eta_flush_s: float = 2.0
     learn_every_s: float = 300.0
     reload_every_s: float = 30.0
+    compact_every_s: float = 600.0
+    done_after_s: float = 3600.0  # at the last stage this long: no longer active
+    idle_after_s: float = 24 * 3600.0  # unseen this long: no longer active
 
 
 class Detector:
@@ -67,7 +71,8 @@ class Detector:
     def _run(self, stop: threading.Event) -> None:
         with psycopg.connect(self.settings.dsn, autocommit=True) as conn:
             self.start(conn, time.time())
-            last = {"eta": 0.0, "learn": time.monotonic(), "reload": time.monotonic()}
+            mono = time.monotonic()
+            last = {"eta": 0.0, "learn": mono, "reload": mono, "compact": mono}
             while not stop.is_set():
                 started = time.monotonic()
                 self.step(conn, time.time())
@@ -80,6 +85,9 @@ class Detector:
                 if started - last["reload"] >= self.settings.reload_every_s:
                     self.reload(conn, time.time())
                     last["reload"] = started
+                if started - last["compact"] >= self.settings.compact_every_s:
+                    self.compact(time.time())
+                    last["compact"] = started
                 stop.wait(max(0.0, self.settings.tick_s - (time.monotonic() - started)))
 
     def _new_engine(self, conn: psycopg.Connection[Any]) -> Engine:
@@ -103,6 +111,7 @@ class Detector:
             if rows.ingested_at:
                 self._watermark = max(self._watermark, max(rows.ingested_at))
         self._heard(conn)
+        self.compact(now)
         changes = engine.adopt_live(store.live_alerts(conn), now)
         self._persist(conn, changes)
         log.info("rebuilt state of %d parcels from %d scans", len(engine.state), replayed)
@@ -139,6 +148,9 @@ class Detector:
             self._recent = {e: at for e, at in self._recent.items() if at > horizon}
             if fresh:
                 changes += self.engine.ingest(_take(rows.batch, fresh))
+                if self.engine.new_ids:  # back after a long absence: adopt its alerts
+                    live = store.live_alerts(conn, self.engine.new_ids)
+                    changes += self.engine.adopt_live(live, now)
         changes += self._heard(conn)
         changes += self.engine.tick(now)
         self._persist(conn, changes)
@@ -162,6 +174,18 @@ class Detector:
         self.alerts_resolved += resolved
         if opened or resolved:
             log.info("alerts: %d opened, %d resolved", opened, resolved)
+
+    def compact(self, now: float) -> int:
+        """Drop parcels that are no longer active from the state; returns how many."""
+        assert self.engine is not None
+        st = self.engine.state
+        gone = inactive(st, self.engine.ref, now, self.settings.done_after_s,
+                        self.settings.idle_after_s)  # fmt: skip
+        dropped = int(gone.sum())
+        if dropped:
+            st.compact(~gone)
+            log.info("%d parcels no longer active; %d remain", dropped, st.n)
+        return dropped
 
     def flush_eta(self, conn: psycopg.Connection[Any]) -> int:
         assert self.engine is not None

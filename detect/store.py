@@ -183,15 +183,20 @@ def replay_scans(conn: Conn, since: datetime, chunk: int = 100_000) -> Iterator[
             yield to_batch(rows)
 
 
-def live_alerts(conn: Conn) -> list[tuple[str, str, str | None]]:
-    """(kind, parcel or device, read point) of every alert not resolved."""
-    return [
-        (str(k), str(s), rp)
-        for k, s, rp in conn.execute(
-            "SELECT kind, coalesce(tracking_id, device_id), read_point_id FROM alerts "
-            "WHERE state <> 'resolved' AND coalesce(tracking_id, device_id) IS NOT NULL"
-        )
-    ]
+def live_alerts(
+    conn: Conn, tracking_ids: list[str] | None = None
+) -> list[tuple[str, str, str | None]]:
+    """(kind, parcel or device, read point) of every alert not resolved (of the given
+    parcels only, when named)."""
+    sql = (
+        "SELECT kind, coalesce(tracking_id, device_id), read_point_id FROM alerts "
+        "WHERE state <> 'resolved' AND coalesce(tracking_id, device_id) IS NOT NULL"
+    )
+    if tracking_ids is None:
+        rows = conn.execute(sql).fetchall()
+    else:
+        rows = conn.execute(sql + " AND tracking_id = ANY(%s)", (tracking_ids,)).fetchall()
+    return [(str(k), str(s), rp) for k, s, rp in rows]
 
 
 def device_health_since(conn: Conn, since: datetime) -> list[tuple[str, str, float, datetime]]:

@@ -448,3 +448,23 @@ def test_rfid_reads_are_matched_to_parcels_by_their_tag(centre: Centre, db_dsn: 
     assert d.engine is not None
     slot = int(d.engine.state.find(d.engine.codec.encode([P1]))[0])
     assert d.engine.ref.read_points[int(d.engine.state.rp[slot])] == "A1-TUN1"
+
+
+def test_an_alert_older_than_the_replay_window_survives_a_restart_until_its_parcel_returns(
+    centre: Centre, db_dsn: str
+) -> None:
+    """A restart that replays too little to know a parcel keeps its alert open, and the
+    parcel's next read resolves it."""
+    centre.parcel(P1)
+    centre.scan(P1, "A1-IND1", 0.0)
+    first = _started(centre, db_dsn, 1.0)
+    first.step(centre.conn, centre.base + 40.0)
+    assert _alerts(centre.conn, "missing") == [(P1, "A1-IND1", "open")]
+    second = Detector(DetectSettings(dsn=db_dsn, config=PLAIN, overlap_s=0.0, rebuild_s=100.0))
+    second.start(centre.conn, centre.base + 500.0)
+    second.step(centre.conn, centre.base + 501.0)
+    assert _alerts(centre.conn, "missing") == [(P1, "A1-IND1", "open")]
+    centre.scan(P1, "A1-TUN1", 502.0)
+    second.step(centre.conn, centre.base + 503.0)
+    assert _alerts(centre.conn, "missing") == [(P1, "A1-IND1", "resolved")]
+    assert _alerts(centre.conn, "delay") == [(P1, "A1-IND1", "resolved")]

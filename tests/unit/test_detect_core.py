@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from detect.core import BIT, ParcelState, apply_reads, tick
+from detect.core import BIT, ParcelState, apply_reads, inactive, tick
 from detect.devices import DeviceState, DeviceThresholds
 from detect.keys import KeyCodec
 from detect.reference import DetectConfig, ReadPointRow, Reference, SortPlanRow, build_reference
@@ -219,3 +219,17 @@ def test_a_device_unheard_for_its_window_is_silent_until_heard() -> None:
     assert devices.check(129.0)[0]["silence"].tolist() == []
     assert devices.check(131.0)[0]["silence"].tolist() == [0]
     assert devices.heard(dev, np.array([140.0])).tolist() == [0]
+
+
+def test_parcels_no_longer_active_leave_the_state_and_the_rest_stay_found() -> None:
+    """Dispatched-long-ago and idle parcels are dropped; the others keep their data."""
+    ref = _ref()
+    state = _state(ref, 4)
+    _read(state, ref, (0, DOR1, 0.0), (1, IND, 0.0), (2, DOR1, 5000.0), (3, SRT, 5000.0))
+    keys = state.key[:4].copy()
+    gone = inactive(state, ref, now=5100.0, done_after_s=3600.0, idle_after_s=4000.0)
+    assert gone.tolist() == [True, True, False, False]
+    state.compact(~gone)
+    assert len(state) == 2
+    assert state.find(keys).tolist() == [-1, -1, 0, 1]
+    assert state.rp[:2].tolist() == [DOR1, SRT] and state.entered[1] == 5000.0
