@@ -2,6 +2,14 @@
 second, persists alert changes, keeps `parcel_eta` and the learned transit times
 current, and publishes alerts on MQTT.
 
+For the API it keeps the table `parcel_eta` (one row per active parcel, upserted
+for the parcels that moved): `site_id`, `read_point_id`, `stage`, `entered_at`
+(where and since when), `next_stage` and `next_due` (the stage expected next and
+the delay deadline), `eta` and `eta_p90` (arrival at the site's last stage, from
+the median and 90th percentile of stage transit times learned per site, stage and
+class in `stage_transit_stats`; the stage standards where fewer than 30 samples
+exist), `delivery_due` (accepted + the delivery standard) and `updated_at`.
+
 On start the state is rebuilt by replaying the scans of the last `rebuild_s`
 through the same engine, then the alerts live in the database are adopted (marked
 open in the state, or resolved if what they were about is over), so a restart
@@ -22,10 +30,10 @@ import psycopg
 import stamina
 
 from detect import store
-from detect.core import inactive
+from detect.core import inactive, refresh
 from detect.engine import AlertChange, Engine, ScanBatch
 from detect.publish import AlertPublisher
-from detect.reference import DetectConfig
+from detect.reference import DetectConfig, Reference
 from parceltrack.config import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -127,9 +135,9 @@ class Detector:
             self._watermark = datetime.fromtimestamp(0, UTC)
             self.start(conn, now)
             return
+        if _same_numbers(self.engine.ref, ref):
+            return  # nothing changed: no need to recompute (and re-publish) every ETA
         self.engine.ref = ref
-        from detect.core import refresh
-
         state = self.engine.state
         refresh(state, ref, np.arange(state.n, dtype=np.int64))
 
@@ -193,6 +201,15 @@ class Detector:
         slots = np.flatnonzero(state.dirty[: state.n] & (state.rp[: state.n] >= 0))
         tracking = [self.engine.tracking_id(s) for s in slots.tolist()]
         return store.flush_eta(conn, state, self.engine.ref, tracking)
+
+
+def _same_numbers(a: Reference, b: Reference) -> bool:
+    fields = ("stage_s", "grace_s", "missing_s", "delivery_s", "eta_in_s", "eta_in_p90_s",
+              "plan_key", "plan_chute", "plan_door")  # fmt: skip
+    return all(
+        getattr(a, f).shape == getattr(b, f).shape and np.array_equal(getattr(a, f), getattr(b, f))
+        for f in fields
+    )
 
 
 def _take(batch: ScanBatch, rows: list[int]) -> ScanBatch:

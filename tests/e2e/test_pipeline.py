@@ -97,3 +97,20 @@ def test_lost_parcels_raise_missing_alerts(pipeline: Pipeline) -> None:
     assert dict(rows) == lost
     assert len(rows) == len(lost)
     assert {t for (t,) in delayed} <= set(lost)
+
+
+def test_every_alert_change_is_published_on_mqtt(pipeline: Pipeline) -> None:
+    """The detector's publisher gets a PUBACK for every logged alert change."""
+    _wait_rows(pipeline.dsn, "SELECT count(*) FROM alerts", 1, 90)
+    deadline = time.monotonic() + 30
+    while True:
+        with psycopg.connect(pipeline.dsn) as conn:
+            logged = conn.execute("SELECT max(event_id) FROM alert_events").fetchone()
+            published = conn.execute(
+                "SELECT event_id FROM alert_publish_cursor WHERE publisher = 'detect'"
+            ).fetchone()
+        if (published and logged and published[0] >= logged[0]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert logged is not None and logged[0] is not None
+    assert published is not None and published[0] >= logged[0]
