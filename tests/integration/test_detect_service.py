@@ -4,6 +4,9 @@ sort-plan versions, restart recovery, ETA and MQTT publication."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -468,3 +471,52 @@ def test_an_alert_older_than_the_replay_window_survives_a_restart_until_its_parc
     second.step(centre.conn, centre.base + 503.0)
     assert _alerts(centre.conn, "missing") == [(P1, "A1-IND1", "resolved")]
     assert _alerts(centre.conn, "delay") == [(P1, "A1-IND1", "resolved")]
+
+
+def test_a_killed_detect_process_restarts_without_touching_its_alerts(
+    centre: Centre, db_dsn: str
+) -> None:
+    """`parceltrack detect` killed with SIGKILL and started again leaves every alert and
+    every alert event exactly as they were, then resolves what moves on."""
+    centre.parcel(P1)
+    centre.parcel(P2)
+    centre.scan(P1, "A1-IND1", 3000.0)
+    centre.scan(P2, "A1-CHU01", 3000.0)  # mis-sorted: plan 2 is in force
+
+    def spawn() -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PARCELTRACK_DSN": db_dsn}
+        return subprocess.Popen(
+            [sys.executable, "-m", "parceltrack.cli", "detect", "--no-mqtt",
+             "--skew-tolerance", "0", "--missing-after", "20"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def wait_for(sql: str, expected: int) -> int:
+        deadline = time.monotonic() + 30
+        while True:
+            (count,) = centre.conn.execute(sql).fetchone() or (0,)
+            if count >= expected or time.monotonic() > deadline:
+                return int(count)
+            time.sleep(0.2)
+
+    proc = spawn()
+    try:
+        # Delay and missing for both (long overdue by now), missort for P2.
+        assert wait_for("SELECT count(*) FROM alerts", 5) == 5
+        time.sleep(2.5)  # a few more ticks
+    finally:
+        proc.kill()
+        proc.wait(10)
+    before = centre.conn.execute("SELECT * FROM alerts ORDER BY alert_id").fetchall()
+    events = centre.conn.execute("SELECT count(*) FROM alert_events").fetchone()
+    proc = spawn()
+    try:
+        time.sleep(4.0)  # start, replay and some ticks
+        assert centre.conn.execute("SELECT * FROM alerts ORDER BY alert_id").fetchall() == before
+        assert centre.conn.execute("SELECT count(*) FROM alert_events").fetchone() == events
+        centre.scan(P2, "A1-CHU02", 3500.0)
+        resolved = "SELECT count(*) FROM alerts WHERE kind = 'missort' AND state = 'resolved'"
+        assert wait_for(resolved, 1) == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
