@@ -43,10 +43,18 @@ class DeviceState:
     """Columns per device index; devices are few (hundreds), so a dict maps names."""
 
     def __init__(
-        self, thresholds: DeviceThresholds, site_silence_s: dict[str, float] | None = None
+        self,
+        thresholds: DeviceThresholds,
+        per_site: dict[str, DeviceThresholds] | None = None,
     ) -> None:
+        # The ring's geometry (bin_s, window_bins, bins) is one for all; the limits are
+        # per site, as columns per device.
         self.t = thresholds
-        self.site_silence_s = site_silence_s or {}
+        self.per_site = per_site or {}
+        self.limits = {
+            name: np.empty(0, dtype=np.float64)
+            for name in ("open_rate", "close_rate", "jump", "min_reads", "min_noreads")
+        }
         self.ids: list[str] = []
         self.site: list[str] = []
         self.index: dict[str, int] = {}
@@ -61,20 +69,23 @@ class DeviceState:
     def indices(self, devices: list[str], sites: list[str]) -> I64:
         out = np.empty(len(devices), dtype=np.int64)
         added = 0
-        windows: list[float] = []
+        windows: list[DeviceThresholds] = []
         for i, (d, s) in enumerate(zip(devices, sites, strict=True)):
             idx = self.index.get(d)
             if idx is None:
                 idx = self.index[d] = len(self.ids)
                 self.ids.append(d)
                 self.site.append(s)
-                windows.append(self.site_silence_s.get(s, self.t.silence_s))
+                windows.append(self.per_site.get(s, self.t))
                 added += 1
             out[i] = idx
         if added:
             n, b = len(self.ids), self.t.bins
             self.last_heard = np.concatenate([self.last_heard, np.full(added, np.nan)])
-            self.silence_s = np.concatenate([self.silence_s, np.array(windows)])
+            self.silence_s = np.concatenate([self.silence_s, [w.silence_s for w in windows]])
+            for name, col in self.limits.items():
+                extra = np.array([float(getattr(w, name)) for w in windows])
+                self.limits[name] = np.concatenate([col, extra])
             self.reads = np.vstack([self.reads, np.zeros((added, b), dtype=np.int32)])
             self.noreads = np.vstack([self.noreads, np.zeros((added, b), dtype=np.int32)])
             self.bin_no = np.vstack([self.bin_no, np.full((added, b), -1, dtype=np.int64)])
@@ -142,15 +153,16 @@ class DeviceState:
         opened["silence"] = np.flatnonzero(silent & ~live_s)
         closed["silence"] = np.flatnonzero(live_s & ~silent)
         rate, base, reads, noreads = self.rates(now)
+        lim = self.limits
         spike = (
-            (reads >= self.t.min_reads)
-            & (noreads >= self.t.min_noreads)
-            & (rate >= self.t.open_rate)
-            & (rate >= self.t.jump * base)
+            (reads >= lim["min_reads"])
+            & (noreads >= lim["min_noreads"])
+            & (rate >= lim["open_rate"])
+            & (rate >= lim["jump"] * base)
         )
         live_n = (self.open & _BIT["noread"]) != 0
         # Closing needs as much evidence as opening: a quiet spell proves nothing.
-        calm = (reads >= self.t.min_reads) & (rate <= self.t.close_rate)
+        calm = (reads >= lim["min_reads"]) & (rate <= lim["close_rate"])
         opened["noread"] = np.flatnonzero(spike & ~live_n)
         closed["noread"] = np.flatnonzero(live_n & calm)
         for kind in DEVICE_KINDS:

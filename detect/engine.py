@@ -85,12 +85,12 @@ class Engine:
         manifest: Callable[[list[str]], dict[str, ManifestFacts]],
         thresholds: DeviceThresholds | None = None,
         capacity: int = 1024,
-        site_silence_s: dict[str, float] | None = None,
+        site_thresholds: dict[str, DeviceThresholds] | None = None,
     ) -> None:
         self.ref = ref
         self.manifest = manifest
         self.state = ParcelState(capacity)
-        self.devices = DeviceState(thresholds or DeviceThresholds(), site_silence_s)
+        self.devices = DeviceState(thresholds or DeviceThresholds(), site_thresholds)
         self.codec = KeyCodec()
         self.unknown_read_points = 0
         self.new_ids: list[str] = []  # parcels the last batch brought into the state

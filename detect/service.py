@@ -105,7 +105,7 @@ class Detector:
             ref,
             lambda ids: store.manifest_lookup(conn, ids),
             store.load_thresholds(conn),
-            site_silence_s=store.load_site_silence(conn),
+            site_thresholds=store.load_site_thresholds(conn),
         )
 
     def start(self, conn: psycopg.Connection[Any], now: float) -> None:

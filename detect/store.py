@@ -99,26 +99,35 @@ def load_reference(conn: Conn, config: DetectConfig) -> Reference:
     )
 
 
-def load_site_silence(conn: Conn) -> dict[str, float]:
-    """Silence window per site."""
-    return {
-        str(site): float(s)
-        for site, s in conn.execute("SELECT site_id, silence_s FROM device_thresholds")
-    }
+_THRESHOLD_COLUMNS = (
+    "silence_s, bin_s, window_bins, bins, open_rate, close_rate, jump, min_reads, min_noreads"
+)
 
 
-def load_thresholds(conn: Conn) -> DeviceThresholds:
-    """No-read spike thresholds: the strictest over the sites (one set per process)."""
-    row = conn.execute(
-        "SELECT min(silence_s), min(bin_s), max(window_bins), max(bins), min(open_rate), "
-        "min(close_rate), min(jump), min(min_reads), min(min_noreads) FROM device_thresholds"
-    ).fetchone()
-    if row is None or row[0] is None:
-        return DeviceThresholds()
+def _thresholds(row: Sequence[Any]) -> DeviceThresholds:
     return DeviceThresholds(
         float(row[0]), float(row[1]), int(row[2]), int(row[3]), float(row[4]),
         float(row[5]), float(row[6]), int(row[7]), int(row[8]),
     )  # fmt: skip
+
+
+def load_site_thresholds(conn: Conn) -> dict[str, DeviceThresholds]:
+    """Device silence and no-read spike limits per site."""
+    return {
+        str(r[0]): _thresholds(r[1:])
+        for r in conn.execute(f"SELECT site_id, {_THRESHOLD_COLUMNS} FROM device_thresholds")
+    }
+
+
+def load_thresholds(conn: Conn) -> DeviceThresholds:
+    """The defaults for sites without a row; the ring geometry (bin_s, window_bins, bins)
+    is one for all devices: the finest bins and longest windows any site asks for."""
+    row = conn.execute(
+        "SELECT min(bin_s), max(window_bins), max(bins) FROM device_thresholds"
+    ).fetchone()
+    if row is None or row[0] is None:
+        return DeviceThresholds()
+    return DeviceThresholds(bin_s=float(row[0]), window_bins=int(row[1]), bins=int(row[2]))
 
 
 def manifest_lookup(conn: Conn, tracking_ids: list[str]) -> dict[str, ManifestFacts]:

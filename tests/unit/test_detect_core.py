@@ -233,3 +233,16 @@ def test_parcels_no_longer_active_leave_the_state_and_the_rest_stay_found() -> N
     assert len(state) == 2
     assert state.find(keys).tolist() == [-1, -1, 0, 1]
     assert state.rp[:2].tolist() == [DOR1, SRT] and state.entered[1] == 5000.0
+
+
+def test_noread_limits_are_per_site() -> None:
+    """The same no-read rate is a spike where the site's open rate is low, not elsewhere."""
+    strict = DeviceThresholds(open_rate=0.3, close_rate=0.1, min_reads=10)
+    lax = DeviceThresholds(open_rate=0.6, close_rate=0.2, min_reads=10)
+    devices = DeviceState(DeviceThresholds(), {"S": strict, "T": lax})
+    dev = devices.indices(["d1", "d2"], ["S", "T"])
+    for d in dev.tolist():
+        ts = 500.0 + np.arange(60, dtype=np.float64)
+        devices.count(np.full(60, d), ts, np.arange(60) % 2 == 0)  # 50 %
+    opened, _ = devices.check(560.0)
+    assert opened["noread"].tolist() == [0]
