@@ -242,7 +242,8 @@ def test_noread_limits_are_per_site() -> None:
     devices = DeviceState(DeviceThresholds(), {"S": strict, "T": lax})
     dev = devices.indices(["d1", "d2"], ["S", "T"])
     for d in dev.tolist():
-        ts = 500.0 + np.arange(60, dtype=np.float64)
-        devices.count(np.full(60, d), ts, np.arange(60) % 2 == 0)  # 50 %
+        ts = np.arange(500, dtype=np.float64)
+        devices.count(np.full(500, d), ts, np.arange(500) % 50 == 0)  # 2 % before
+        devices.count(np.full(60, d), ts[:60] + 500.0, np.arange(60) % 2 == 0)  # then 50 %
     opened, _ = devices.check(560.0)
     assert opened["noread"].tolist() == [0]
