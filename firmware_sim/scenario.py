@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak, arrival_times
 from firmware_sim.layout import (
@@ -465,49 +466,17 @@ def generate(
 
     # Mis-routed parcels leave by their right door but reach a wrong site after the
     # linehaul, and pass through it as if it were theirs.
-    mr = np.flatnonzero(misroute)
-    origin, home = site_of[mr], dest_site[mr]
-    lo, hi = np.minimum(origin, home), np.maximum(origin, home)
-    spare = n_sites - np.where(origin == home, 1, 2)
-    w = (wrong_site_u[mr] * spare).astype(np.int64)
-    w += w >= lo
-    w += (w >= hi) & (origin != home)
-    tw = np.zeros((len(mr), 5))
-    tw[:, 0] = t[mr, DOR] + cfg.linehaul_s * linehaul_jitter[mr]
-    for j in range(4):
-        tw[:, j + 1] = tw[:, j] + nominal[j] * factors[w] * wrong_jitter[mr, j]
-    tw_ms = np.rint(tw * 1000.0).astype(np.int64)
-    w_version = (
-        np.zeros(len(mr), dtype=np.int64) if change_ms is None else (tw_ms[:, 3] >= change_ms) * 1
-    )
-    w_chute = (dest_of[mr] + w_version) % chutes
-    w_base = w * per_site
-    rw = np.stack(
-        [
-            w_base + wrong_line[mr],
-            w_base + cfg.induction_lines,
-            w_base + cfg.induction_lines + 1,
-            w_base + cfg.induction_lines + 2 + 2 * w_chute,
-            w_base + cfg.induction_lines + 3 + 2 * w_chute,
-        ],
-        axis=1,
-    ).astype(np.int32)
-    tagged = np.array([s.rfid for s in sites])[origin]
-    # An untagged parcel passes an RFID gate unseen.
-    w_emitted = ~is_rfid[rw] | tagged[:, None]
-    parcel_idx = np.concatenate(
-        (parcel_idx, np.broadcast_to(mr.astype(np.int32)[:, None], (len(mr), 5))[w_emitted])
-    )
-    at_flat = np.concatenate((at_flat, tw_ms[w_emitted]))
-    rp_flat = np.concatenate((rp_flat, rw[w_emitted]))
-    ok_flat = np.concatenate((ok_flat, np.ones(int(w_emitted.sum()), dtype=np.bool_)))
-    slot_flat = np.concatenate(
-        (slot_flat, np.broadcast_to(np.arange(6, 11)[None, :], (len(mr), 5))[w_emitted])
-    )
-    misroutes = {
-        int(i): (read_points[int(rw[j, 0])], int(tw_ms[j, 0]) / 1000.0, sites[int(home[j])].site)
-        for j, i in enumerate(mr.tolist())
-    }
+    away = _misroute_reads(
+        cfg, sites, read_points, np.flatnonzero(misroute), site_of, dest_site, dest_of,
+        t[:, DOR], wrong_site_u, linehaul_jitter, wrong_line, wrong_jitter, nominal, factors,
+        change_ms, chutes, is_rfid,
+    )  # fmt: skip
+    parcel_idx = np.concatenate((parcel_idx, away.parcel))
+    at_flat = np.concatenate((at_flat, away.at_ms))
+    rp_flat = np.concatenate((rp_flat, away.read_point))
+    ok_flat = np.concatenate((ok_flat, np.ones(len(away.parcel), dtype=np.bool_)))
+    slot_flat = np.concatenate((slot_flat, away.slot))
+    misroutes = away.first_reads
     sequence = np.lexsort((slot_flat, parcel_idx, at_flat))
     columns = Reads(
         at_flat[sequence],
@@ -536,4 +505,82 @@ def generate(
         manifest=manifest,
         columns=columns,
         faults=faults,
+    )
+
+
+@dataclass(frozen=True)
+class _AwayReads:
+    """Reads of mis-routed parcels at the wrong site, and each one's first read there."""
+
+    parcel: npt.NDArray[np.int32]
+    at_ms: npt.NDArray[np.int64]
+    read_point: npt.NDArray[np.int32]
+    slot: npt.NDArray[np.int64]
+    first_reads: dict[int, tuple[ReadPointSpec, float, str]]
+
+
+def _misroute_reads(
+    cfg: ScenarioConfig,
+    sites: list[SiteSpec],
+    read_points: list[ReadPointSpec],
+    mr: npt.NDArray[np.intp],
+    site_of: npt.NDArray[np.int64],
+    dest_site: npt.NDArray[np.int64],
+    dest_of: npt.NDArray[np.int64],
+    door_at: npt.NDArray[np.float64],
+    wrong_site_u: npt.NDArray[np.float64],
+    linehaul_jitter: npt.NDArray[np.float64],
+    wrong_line: npt.NDArray[np.int64],
+    wrong_jitter: npt.NDArray[np.float64],
+    nominal: npt.NDArray[np.float64],
+    factors: npt.NDArray[np.float64],
+    change_ms: int | None,
+    chutes: int,
+    is_rfid: npt.NDArray[np.bool_],
+) -> _AwayReads:
+    n_sites = len(sites)
+    per_site = cfg.induction_lines + 2 + 2 * chutes
+    origin, home = site_of[mr], dest_site[mr]
+    # A uniform pick among the sites that are neither origin nor destination site.
+    lo, hi = np.minimum(origin, home), np.maximum(origin, home)
+    spare = n_sites - np.where(origin == home, 1, 2)
+    w = (wrong_site_u[mr] * spare).astype(np.int64)
+    w += w >= lo
+    w += (w >= hi) & (origin != home)
+    tw = np.zeros((len(mr), 5))
+    tw[:, 0] = door_at[mr] + cfg.linehaul_s * linehaul_jitter[mr]
+    for j in range(4):
+        tw[:, j + 1] = tw[:, j] + nominal[j] * factors[w] * wrong_jitter[mr, j]
+    tw_ms = np.rint(tw * 1000.0).astype(np.int64)
+    w_version = (
+        np.zeros(len(mr), dtype=np.int64) if change_ms is None else (tw_ms[:, 3] >= change_ms) * 1
+    )
+    w_chute = (dest_of[mr] + w_version) % chutes
+    w_base = w * per_site
+    rw = np.stack(
+        [
+            w_base + wrong_line[mr],
+            w_base + cfg.induction_lines,
+            w_base + cfg.induction_lines + 1,
+            w_base + cfg.induction_lines + 2 + 2 * w_chute,
+            w_base + cfg.induction_lines + 3 + 2 * w_chute,
+        ],
+        axis=1,
+    ).astype(np.int32)
+    tagged = np.array([s.rfid for s in sites])[origin]
+    # An untagged parcel passes an RFID gate unseen.
+    emitted = ~is_rfid[rw] | tagged[:, None]
+    return _AwayReads(
+        np.broadcast_to(mr.astype(np.int32)[:, None], (len(mr), 5))[emitted],
+        tw_ms[emitted],
+        rw[emitted],
+        np.broadcast_to(np.arange(6, 11)[None, :], (len(mr), 5))[emitted],
+        {
+            int(i): (
+                read_points[int(rw[j, 0])],
+                int(tw_ms[j, 0]) / 1000.0,
+                sites[int(home[j])].site,
+            )
+            for j, i in enumerate(mr.tolist())
+        },
     )
