@@ -51,12 +51,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from detect.accuracy import run_accuracy
-    from firmware_sim.scenario import ScenarioConfig, generate
+    from detect.accuracy import Noise, run_accuracy
+    from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
 
-    scenario = generate(ScenarioConfig(seed=args.seed, parcels=args.score_parcels))
+    # The generator's default fault rates, plus mis-routes (off by default there).
+    faults = FaultRates(missort=0.01, delay=0.01, lost=0.005, noread=0.02, recirculation=0.02,
+                        misroute=0.005)  # fmt: skip
+    config = ScenarioConfig(seed=args.seed, parcels=args.score_parcels, faults=faults)
+    scenario = generate(config)
     started = time.perf_counter()
-    result = run_accuracy(scenario, speed=args.speed, tick_wall_s=args.tick_wall, seed=args.seed)
+    result = run_accuracy(
+        scenario, speed=args.speed, tick_wall_s=args.tick_wall, seed=args.seed,
+        noise=Noise(misroutes=0),
+    )  # fmt: skip
     took = time.perf_counter() - started
     print(
         f"scenario: seed {args.seed}, {len(scenario.manifest)} parcels, "

@@ -64,7 +64,7 @@ class AccuracyRun:
 def reference_for(scenario: Scenario, config: DetectConfig, base: float) -> Reference:
     """The scenario's layout, standards and plans as the detector would load them."""
     rps = [
-        ReadPointRow(r.read_point, r.site, r.zone, r.stage, r.position)
+        ReadPointRow(r.read_point, r.site, r.zone, r.stage, r.position, r.is_rfid)
         for r in scenario.read_points
     ]
     return build_reference(
@@ -167,7 +167,9 @@ def _feed(
     barcode_sites = [s.site for s in scenario.sites if not s.rfid]
     site0 = barcode_sites[0]
     silent_rp = max(i for i, r in enumerate(rps) if r.site == site0 and r.zone == "induction")
-    silent_from = duration / 3
+    # Device faults while parcels still arrive (mis-routed ones trickle on for a while).
+    arrivals = max(m.inducted_at_s for m in scenario.manifest)
+    silent_from = arrivals / 3
     health: dict[str, list[float]] = {}
     for d in devices:
         health[d] = list(np.arange(0.0, duration + TAIL_S, HEALTH_EVERY_S))
@@ -177,7 +179,7 @@ def _feed(
     # No-read spike: the tunnel of the last barcode site, for spike_s from two thirds in.
     spike_site = barcode_sites[-1]
     spike_rp = next(i for i, r in enumerate(rps) if r.site == spike_site and r.zone == "tunnel")
-    spike_from = 2 * duration / 3
+    spike_from = 2 * arrivals / 3
     in_spike = (rp == spike_rp) & (at >= spike_from) & (at < spike_from + noise.spike_s)
     converted = in_spike & ~noread & (rng.random(len(at)) < SPIKE_SHARE)
     noread = noread | converted
@@ -225,8 +227,8 @@ def _feed(
             truths.append(Truth("delay", f.tracking_id, f.detectable_at_s))
         if f.kind == "lost":
             truths.append(Truth("missing", f.tracking_id, f.detectable_at_s))
-        if f.kind == "missort":
-            truths.append(Truth("missort", f.tracking_id, f.detectable_at_s))
+        if f.kind in ("missort", "misroute"):
+            truths.append(Truth(f.kind, f.tracking_id, f.detectable_at_s))
     return feed, truths, health, unobservable
 
 
@@ -251,6 +253,7 @@ def run_accuracy(
             m.origin_site,
             m.destination_site,
             base + m.inducted_at_s,
+            m.epc is not None,
         )
         for m in scenario.manifest
     }

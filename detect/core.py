@@ -39,6 +39,7 @@ Mask = npt.NDArray[np.bool_]
 
 PARCEL_KINDS = ("delay", "missing", "late", "missort", "misroute")
 BIT = {k: np.uint8(1 << i) for i, k in enumerate(PARCEL_KINDS)}
+UNTAGGED = np.uint8(1 << 7)  # in flags: no RFID tag, so tag-only read points miss it
 INF = np.inf
 
 # Columns of a parcel: (name, dtype, initial value).
@@ -197,8 +198,12 @@ class ParcelState:
         origin: npt.ArrayLike,
         dest_site: npt.ArrayLike,
         delivery_at: npt.ArrayLike,
+        tagged: npt.ArrayLike = True,
     ) -> None:
         """Manifest facts of parcels (service class, destination ...), by slot."""
+        self.flags[slots] = np.where(
+            tagged, self.flags[slots] & ~UNTAGGED, self.flags[slots] | UNTAGGED
+        )
         self.svc[slots] = svc
         self.dest[slots] = dest
         self.origin[slots] = origin
@@ -385,7 +390,10 @@ def refresh(state: ParcelState, ref: Reference, slots: I64) -> None:
     slots = slots[seen]
     site, stage, svc = state.site[slots], state.stage[slots], state.svc[slots].astype(np.int64)
     entered = state.entered[slots]
-    has_next = ref.next_stage[site, stage] >= 0
+    # A stage that reads tags only will not see an untagged parcel: for it, the stage
+    # before is the last one it can be seen at.
+    untagged = (state.flags[slots] & UNTAGGED) != 0
+    has_next = (ref.next_stage[site, stage] >= 0) & ~(untagged & ref.next_tag_only[site, stage])
     # Late once past the standard (plus clock tolerance), and when the next stage may
     # pass a parcel unread, past the next stage's standard as well.
     due = entered + ref.stage_s[site, stage, svc] + ref.config.skew_tolerance_s

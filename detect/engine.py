@@ -38,6 +38,7 @@ class ManifestFacts:
     origin_site: str | None
     destination_site: str | None
     accepted_at: float
+    tagged: bool = True  # carries an RFID tag (the manifest names its EPC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class Engine:
         origin = np.full(n, -1, dtype=np.int16)
         dsite = np.full(n, -1, dtype=np.int16)
         delivery = np.full(n, np.inf)
+        tagged = np.ones(n, dtype=np.bool_)
         for i, t in enumerate(ids):
             f = facts.get(t)
             if f is None:
@@ -164,7 +166,8 @@ class Engine:
             origin[i] = ref.site_index.get(f.origin_site or "", -1)
             dsite[i] = ref.site_index.get(f.destination_site or "", -1)
             delivery[i] = f.accepted_at + float(ref.delivery_s[c])
-        self.state.set_attributes(slots, svc, dest, origin, dsite, delivery)
+            tagged[i] = f.tagged
+        self.state.set_attributes(slots, svc, dest, origin, dsite, delivery, tagged)
 
     # -- ticks -------------------------------------------------------------------------
 

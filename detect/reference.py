@@ -56,6 +56,7 @@ class ReadPointRow:
     zone: str
     stage: str
     position: int
+    tag_only: bool = False  # only RFID readers here: a parcel without a tag is not seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class Reference:
     stage_rank: npt.NDArray[np.int8]  # [site, stage] order of the stage, -1 if absent
     rp_role: npt.NDArray[np.int8]
     next_stage: npt.NDArray[np.int8]  # [site, stage], -1 at the last stage
+    next_tag_only: npt.NDArray[np.bool_]  # [site, stage]: the next stage reads tags only
     stage_s: F64  # [site, stage, class] standard from arrival to the next stage
     grace_s: F64  # [site, stage, class] extra wait when the next stage may go unread
     cum_stage_s: F64  # [site, stage, class] sum of the standards of the stages before
@@ -175,6 +177,15 @@ def build_reference(
             if i + 1 < len(order):
                 next_stage[s, stage_no] = order[i + 1][1]
 
+    # A stage reads tags only at a site when every read point of it there does.
+    tag_only = np.zeros((ns, ng), dtype=np.bool_)
+    for s_ in range(ns):
+        for g in range(ng):
+            here = [r for r in read_points if sites[r.site] == s_ and stages[r.stage] == g]
+            tag_only[s_, g] = bool(here) and all(r.tag_only for r in here)
+    next_tag_only = np.zeros((ns, ng), dtype=np.bool_)
+    has = next_stage >= 0
+    next_tag_only[has] = tag_only[np.nonzero(has)[0], next_stage[has]]
     rp_site = np.array([sites[r.site] for r in read_points], dtype=np.int16)
     rp_stage = np.array([stages[r.stage] for r in read_points], dtype=np.int8)
     rp_rank = rank[rp_site, rp_stage].astype(np.int8)
@@ -267,6 +278,7 @@ def build_reference(
         stage_rank=rank,
         rp_role=rp_role,
         next_stage=next_stage,
+        next_tag_only=next_tag_only,
         stage_s=stage_s,
         grace_s=grace_s,
         cum_stage_s=cum_stage_s,

@@ -247,3 +247,17 @@ def test_noread_limits_are_per_site() -> None:
         devices.count(np.full(60, d), ts[:60] + 500.0, np.arange(60) % 2 == 0)  # then 50 %
     opened, _ = devices.check(560.0)
     assert opened["noread"].tolist() == [0]
+
+
+def test_an_untagged_parcel_is_not_expected_at_a_stage_that_reads_tags_only() -> None:
+    """Where the doors are RFID gates only, an untagged parcel's chute is its last stage."""
+    points = [
+        ReadPointRow(r.read_point, r.site, r.zone, r.stage, r.position, r.zone == "door")
+        for r in POINTS
+    ]
+    ref = build_reference(points, [("express", 1)], STANDARDS, (), PLANS, (), ["LON"],
+                          DetectConfig(skew_tolerance_s=0.0, skippable_stages=()))  # fmt: skip
+    state = _state(ref, 2)
+    state.set_attributes(np.array([1]), 0, 0, 0, 0, 1e12, tagged=False)
+    _read(state, ref, (0, CHU1, 0.0), (1, CHU1, 0.0))
+    assert tick(state, 1000.0)["delay"].tolist() == [0]
