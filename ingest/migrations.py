@@ -230,6 +230,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE UNIQUE INDEX alerts_one_per_episode ON alerts (fingerprint, episode)
             WHERE episode IS NOT NULL;
         CREATE INDEX alerts_live_kind ON alerts (kind) WHERE state <> 'resolved';
+        -- A parcel back in the state after a long absence: are its alerts still live?
+        CREATE INDEX alerts_live_parcel ON alerts (tracking_id) WHERE state <> 'resolved';
         -- The detector follows new scans by the time they were stored.
         CREATE INDEX scans_ingested ON scans (ingested_at);
 
