@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from parceltrack.errors import ConfigError
@@ -17,6 +18,8 @@ class Settings(BaseSettings):
 
     dsn: str = "postgresql://postgres@127.0.0.1:5432/parceltrack"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # PARCELTRACK_API_ADMIN_KEY: registered as an admin API key when the API starts.
+    api_admin_key: SecretStr | None = None
 
 
 @dataclass(frozen=True, slots=True)
