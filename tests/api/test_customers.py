@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def test_parcel_at_the_sorter_is_in_sorting_with_its_precise_location(
     client: TestClient, seeded: Seeded
 ) -> None:
-    """A parcel last read at the sorter is in_sorting, located at site, zone, read point and device."""
+    """A parcel last read at the sorter is in_sorting, at site, zone, read point and device."""
     body = client.get(f"/v1/parcels/{seeded.in_sorting}").json()
     assert body["status"] == "in_sorting"
     where = body["last_location"]
@@ -169,7 +169,7 @@ def test_epcis_document_validates_against_the_official_schema(
     epcis_validator.validate(doc)
     events = doc["epcisBody"]["eventList"]
     assert len(events) == 5
-    assert [e["bizStep"] for e in events][0] == "arriving"
+    assert events[0]["bizStep"] == "arriving"
     assert events[-1]["bizStep"] == "departing"
     assert events[0]["epcList"] == [f"urn:parceltrack:s10:{seeded.dispatched}"]
     assert events[0]["readPoint"]["id"] == f"urn:parceltrack:rp:{SITE}-IND1"
