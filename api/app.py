@@ -86,6 +86,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     ):
         app.include_router(router)
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
     @app.exception_handler(psycopg.errors.IntegrityError)
     async def integrity_error(
         _request: Request, exc: psycopg.errors.IntegrityError
@@ -109,6 +111,50 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
 
     return app
+
+
+_PROBLEM = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "description": "what is wrong: a sentence, or FastAPI's list of field errors",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+        }
+    },
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus what every operation may answer: 422 with a `detail` that
+    is a sentence (our checks) or a list (FastAPI's field validation), and 400 for a
+    body that cannot be parsed at all."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+    )
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = _PROBLEM
+    problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path in schema["paths"].values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            if "parameters" in operation or "requestBody" in operation:
+                described = responses.get("422", {}).get("description", "Invalid request")
+                responses["422"] = {"description": described, "content": problem}
+            if "requestBody" in operation:
+                responses.setdefault(
+                    "400", {"description": "Body cannot be parsed", "content": problem}
+                )
+    app.openapi_schema = schema
+    return schema
 
 
 async def _database_ok(pool: AsyncConnectionPool[Any]) -> bool:
