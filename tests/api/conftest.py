@@ -23,7 +23,8 @@ from ingest.reference import load_layout, load_manifest
 from ingest.store import ScanPartitions, write_scans
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
-from parceltrack.services import PrivateMosquitto, free_port, wait_for_port
+from parceltrack.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
+from tests.plugins.services import _drop_database, _fresh_database
 
 SCENARIO = generate(seed=3, parcels=8)
 SITE = "LHR1"
@@ -200,3 +201,28 @@ class ThreadedServer:
 def live_api(app: FastAPI) -> Iterator[ThreadedServer]:
     with ThreadedServer(app) as server:
         yield server
+
+
+@dataclass(frozen=True, slots=True)
+class SharedApi:
+    """One seeded database and server for a whole module of read-mostly tests."""
+
+    server: ThreadedServer
+    seeded: Seeded
+    keys: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def shared_api(
+    pg_server: PrivatePostgres, _template: str, mqtt_server: PrivateMosquitto
+) -> Iterator[SharedApi]:
+    dsn = _fresh_database(pg_server.dsn(), _template)
+    seeded = seed(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # Far from any id a test or the fuzzer picks, so none can revoke these keys.
+        conn.execute("SELECT setval('api_keys_key_id_seq', 987654321987)")
+    keys = {role: make_key(dsn, role) for role in ROLES}
+    app = create_app(settings_for(dsn, mqtt_server, rate_per_s=1e6, burst=1e6))
+    with ThreadedServer(app) as server:
+        yield SharedApi(server, seeded, keys)
+    _drop_database(pg_server.dsn(), dsn)
