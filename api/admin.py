@@ -175,7 +175,8 @@ async def upload_manifest(request: Request, _who: Admin) -> ManifestReport:
             else:
                 good.append(clean)
         if good:
-            await _load(conn, good)
+            async with conn.transaction():
+                await _load(conn, good)
     return ManifestReport(accepted=len(good), rejected=rejected)
 
 
@@ -274,7 +275,7 @@ async def create_sort_plan(
     destinations = [e.destination for e in body.entries]
     if len(set(destinations)) != len(destinations):
         raise HTTPException(status_code=422, detail="a destination appears twice")
-    async with _pool(request).connection() as conn:
+    async with _pool(request).connection() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sort_plans'), 0)")
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(

@@ -45,10 +45,38 @@ class ApiSettings:
         return f"ApiSettings(broker={self.broker!r}, rate_per_s={self.rate_per_s})"
 
 
+def settings_from_env() -> ApiSettings:
+    """The API's settings from the PARCELTRACK_* environment (read once, here)."""
+    from parceltrack.config import Settings
+
+    env = Settings()
+    return ApiSettings(
+        dsn=env.dsn,
+        broker=BrokerAddress.from_url(env.mqtt_url),
+        rate_per_s=env.api_rate_per_s,
+        burst=env.api_burst,
+        bootstrap_admin_key=env.api_admin_key.get_secret_value() if env.api_admin_key else None,
+    )
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory, for serving with several worker processes."""
+    return create_app(settings_from_env())
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(settings.dsn, min_size=2, max_size=settings.pool_max, open=False)
+        # Autocommit: a read is one round trip, with no BEGIN before it and no
+        # COMMIT when the connection goes back; writes of several statements open
+        # their transaction explicitly.
+        pool = AsyncConnectionPool(
+            settings.dsn,
+            min_size=2,
+            max_size=settings.pool_max,
+            kwargs={"autocommit": True},
+            open=False,
+        )
         await pool.open(wait=False)
         if settings.bootstrap_admin_key:
             async with pool.connection() as conn:

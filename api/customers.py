@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -62,12 +62,9 @@ class ParcelRecord:
 
 
 async def read_parcel(conn: AsyncConnection[Any], s10: str) -> ParcelRecord | None:
-    manifest = await queries.parcel(conn, s10)
-    rows = await queries.timeline(conn, s10)
+    manifest, rows, kinds, standards = await queries.lookup(conn, s10)
     if manifest is None and not rows:
         return None
-    kinds = await queries.open_alert_kinds(conn, s10)
-    standards = await queries.standards(conn, manifest["service_class"] if manifest else None)
     return ParcelRecord(manifest, rows, [tracking.scan_from_row(r) for r in rows], kinds, standards)
 
 
@@ -155,14 +152,16 @@ def _pool(request: Request) -> AsyncConnectionPool[Any]:
 
 
 @router.get("/v1/parcels/{tracking_id}", response_model=ParcelView, responses=RESPONSES)
-async def get_parcel(request: Request, tracking_id: TrackingId) -> ParcelView:
+async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
     """Where the parcel is, since when, its status, timeline with UPU codes, and ETA."""
     s10 = s10_or_422(tracking_id)
     async with _pool(request).connection() as conn:
         record = await read_parcel(conn, s10)
     if record is None:
         raise HTTPException(status_code=404, detail=NOT_FOUND)
-    return parcel_view(s10, record, datetime.now(UTC))
+    # Built as a ParcelView already: serialise once instead of re-validating it.
+    view = parcel_view(s10, record, datetime.now(UTC))
+    return Response(view.model_dump_json(), media_type="application/json")
 
 
 @router.get(

@@ -118,21 +118,23 @@ def cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     if args.action in ("create-key", "revoke-key"):
         return _api_keys(args, settings)
+    import os
+
     import uvicorn
 
-    from api.app import ApiSettings, create_app
-
-    admin_key = settings.api_admin_key.get_secret_value() if settings.api_admin_key else None
-    app = create_app(
-        ApiSettings(
-            dsn=settings.dsn,
-            broker=BrokerAddress.from_url(settings.mqtt_url),
-            rate_per_s=args.rate,
-            burst=args.burst,
-            bootstrap_admin_key=admin_key,
-        )
+    # Flags override the environment; worker processes read it again.
+    if args.rate is not None:
+        os.environ["PARCELTRACK_API_RATE_PER_S"] = str(args.rate)
+    if args.burst is not None:
+        os.environ["PARCELTRACK_API_BURST"] = str(args.burst)
+    uvicorn.run(
+        "api.app:app_from_env",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -230,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--rate", type=float, default=5.0, help="public requests/s per client")
-    api.add_argument("--burst", type=float, default=20.0, help="public burst per client")
+    api.add_argument("--rate", type=float, help="public requests/s per client (default 5)")
+    api.add_argument("--burst", type=float, help="public burst per client (default 20)")
+    api.add_argument("--workers", type=int, default=1, help="worker processes")
     api.add_argument(
         "--role", default="controller", choices=("customer", "controller", "manager", "admin")
     )
