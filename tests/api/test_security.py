@@ -159,3 +159,22 @@ def test_rate_limiter_forgets_the_least_recent_clients() -> None:
     limiter.wait_for("b")
     limiter.wait_for("c")  # evicts a
     assert limiter.wait_for("a") == 0.0
+
+
+def test_cli_creates_a_bootstrap_admin_key_that_works(
+    seeded: Seeded,
+    mqtt_server: PrivateMosquitto,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`parceltrack api create-key --role admin` prints a key once; it then works as admin."""
+    from parceltrack.cli import main
+
+    monkeypatch.setenv("PARCELTRACK_DSN", seeded.dsn)
+    assert main(["api", "create-key", "--role", "admin", "--name", "ops"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert key.startswith("pt_")
+    with TestClient(create_app(settings_for(seeded.dsn, mqtt_server))) as c:
+        listed = c.get("/v1/admin/api-keys", headers=auth(key))
+    assert listed.status_code == 200
+    assert [k["name"] for k in listed.json() if k["role"] == "admin"] == ["ops"]
