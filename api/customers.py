@@ -91,9 +91,11 @@ def parcel_view(s10: str, record: ParcelRecord, now: datetime) -> ParcelView:
                 upu_event=UpuEvent(code="EMA", description=tracking.UPU_EVENTS["EMA"]),
             )
         )
+    # Scans come typed from the database: construct without re-validating each one
+    # (the lookup is the hot path; the response is serialised by the same model).
     for scan, code in zip(scans, tracking.upu_codes(scans), strict=True):
         timeline.append(
-            TimelineEvent(
+            TimelineEvent.model_construct(
                 time=scan.ts,
                 kind=scan.kind,
                 site=scan.site,
@@ -101,7 +103,7 @@ def parcel_view(s10: str, record: ParcelRecord, now: datetime) -> ParcelView:
                 zone=scan.zone,
                 description=scan.description,
                 device=scan.device,
-                upu_event=UpuEvent(code=code, description=tracking.UPU_EVENTS[code])
+                upu_event=UpuEvent.model_construct(code=code, description=tracking.UPU_EVENTS[code])
                 if code
                 else None,
             )
