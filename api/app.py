@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import admin, alerts, customers, feedback, kpis, operations
 from api.models import Health
+from api.queries import has_detector_eta
 from api.security import RateLimiter, ensure_key
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client
@@ -78,6 +79,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
             open=False,
         )
         await pool.open(wait=False)
+        app.state.detector_eta = False
+        try:
+            async with asyncio.timeout(10), pool.connection() as conn:
+                app.state.detector_eta = await has_detector_eta(conn)
+        except Exception:  # the API still starts; healthz reports the database
+            log.warning("database unreachable at start-up; detector ETA not used", exc_info=True)
         if settings.bootstrap_admin_key:
             async with pool.connection() as conn:
                 await ensure_key(conn, settings.bootstrap_admin_key, "bootstrap", "admin")

@@ -61,8 +61,10 @@ class ParcelRecord:
     standards: dict[tuple[str, str], float]
 
 
-async def read_parcel(conn: AsyncConnection[Any], s10: str) -> ParcelRecord | None:
-    manifest, rows, kinds, standards = await queries.lookup(conn, s10)
+async def read_parcel(
+    conn: AsyncConnection[Any], s10: str, detector_eta: bool = False
+) -> ParcelRecord | None:
+    manifest, rows, kinds, standards = await queries.lookup(conn, s10, detector_eta)
     if manifest is None and not rows:
         return None
     return ParcelRecord(manifest, rows, [tracking.scan_from_row(r) for r in rows], kinds, standards)
@@ -143,6 +145,7 @@ def parcel_view(s10: str, record: ParcelRecord, now: datetime) -> ParcelView:
             eta=promised.eta,
             eta_source=promised.eta_source,
             on_time=promised.on_time,
+            leaves_site_eta=manifest.get("detector_eta") if manifest else None,
         ),
         timeline=timeline,
     )
@@ -158,7 +161,7 @@ async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
     """Where the parcel is, since when, its status, timeline with UPU codes, and ETA."""
     s10 = s10_or_422(tracking_id)
     async with _pool(request).connection() as conn:
-        record = await read_parcel(conn, s10)
+        record = await read_parcel(conn, s10, request.app.state.detector_eta)
     if record is None:
         raise HTTPException(status_code=404, detail=NOT_FOUND)
     # Built as a ParcelView already: serialise once instead of re-validating it.
@@ -180,7 +183,7 @@ async def get_parcel_epcis(request: Request, tracking_id: TrackingId) -> JSONRes
     """The parcel's scans as GS1 EPCIS 2.0 ObjectEvents, for partners' systems."""
     s10 = s10_or_422(tracking_id)
     async with _pool(request).connection() as conn:
-        record = await read_parcel(conn, s10)
+        record = await read_parcel(conn, s10, request.app.state.detector_eta)
     if record is None:
         raise HTTPException(status_code=404, detail=NOT_FOUND)
     epc = record.manifest["epc"] if record.manifest else None
@@ -202,7 +205,7 @@ async def post_feedback(
     s10 = s10_or_422(tracking_id)
     now = datetime.now(UTC)
     async with _pool(request).connection() as conn:
-        record = await read_parcel(conn, s10)
+        record = await read_parcel(conn, s10, request.app.state.detector_eta)
         if record is None or record.manifest is None:
             raise HTTPException(status_code=404, detail=NOT_FOUND)
         view = parcel_view(s10, record, now)

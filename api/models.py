@@ -64,6 +64,11 @@ class DeliveryPromise(BaseModel):
         "standards) or unknown"
     )
     on_time: bool | None
+    leaves_site_eta: datetime | None = Field(
+        default=None,
+        description="when the detection service expects the parcel at its current "
+        "site's last stage (its parcel_eta table), when that service runs",
+    )
 
 
 class ParcelView(BaseModel):

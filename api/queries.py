@@ -45,19 +45,41 @@ LEFT JOIN LATERAL (
 ORDER BY t.ts, t.event_id
 """
 
+# With the detection service's `parcel_eta` table (issue 6, migration 40): its
+# expected time at the site's last stage. Chosen at start-up, when the table exists.
+LOOKUP_WITH_DETECTOR_ETA = LOOKUP.replace(
+    "FROM a CROSS JOIN sd LEFT JOIN p ON TRUE",
+    "FROM a CROSS JOIN sd LEFT JOIN p ON TRUE LEFT JOIN parcel_eta e ON e.tracking_id = %(t)s",
+).replace(
+    "sd.std_sites, sd.std_stages, sd.std_seconds, t.*",
+    "sd.std_sites, sd.std_stages, sd.std_seconds, e.eta AS detector_eta, t.*",
+)
+assert LOOKUP_WITH_DETECTOR_ETA != LOOKUP
+
 _MANIFEST = ("service_class", "destination", "origin_site", "accepted_at", "epc", "delivery_days")
 
 
+async def has_detector_eta(conn: AsyncConnection[Any]) -> bool:
+    cur = await conn.execute("SELECT to_regclass('parcel_eta') IS NOT NULL")
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def lookup(
-    conn: AsyncConnection[Any], tracking_id: str
+    conn: AsyncConnection[Any], tracking_id: str, detector_eta: bool = False
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[str], dict[tuple[str, str], float]]:
-    """The manifest row (or None), the scans, the open alert kinds, the stage standards."""
+    """The manifest row (or None, and with `detector_eta` the detector's ETA at the
+    site's last stage under that key), the scans, the open alert kinds, the standards."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(LOOKUP, {"t": tracking_id})
+        await cur.execute(LOOKUP_WITH_DETECTOR_ETA if detector_eta else LOOKUP, {"t": tracking_id})
         rows = await cur.fetchall()
     first = rows[0]
     manifest = (
-        {"tracking_id": first["manifest_tracking_id"], **{k: first[k] for k in _MANIFEST}}
+        {
+            "tracking_id": first["manifest_tracking_id"],
+            "detector_eta": first.get("detector_eta"),
+            **{k: first[k] for k in _MANIFEST},
+        }
         if first["manifest_tracking_id"] is not None
         else None
     )

@@ -211,3 +211,31 @@ def test_feedback_on_an_unknown_parcel_is_404(client: TestClient, seeded: Seeded
         "/v1/parcels/RR473124829GB/feedback", json={"kind": "praise", "message": "thanks"}
     )
     assert response.status_code == 404
+
+
+def test_detector_eta_is_shown_when_the_detection_service_publishes_one(
+    seeded: Seeded, mqtt_server: PrivateMosquitto
+) -> None:
+    """With detection's parcel_eta table (issue 6), the lookup adds its site-departure ETA."""
+    import psycopg
+
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        # The table as detection's migration 40 defines it (IF NOT EXISTS: once merged,
+        # the migration has made it already).
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS parcel_eta (tracking_id text PRIMARY KEY, "
+            "site_id text NOT NULL, read_point_id text NOT NULL, stage text NOT NULL, "
+            "entered_at timestamptz NOT NULL, next_stage text, next_due timestamptz, "
+            "eta timestamptz, eta_p90 timestamptz, delivery_due timestamptz, "
+            "updated_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            "INSERT INTO parcel_eta (tracking_id, site_id, read_point_id, stage, entered_at, eta) "
+            "VALUES (%s, %s, %s, 'sort', now(), '2030-01-01T00:00:00Z')",
+            (seeded.in_sorting, SITE, f"{SITE}-SRT1"),
+        )
+    with TestClient(create_app(settings_for(seeded.dsn, mqtt_server))) as c:
+        with_eta = c.get(f"/v1/parcels/{seeded.in_sorting}").json()["delivery"]
+        without = c.get(f"/v1/parcels/{seeded.on_conveyor}").json()["delivery"]
+    assert with_eta["leaves_site_eta"].startswith("2030-01-01T00:00:00")
+    assert without["leaves_site_eta"] is None
