@@ -53,7 +53,7 @@ def settings_from_env() -> ApiSettings:
     env = Settings()
     return ApiSettings(
         dsn=env.dsn,
-        broker=BrokerAddress.from_url(env.mqtt_url),
+        broker=BrokerAddress.from_url(env.mqtt_url, env.mqtt_ca_file),
         rate_per_s=env.api_rate_per_s,
         burst=env.api_burst,
         bootstrap_admin_key=env.api_admin_key.get_secret_value() if env.api_admin_key else None,

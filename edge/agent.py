@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 import serial
 
-from edge.barcode import BarcodeFramer, BarcodeRead, BarcodeSettings
+from edge.barcode import BarcodeRead, BarcodeSettings
 from edge.config import AgentConfig, DeviceConfig
-from edge.outbox import Outbox, Pending
+from edge.drivers import BarcodeDriver, Driver, MercuryDriver, R2000Driver, Read, RfidRead
+from edge.epc import decode_epc
+from edge.outbox import Outbox, OutboxBounds, PendingText
+from edge.smoothing import Smoother, TagPass
 from parceltrack import topics, wire
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
@@ -29,15 +33,42 @@ class DeviceHealth:
     connected: bool = False
     frames_ok: int = 0
     frames_bad: int = 0
-    reads: int = 0
+    reads: int = 0  # events of kind read/seen written to the outbox
     noreads: int = 0
     reopens: int = 0
+    raw_reads: int = 0  # RFID tag reads before smoothing
+    passes_open: int = 0
+    passes_closed: int = 0  # smoothing output: seen events made from the raw reads
+    errors: int = 0
+    timeouts: int = 0
+    unknown: int = 0
+    clock_skews: int = 0
+    keepalives: int = 0
+    firmware: str | None = None
     last_read: datetime | None = None
+
+
+def make_driver(device: DeviceConfig) -> Driver:
+    if device.protocol == "mercury":
+        return MercuryDriver(device.mercury.settings())
+    if device.protocol == "r2000":
+        return R2000Driver(device.r2000.settings())
+    b = device.barcode
+    return BarcodeDriver(
+        BarcodeSettings(
+            header=b.header.encode(), terminator=b.terminator.encode(), aim=b.aim,
+            noread=b.noread, separator=b.separator,
+        )
+    )  # fmt: skip
 
 
 @dataclass
 class DeviceReader:
-    """Reads one device's port, turns frames into events, appends them to the outbox."""
+    """Reads one device's port, turns frames into events, appends them to the outbox.
+
+    The port is opened with serial.serial_for_url, so a pty path, socket:// and
+    rfc2217:// are all the same here; a port that vanishes is reopened with backoff.
+    """
 
     device: DeviceConfig
     site: str
@@ -47,13 +78,8 @@ class DeviceReader:
     health: DeviceHealth = field(default_factory=DeviceHealth)
 
     def __post_init__(self) -> None:
-        b = self.device.barcode
-        self._framer = BarcodeFramer(
-            BarcodeSettings(
-                header=b.header.encode(), terminator=b.terminator.encode(), aim=b.aim,
-                noread=b.noread, separator=b.separator,
-            )
-        )  # fmt: skip
+        self._driver = make_driver(self.device)
+        self._smoother = Smoother(self.device.smoothing.settings()) if self.device.is_rfid else None
         self._seq = 0
 
     def run(self) -> None:
@@ -61,9 +87,9 @@ class DeviceReader:
         while not self.stop.is_set():
             try:
                 port = serial.serial_for_url(
-                    self.device.port, baudrate=self.device.baudrate, timeout=0.2
+                    self.device.port, baudrate=self.device.baudrate, timeout=0.05
                 )
-            except (serial.SerialException, OSError) as exc:
+            except (serial.SerialException, OSError, ValueError) as exc:
                 log.warning(
                     "device %s: cannot open %s (%s); retrying in %.1fs",
                     self.device.id,
@@ -78,48 +104,96 @@ class DeviceReader:
             self.health.connected = True
             log.info("device %s: opened %s", self.device.id, self.device.port)
             try:
-                self._read_until_gone(port)
+                self._converse(port)
             finally:
-                port.close()
+                with contextlib.suppress(serial.SerialException, OSError):
+                    port.close()
                 self.health.connected = False
+                self._flush_passes(self._smoother.close_all() if self._smoother else [])
             if not self.stop.is_set():
                 self.health.reopens += 1
 
-    def _read_until_gone(self, port: serial.Serial) -> None:
-        while not self.stop.is_set():
-            try:
+    def _converse(self, port: serial.Serial) -> None:
+        driver = self._driver
+        try:
+            port.write(driver.on_open(time.time()))
+            while not self.stop.is_set():
                 data = port.read(max(1, port.in_waiting))
-            except (serial.SerialException, OSError) as exc:
-                log.warning("device %s: port lost (%s)", self.device.id, exc)
-                return
-            if data:
-                self._handle(self._framer.feed(data))
+                now = time.time()
+                self._handle(driver.feed(data, now), now)
+                out = driver.poll(now)
+                if out:
+                    port.write(out)
+            port.write(driver.on_close())
+            port.flush()
+        except (serial.SerialException, OSError) as exc:
+            log.warning("device %s: port lost (%s)", self.device.id, exc)
 
-    def _handle(self, reads: list[BarcodeRead]) -> None:
-        self.health.frames_ok = self._framer.frames_ok
-        self.health.frames_bad = self._framer.frames_bad
-        if not reads:
-            return
-        now = datetime.now(UTC)
-        events = []
+    def _handle(self, reads: list[Read], now: float) -> None:
+        events: list[ScanEvent] = []
         for read in reads:
-            events.append(
-                ScanEvent(
-                    device=self.device.id, boot=self.boot, seq=self._seq, ts=now,
-                    site=self.site, read_point=self.device.read_point,
-                    kind=EventKind.NOREAD if read.is_noread else EventKind.READ,
-                    code=read.code, symbology=read.symbology, tracking_id=read.tracking_id,
-                )
-            )  # fmt: skip
-            self._seq += 1
-        self.outbox.append(events)
-        self.health.reads += sum(1 for r in reads if not r.is_noread)
-        self.health.noreads += sum(1 for r in reads if r.is_noread)
-        self.health.last_read = now
+            if isinstance(read, RfidRead):
+                assert self._smoother is not None
+                self._smoother.add(read)
+            else:
+                events.append(self._barcode_event(read, now))
+        passes = self._smoother.close_quiet(now) if self._smoother else []
+        events.extend(self._pass_event(p) for p in passes)
+        self._sync_health()
+        if events:
+            self.outbox.append(events)
+            self.health.reads += sum(1 for e in events if e.kind != EventKind.NOREAD)
+            self.health.noreads += sum(1 for e in events if e.kind == EventKind.NOREAD)
+            self.health.last_read = datetime.fromtimestamp(now, UTC)
+
+    def _flush_passes(self, passes: list[TagPass]) -> None:
+        if passes:
+            self.outbox.append([self._pass_event(p) for p in passes])
+            self.health.reads += len(passes)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq - 1
+
+    def _barcode_event(self, read: BarcodeRead, now: float) -> ScanEvent:
+        return ScanEvent(
+            device=self.device.id, boot=self.boot, seq=self._next_seq(),
+            ts=datetime.fromtimestamp(now, UTC), site=self.site,
+            read_point=self.device.read_point,
+            kind=EventKind.NOREAD if read.is_noread else EventKind.READ,
+            code=read.code, symbology=read.symbology, tracking_id=read.tracking_id,
+        )  # fmt: skip
+
+    def _pass_event(self, p: TagPass) -> ScanEvent:
+        decoded = decode_epc(p.epc_hex)
+        first = datetime.fromtimestamp(p.first_seen, UTC)
+        return ScanEvent(
+            device=self.device.id, boot=self.boot, seq=self._next_seq(), ts=first,
+            site=self.site, read_point=self.device.read_point, kind=EventKind.SEEN,
+            code=p.epc_hex, epc=decoded.uri if decoded else None, rssi=p.peak_rssi,
+            antenna=p.peak_antenna, read_count=p.read_count, first_seen=first,
+            last_seen=datetime.fromtimestamp(p.last_seen, UTC), direction=p.direction,
+        )  # fmt: skip
+
+    def _sync_health(self) -> None:
+        s, h = self._driver.stats, self.health
+        h.frames_ok, h.frames_bad = s.frames_ok, s.frames_bad
+        h.raw_reads, h.errors, h.timeouts = s.raw_reads, s.errors, s.timeouts
+        h.unknown, h.clock_skews, h.keepalives = s.unknown, s.clock_skews, s.keepalives
+        h.firmware = getattr(self._driver, "firmware", None)
+        if self._smoother:
+            h.passes_open = self._smoother.open_passes
+            h.passes_closed = self._smoother.passes_closed
 
 
 class Publisher:
-    """Drains the outbox oldest first; a batch leaves the outbox only on its PUBACK."""
+    """Drains the outbox oldest first; a batch leaves the outbox only on its PUBACK.
+
+    Events already waiting when the agent starts or the broker comes back are the
+    backlog; newer ones are live. Each pump alternates a live batch and a backlog
+    batch, and the backlog is paced by a token bucket (`replay_rate` events/s), so a
+    long backlog neither starves live reads nor floods the broker.
+    """
 
     def __init__(self, config: AgentConfig, broker: BrokerAddress, outbox: Outbox) -> None:
         self.config = config
@@ -128,15 +202,28 @@ class Publisher:
         # PUBACKs arrive on paho's thread, which holds paho's lock while calling back;
         # so the callback only queues the mid and pump() (one thread) does the rest.
         self._acked_mids: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._connected_again = threading.Event()
+        # Set by our on_connect (after _connected_again), so a pump that sees it
+        # online also sees the reconnect to mark; paho's is_connected() turns true
+        # before on_connect has run.
+        self._online = threading.Event()
         self._in_flight: dict[int, list[int]] = {}
-        self._cursor = 0
+        self._live_cursor = outbox.max_row_id()
+        # Ranges [after_row, last_row] of backlog still to publish, oldest first.
+        self._backlog: list[list[int]] = [[0, self._live_cursor]] if self._live_cursor else []
+        self._rate = config.agent.replay_rate
+        self._burst = max(float(config.agent.batch_max_events), self._rate * 0.2)
+        self._tokens = self._burst
+        self._refilled = time.monotonic()
         self.published = 0
+        self.replayed = 0
         site, agent = config.agent.site, config.agent.id
         self._status_topic = topics.agent_status(site, agent)
         self.client = make_client(f"agent-{agent}", broker)
         self.client.will_set(self._status_topic, json.dumps({"state": "offline"}), 1, True)
         self.client.on_connect = self._on_connect
         self.client.on_publish = self._on_publish
+        self.client.on_disconnect = self._on_disconnect
 
     def _on_connect(
         self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
@@ -144,6 +231,18 @@ class Publisher:
         log.info("agent %s connected to broker (%s)", self.config.agent.id, rc)
         status = {"state": "online", "since": datetime.now(UTC).isoformat()}
         client.publish(self._status_topic, json.dumps(status), qos=1, retain=True)
+        self._connected_again.set()
+        self._online.set()
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
+    ) -> None:
+        self._online.clear()
+        log.warning("agent %s lost the broker (%s)", self.config.agent.id, rc)
+
+    @property
+    def online(self) -> bool:
+        return self._online.is_set() and self.client.is_connected()
 
     def _on_publish(
         self, _c: mqtt.Client, _u: object, mid: int, _rc: object, _p: object = None
@@ -154,32 +253,77 @@ class Publisher:
         connect(self.client)
         self.client.loop_start()
 
+    @property
+    def backlog_remaining(self) -> int:
+        return sum(last - after for after, last in self._backlog)
+
     def pump(self) -> int:
         """Publish what fits in flight; delete what the broker acknowledged."""
         self._settle_acks()
-        room = self.max_in_flight - len(self._in_flight)
+        if not self.online:
+            # Nothing new goes to paho while the broker is away: it would sit in paho's
+            # memory, and be sent out of order with what follows the reconnect. Events
+            # wait in the outbox instead and become backlog.
+            return 0
+        if self._connected_again.is_set():
+            self._connected_again.clear()
+            self._mark_backlog()
+        batch = self.config.agent.batch_max_events
         sent = 0
-        if room <= 0:
-            return sent
-        pending = self.outbox.oldest(self._cursor, room * self.config.agent.batch_max_events)
+        while len(self._in_flight) < self.max_in_flight:
+            progressed = False
+            live = self.outbox.oldest_texts(self._live_cursor, batch)
+            if live:
+                self._live_cursor = live[-1].row_id
+                sent += self._publish(live)
+                progressed = True
+            if self._backlog and self._take_tokens() >= 1:
+                after, last = self._backlog[0]
+                chunk = self.outbox.oldest_texts(
+                    after, min(batch, int(self._tokens)), upto_row=last
+                )
+                if chunk:
+                    self._backlog[0][0] = chunk[-1].row_id
+                    self._tokens -= len(chunk)
+                    self.replayed += len(chunk)
+                    sent += self._publish(chunk)
+                    progressed = True
+                else:
+                    self._backlog.pop(0)
+            if not progressed:
+                break
+        self.published += sent
+        return sent
+
+    def _mark_backlog(self) -> None:
+        """After a (re)connect, whatever piled up unpublished becomes backlog."""
+        top = self.outbox.max_row_id()
+        if top > self._live_cursor:
+            self._backlog.append([self._live_cursor, top])
+            self._live_cursor = top
+        if self._backlog:
+            log.info("agent %s: replaying a backlog of up to %d events at <= %.0f/s",
+                     self.config.agent.id, self.backlog_remaining, self._rate)  # fmt: skip
+
+    def _take_tokens(self) -> float:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        return self._tokens
+
+    def _publish(self, pending: list[PendingText]) -> int:
+        batch = self.config.agent.batch_max_events
         for device, group in _by_device(pending).items():
-            for i in range(0, len(group), self.config.agent.batch_max_events):
-                chunk = group[i : i + self.config.agent.batch_max_events]
-                payload = wire.encode_batch(
-                    self.config.agent.site,
-                    device,
-                    self.config.agent.id,
-                    [p.event for p in chunk],
+            for i in range(0, len(group), batch):
+                chunk = group[i : i + batch]
+                payload = wire.encode_batch_texts(
+                    self.config.agent.site, device, self.config.agent.id, [p.text for p in chunk]
                 )
                 info = self.client.publish(
                     topics.events(self.config.agent.site, device), payload, qos=1
                 )
                 self._in_flight[info.mid] = [p.row_id for p in chunk]
-                sent += len(chunk)
-        if pending:
-            self._cursor = pending[-1].row_id
-        self.published += sent
-        return sent
+        return len(pending)
 
     def _settle_acks(self) -> None:
         # Every mid published is recorded in _in_flight before this runs (same thread),
@@ -197,13 +341,17 @@ class Publisher:
     def publish_health(self, readers: list[DeviceReader]) -> None:
         depth, oldest = self.outbox.depth()
         for r in readers:
-            h = r.health
             body = {
                 "device": r.device.id, "read_point": r.device.read_point,
-                "ts": datetime.now(UTC).isoformat(), "connected": h.connected,
-                "frames_ok": h.frames_ok, "frames_bad": h.frames_bad, "reads": h.reads,
-                "noreads": h.noreads, "reopens": h.reopens,
+                "protocol": r.device.protocol, "ts": datetime.now(UTC).isoformat(),
+                **{k: v for k, v in asdict(r.health).items() if k != "last_read"},
                 "outbox_depth": depth, "outbox_oldest_s": oldest,
+                "outbox_dropped": self.outbox.dropped,
+                "outbox_quarantined": self.outbox.quarantined,
+                "outbox_corrupt_moved_to": (
+                    str(self.outbox.corrupt_moved_to) if self.outbox.corrupt_moved_to else None
+                ),
+                "backlog": self.backlog_remaining,
             }  # fmt: skip
             self.client.publish(
                 topics.health(self.config.agent.site, r.device.id), json.dumps(body), qos=0
@@ -216,16 +364,17 @@ class Publisher:
         self.client.loop_stop()
 
 
-def _by_device(pending: list[Pending]) -> dict[str, list[Pending]]:
-    groups: dict[str, list[Pending]] = {}
+def _by_device(pending: list[PendingText]) -> dict[str, list[PendingText]]:
+    groups: dict[str, list[PendingText]] = {}
     for p in pending:
-        groups.setdefault(p.event.device, []).append(p)
+        groups.setdefault(p.device, []).append(p)
     return groups
 
 
 def run_agent(config: AgentConfig, broker: BrokerAddress, stop: threading.Event) -> None:
     """Run until `stop` is set: readers fill the outbox, the publisher drains it."""
-    outbox = Outbox(config.outbox_path)
+    bounds = OutboxBounds(config.agent.outbox_max_events, config.agent.outbox_max_age_s)
+    outbox = Outbox(config.outbox_path, bounds)
     boot = outbox.next_boot_epoch()
     depth, _ = outbox.depth()
     log.info("agent %s boot %d: %d events waiting in the outbox", config.agent.id, boot, depth)
@@ -241,6 +390,7 @@ def run_agent(config: AgentConfig, broker: BrokerAddress, stop: threading.Event)
             if publisher.pump() == 0:
                 stop.wait(0.02)
             if time.monotonic() >= next_health:
+                outbox.expire()
                 publisher.publish_health(readers)
                 next_health = time.monotonic() + config.agent.health_interval_s
     finally:

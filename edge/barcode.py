@@ -107,6 +107,13 @@ class BarcodeFramer:
                 if start > 0:
                     self.frames_bad += 1  # garbage before the header
                 raw = raw[start + len(header) :]
+            elif self.settings.aim and self.settings.separator is None:
+                # No header to resync on, but every code starts with its AIM "]":
+                # a truncated frame glued to this one ends where the last "]" begins.
+                start = raw.rfind(b"]")
+                if start > 0:
+                    self.frames_bad += 1
+                    raw = raw[start:]
             decoded = self._decode_frame(raw)
             if decoded is None:
                 self.frames_bad += 1

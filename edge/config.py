@@ -9,8 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.drivers import MercurySettings, R2000Settings
+from edge.smoothing import SmoothingSettings
 from parceltrack.errors import ConfigError
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -28,13 +30,77 @@ class BarcodeOptions(_Section):
     separator: str | None = None
 
 
+Antenna = Annotated[int, Field(ge=1, le=8)]
+Region = Literal["NA", "IN", "JP", "PRC", "EU", "KR", "AU", "NZ", "NA2", "OPEN"]  # mercury.REGIONS
+
+
+class MercuryOptions(_Section):
+    region: Region = "EU"
+    antennas: Annotated[list[Antenna], Field(min_length=1)] = [1]
+    power_dbm: Annotated[float, Field(ge=0, le=31.5)] = 27.0
+    response_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    silence_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    max_clock_skew_s: Annotated[float, Field(gt=0)] = 2.0
+
+    def settings(self) -> MercurySettings:
+        return MercurySettings(
+            self.region, tuple(self.antennas), self.power_dbm, self.response_timeout_s,
+            self.silence_timeout_s, self.max_clock_skew_s,
+        )  # fmt: skip
+
+
+class R2000Options(_Section):
+    address: Annotated[int, Field(ge=0, le=255)] = 1
+    antennas: Annotated[list[Antenna], Field(min_length=1)] = [1]
+    power_dbm: Annotated[int, Field(ge=0, le=33)] = 30
+    repeat: Annotated[int, Field(ge=1, le=255)] = 1
+    response_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+
+    def settings(self) -> R2000Settings:
+        return R2000Settings(
+            self.address, tuple(self.antennas), self.power_dbm, self.repeat,
+            self.response_timeout_s,
+        )  # fmt: skip
+
+
+class SmoothingOptions(_Section):
+    quiet_s: Annotated[float, Field(gt=0, description="close a pass after this quiet")] = 1.0
+    # antenna -> position along the direction of travel, e.g. { "1" = 0.0, "2" = 1.0 }
+    antenna_positions: dict[Antenna, float] = {}
+
+    def settings(self) -> SmoothingSettings:
+        return SmoothingSettings(self.quiet_s, dict(self.antenna_positions))
+
+
+_PROTOCOL_SECTIONS = ("barcode", "mercury", "r2000")
+
+
 class DeviceConfig(_Section):
     id: Name
-    protocol: Literal["barcode"]
+    protocol: Literal["barcode", "mercury", "r2000"]
     port: Annotated[str, Field(min_length=1, description="device path or pyserial URL")]
     read_point: Name
     baudrate: Annotated[int, Field(gt=0)] = 115200
     barcode: BarcodeOptions = BarcodeOptions()
+    mercury: MercuryOptions = MercuryOptions()
+    r2000: R2000Options = R2000Options()
+    smoothing: SmoothingOptions = SmoothingOptions()
+
+    @model_validator(mode="after")
+    def _options_match_protocol(self) -> DeviceConfig:
+        for section in _PROTOCOL_SECTIONS:
+            if section != self.protocol and section in self.model_fields_set:
+                raise ValueError(
+                    f"[devices.{section}] options given for a device whose protocol is "
+                    f"{self.protocol!r}; expected [devices.{self.protocol}] or none"
+                )
+        if self.protocol == "barcode" and "smoothing" in self.model_fields_set:
+            raise ValueError("[devices.smoothing] applies to RFID readers only")
+        return self
+
+    @property
+    def is_rfid(self) -> bool:
+        return self.protocol != "barcode"
 
 
 class AgentSection(_Section):
@@ -44,6 +110,12 @@ class AgentSection(_Section):
     mqtt_url: str | None = None  # PARCELTRACK_MQTT_URL wins when set
     batch_max_events: Annotated[int, Field(ge=1, le=5000)] = 500
     health_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    # Outbox bounds: past either, the oldest events are dropped (counted and logged).
+    outbox_max_events: Annotated[int, Field(ge=100)] = 5_000_000
+    outbox_max_age_s: Annotated[float, Field(gt=0)] = 30 * 24 * 3600.0
+    # Backlog (events waiting since before the last (re)connect) is replayed at most
+    # this fast, interleaved with live events, so a site reconnecting does not flood.
+    replay_rate: Annotated[float, Field(gt=0)] = 20_000.0
 
 
 class AgentConfig(_Section):

@@ -8,10 +8,11 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from parceltrack.config import BrokerAddress, Settings
-from parceltrack.errors import ParceltrackError
+from parceltrack.errors import ConfigError, ParceltrackError
 
 log = logging.getLogger("parceltrack")
 
@@ -30,46 +31,38 @@ def _stop_on_signals() -> threading.Event:
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
+    from firmware_sim.clock import PlaybackClock
     from firmware_sim.scenario import Scenario
     from ingest.migrations import migrate
-    from ingest.reference import load_layout, load_manifest
+    from ingest.reference import load_scenario
 
     if args.action == "migrate":
         applied = migrate(settings.dsn)
         print(f"applied migrations {applied}" if applied else "schema is up to date")
         return 0
     scenario = Scenario.load(Path(args.scenario))
+    if args.clock:
+        clock = PlaybackClock.load(Path(args.clock))
+    else:
+        try:
+            start = datetime.fromisoformat(args.start) if args.start else scenario.start
+        except ValueError as exc:
+            raise ConfigError(f"--start {args.start!r} is not an ISO time") from exc
+        clock = PlaybackClock(start, args.speed)
     with psycopg.connect(settings.dsn, autocommit=True) as conn:
-        load_layout(conn, scenario)
-        rows = load_manifest(conn, scenario.manifest, scenario.site)
-    print(f"loaded {len(scenario.read_points)} read points and {rows} manifest rows")
+        rows = load_scenario(conn, scenario, clock)
+    print(
+        f"loaded {len(scenario.sites)} sites, {len(scenario.read_points)} read points, "
+        f"{len(scenario.stage_standards)} stage standards, {len(scenario.sort_plans)} sort "
+        f"plans and {rows} manifest rows"
+    )
     return 0
 
 
 def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
-    from firmware_sim.player import ScannerBank, play
-    from firmware_sim.scenario import Scenario, generate
+    from firmware_sim import commands
 
-    if args.action == "generate":
-        scenario = generate(seed=args.seed, parcels=args.parcels, rate_per_s=args.rate)
-        scenario.save(Path(args.out))
-        print(
-            f"wrote {args.out}: {len(scenario.manifest)} parcels, "
-            f"{len(scenario.reads)} reads, {len(scenario.faults)} faults"
-        )
-        return 0
-    scenario = Scenario.load(Path(args.scenario))
-    stop = _stop_on_signals()
-    bank = ScannerBank(Path(args.port_dir), [r.device for r in scenario.read_points])
-    try:
-        if stop.wait(args.start_delay):
-            return 0
-        sent = play(scenario, bank, speed=args.speed, stop=stop)
-        print(f"sim: sent {sent} frames of {len(scenario.reads)}", flush=True)
-        stop.wait()  # keep the ports open so the agent can drain them
-    finally:
-        bank.close()
-    return 0
+    return commands.run(args, settings.mqtt_url, _stop_on_signals())
 
 
 def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
@@ -82,7 +75,7 @@ def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
         if config.agent.mqtt_url and not args.env_broker
         else (settings.mqtt_url)
     )
-    run_agent(config, BrokerAddress.from_url(url), _stop_on_signals())
+    run_agent(config, BrokerAddress.from_url(url, settings.mqtt_ca_file), _stop_on_signals())
     return 0
 
 
@@ -92,7 +85,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     worker = IngestWorker(
         IngestSettings(
             dsn=settings.dsn,
-            broker=BrokerAddress.from_url(settings.mqtt_url),
+            broker=BrokerAddress.from_url(settings.mqtt_url, settings.mqtt_ca_file),
             client_id=args.client_id,
         )
     )
@@ -173,6 +166,14 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from edge.config import load_agent_config
+    from parceltrack.acl import render_acl
+
+    print(render_acl([load_agent_config(Path(p)) for p in args.agent_config]), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from parceltrack.demo import run_demo
 
@@ -191,17 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("sim", help="generate scenarios and play them on virtual devices")
-    sim_sub = sim.add_subparsers(dest="action", required=True)
-    gen = sim_sub.add_parser("generate", help="write a scenario file")
-    gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--parcels", type=int, default=100)
-    gen.add_argument("--rate", type=float, default=2.0, help="parcels per second")
-    gen.add_argument("--out", required=True)
-    play = sim_sub.add_parser("play", help="play a scenario on virtual serial ports")
-    play.add_argument("--scenario", required=True)
-    play.add_argument("--port-dir", required=True, help="folder for the ports' names")
-    play.add_argument("--speed", type=float, default=1.0)
-    play.add_argument("--start-delay", type=float, default=1.0)
+    from firmware_sim.commands import add_arguments as add_sim_arguments
+
+    add_sim_arguments(sim)
     sim.set_defaults(func=cmd_sim)
 
     edge = sub.add_parser("edge", help="run an edge agent from its TOML file")
@@ -251,11 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(bench_sub.add_parser(name, help=(module.__doc__ or "").strip()))
     bench_parser.set_defaults(func=cmd_bench)
 
+    broker = sub.add_parser("broker", help="broker configuration")
+    broker_sub = broker.add_subparsers(dest="action", required=True)
+    acl = broker_sub.add_parser("acl", help="print a Mosquitto acl_file for these agents")
+    acl.add_argument("agent_config", nargs="+", help="agent TOML files")
+    broker.set_defaults(func=cmd_broker)
+
     db = sub.add_parser("db", help="schema migrations and reference data")
     db_sub = db.add_subparsers(dest="action", required=True)
     db_sub.add_parser("migrate", help="apply pending migrations (idempotent)")
     load = db_sub.add_parser("load-scenario", help="load a scenario's layout and manifest")
     load.add_argument("scenario")
+    load.add_argument("--start", help="wall-clock time of scenario time 0 (default: nominal)")
+    load.add_argument("--speed", type=float, default=1.0, help="playback acceleration")
+    load.add_argument("--clock", help="a playback clock file (sim play/publish --clock-out)")
     db.set_defaults(func=cmd_db)
     return parser
 

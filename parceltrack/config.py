@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     # Public lookups per client: PARCELTRACK_API_RATE_PER_S on average, API_BURST at once.
     api_rate_per_s: float = 5.0
     api_burst: float = 20.0
+    mqtt_ca_file: str | None = None  # CA bundle for mqtts:// when not the system one
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,23 +34,33 @@ class BrokerAddress:
     port: int = 1883
     username: str | None = None
     password: str | None = None
+    tls: bool = False  # mqtts://: verify the broker against the system CAs or `ca_file`
+    ca_file: str | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> BrokerAddress:
+    def from_url(cls, url: str, ca_file: str | None = None) -> BrokerAddress:
+        """Parse mqtt://user:password@host:1883 or mqtts://...:8883 (TLS)."""
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
             raise ConfigError(
-                f"PARCELTRACK_MQTT_URL must look like mqtt://host:1883, got {_redact(url)!r}"
+                "PARCELTRACK_MQTT_URL must look like mqtt://host:1883 or mqtts://host:8883, "
+                f"got {_redact(url)!r}"
             )
+        tls = parts.scheme in ("mqtts", "ssl")
         return cls(
             host=parts.hostname,
-            port=parts.port or 1883,
+            port=parts.port or (8883 if tls else 1883),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+            ca_file=ca_file,
         )
 
     def __repr__(self) -> str:  # never show the password in logs
-        return f"BrokerAddress(host={self.host!r}, port={self.port}, username={self.username!r})"
+        return (
+            f"BrokerAddress(host={self.host!r}, port={self.port}, "
+            f"username={self.username!r}, tls={self.tls})"
+        )
 
 
 def _redact(url: str) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from firmware_sim.scenario import generate
+from firmware_sim.arrivals import FLAT_PROFILE
+from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
 from parceltrack.pipeline import Pipeline
 
 
@@ -25,8 +26,22 @@ def _port_free(port: int) -> bool:
 
 def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
     console = Console()
-    # About two hours of parcels at real speed; lost parcels make alerts to look at.
-    scenario = generate(seed=7, parcels=20_000, rate_per_s=3.0, lost_rate=0.05)
+    # About two hours of parcels at real speed in two centres, with every kind of fault
+    # the generator knows (docs/scenarios.md); lost and delayed parcels make alerts.
+    scenario = generate(
+        ScenarioConfig(
+            seed=7,
+            sites=("LHR1", "MAN1"),
+            rfid_sites=(),
+            destinations=("LON", "MAN", "BHX", "GLA"),
+            parcels=20_000,
+            rate_per_hour=3.0 * 3600,
+            profile=FLAT_PROFILE,
+            faults=FaultRates(
+                missort=0.01, delay=0.01, lost=0.03, noread=0.02, recirculation=0.02, misroute=0.005
+            ),
+        )
+    )
     if api_port and not _port_free(api_port):
         api_port = 0  # taken: any free port; the URL printed below says which
     pipeline = Pipeline(
@@ -44,12 +59,15 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
     try:
         pipeline.start()
         url = pipeline.api_url
-        lost = {f.tracking_id for f in scenario.faults}
-        on_time = [m.tracking_id for m in scenario.manifest[:20] if m.tracking_id not in lost][:3]
+        lost = {f.tracking_id for f in scenario.faults if f.kind == "lost"}
+        faulty = {f.tracking_id for f in scenario.faults}
+        on_time = [m.tracking_id for m in scenario.manifest[:40] if m.tracking_id not in faulty][:3]
+        sites = ", ".join(s.site for s in scenario.sites)
         console.print(f"""
-[green]Running.[/green] A simulated sorting centre ({scenario.site}) is sending barcode reads
+[green]Running.[/green] Simulated sorting centres ({sites}) send barcode reads
 from {len(scenario.read_points)} virtual scanners (ptys under {pipeline.port_dir})
-through the edge agent, Mosquitto ({pipeline.mosquitto.url}), ingest and PostgreSQL.
+through one edge agent per site, Mosquitto ({pipeline.mosquitto.url}), ingest and PostgreSQL.
+The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdir}/scenario.json
 
   API docs:        {url}/docs
   Health:          {url}/healthz
@@ -60,7 +78,7 @@ through the edge agent, Mosquitto ({pipeline.mosquitto.url}), ingest and Postgre
   Alerts so far:   psql {pipeline.dsn} -c 'select * from alerts'
   Logs:            {pipeline.logs}
 
-Parcels enter the centre at about {3.0 * speed:.0f} a second. Press Ctrl-C to stop;
+Parcels enter the centres at about {3.0 * speed:.0f} a second. Press Ctrl-C to stop;
 everything under {pipeline.workdir} is removed.""")
         while not stop.wait(1.0):
             pipeline.check_alive()

@@ -30,6 +30,8 @@ def make_client(
     )
     if broker.username:
         client.username_pw_set(broker.username, broker.password)
+    if broker.tls:
+        client.tls_set(ca_certs=broker.ca_file)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.reconnect_delay_set(min_delay=1, max_delay=10)

@@ -4,6 +4,7 @@ ingest, detection and API. The demo runs it; the end-to-end tests run it too."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -11,15 +12,22 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import psycopg
 
+from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import Scenario
 from ingest.migrations import migrate
-from ingest.reference import load_layout, load_manifest
+from ingest.reference import load_layout, load_manifest, load_standards
+from parceltrack import topics
+from parceltrack.config import BrokerAddress
 from parceltrack.errors import ServiceError
+from parceltrack.mqtt import connect, make_client, wait_connected
 from parceltrack.services import PrivateMosquitto, PrivatePostgres, free_port
 
 log = logging.getLogger(__name__)
@@ -32,16 +40,23 @@ def create_database(admin_dsn: str, name: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def agent_toml(scenario: Scenario, port_dir: Path, outbox: Path, agent: str) -> str:
+def agent_toml(
+    scenario: Scenario, port_dir: Path, outbox: Path, agent: str, site: str | None = None
+) -> str:
+    """One agent's configuration: every device of `site` (default: the first site).
+
+    RFID read points are played through barcode scanners sending the tag's SSCC as a
+    GS1-128 label until virtual RFID readers exist, so every device here is 'barcode'."""
+    site = site or scenario.site
     lines = [
         "[agent]",
         f'id = "{agent}"',
-        f'site = "{scenario.site}"',
+        f'site = "{site}"',
         f'outbox = "{outbox}"',
-        "health_interval_s = 5",
+        "health_interval_s = 1",
         "",
     ]
-    for rp in scenario.read_points:
+    for rp in (r for r in scenario.read_points if r.site == site):
         lines += [
             "[[devices]]",
             f'id = "{rp.device}"',
@@ -51,6 +66,40 @@ def agent_toml(scenario: Scenario, port_dir: Path, outbox: Path, agent: str) -> 
             "",
         ]
     return "\n".join(lines)
+
+
+def wait_devices_connected(
+    broker_url: str,
+    devices: set[str],
+    timeout: float = 60.0,
+    check: Callable[[], None] = lambda: None,
+) -> None:
+    """Until the agents' health messages report every device's port open. pyserial
+    drops what a port holds when it opens it, so playing starts only after this."""
+    connected: dict[str, bool] = {}
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            body = json.loads(msg.payload)
+            connected[str(body["device"])] = bool(body["connected"])
+
+    client = make_client(f"pipeline-{os.getpid()}", BrokerAddress.from_url(broker_url))
+    client.on_message = on_message
+    connect(client)
+    client.loop_start()
+    try:
+        if not wait_connected(client, timeout):
+            raise ServiceError("cannot reach the broker to watch the agents' health")
+        client.subscribe(f"{topics.PREFIX}/+/+/health", qos=0)
+        deadline = time.monotonic() + timeout
+        while not all(connected.get(d) for d in devices):
+            check()
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the agents' devices were not open within {timeout:.0f}s")
+            time.sleep(0.1)
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 @dataclass
@@ -101,9 +150,23 @@ class Pipeline:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             load_layout(conn, self.scenario)
             load_manifest(conn, self.scenario.manifest, self.scenario.site)
-        (self.workdir / "agent.toml").write_text(
-            agent_toml(self.scenario, self.port_dir, self.workdir / "outbox.sqlite", "agent-1")
-        )
+        for i, (name, site) in enumerate(self.agents().items()):
+            stem = "" if i == 0 else f"{name}."
+            (self.workdir / self.agent_config(i, name)).write_text(
+                agent_toml(
+                    self.scenario, self.port_dir, self.workdir / f"{stem}outbox.sqlite", name, site
+                )
+            )
+
+    @staticmethod
+    def agent_config(i: int, name: str) -> str:
+        return "agent.toml" if i == 0 else f"{name}.toml"
+
+    def agents(self) -> dict[str, str]:
+        """Agent (and process) name -> its site: `agent-1`/"edge" for the first site,
+        as before, `agent-{site}`/"edge-{site}" for the others."""
+        sites = [s.site for s in self.scenario.sites]
+        return {("agent-1" if i == 0 else f"agent-{s}"): s for i, s in enumerate(sites)}
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         out = (self.logs / f"{name}.log").open("ab")
@@ -122,6 +185,11 @@ class Pipeline:
         self.spawn("ingest", "ingest")
         self.spawn("detect", "detect", "--overdue-after", str(self.overdue_after_s))
         self.spawn("api", "api", "--port", str(self.api_port))
+        # The simulator makes the ports, then waits for the clock file: pyserial drops
+        # what a port holds when it opens it, so playing starts only once every agent
+        # has opened its devices.
+        clock_file = self.workdir / "clock.json"
+        clock_file.unlink(missing_ok=True)
         self.spawn(
             "sim",
             "sim",
@@ -132,10 +200,40 @@ class Pipeline:
             str(self.port_dir),
             "--speed",
             str(self.speed),
-            "--start-delay",
-            "2",
+            "--clock-from",
+            str(clock_file),
+            "--quiet",
         )
-        self.spawn("edge", "edge", "--config", str(self.workdir / "agent.toml"))
+        devices = {rp.device for rp in self.scenario.read_points}
+        self._wait_for(
+            lambda: all((self.port_dir / d).exists() for d in devices), "the virtual ports"
+        )
+        for i, name in enumerate(self.agents()):
+            process = "edge" if i == 0 else f"edge-{self.agents()[name]}"
+            config = self.workdir / self.agent_config(i, name)
+            self.spawn(process, "edge", "--config", str(config))
+        self.wait_devices_connected(devices)
+        # Scenario time 0 just ahead; the standards and sort plans in the database and
+        # the ground truth follow the same clock.
+        self.clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=1), self.speed)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            load_standards(conn, self.scenario, self.clock)
+        (self.workdir / "truth.jsonl").write_text(
+            self.scenario.truth_lines(self.clock.start, self.clock.speed)
+        )
+        self.clock.save(clock_file)
+
+    def _wait_for(self, ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{what} were not ready within {timeout:.0f}s")
+            time.sleep(0.1)
+
+    def wait_devices_connected(self, devices: set[str], timeout: float = 60.0) -> None:
+        """Until each agent's health reports every device's port open."""
+        wait_devices_connected(self.mosquitto.url, devices, timeout, self.check_alive)
 
     def start(self) -> None:
         self.start_services()
@@ -174,7 +272,8 @@ class Pipeline:
 
     def stop(self, keep_files: bool = False) -> None:
         # Producers first, so what is in flight can still land.
-        for name in ("sim", "edge", "ingest", "detect", "api"):
+        edges = [n for n in self.processes if n.startswith("edge")]
+        for name in ("sim", *edges, "ingest", "detect", "api"):
             self.stop_process(name)
         for name in list(self.processes):
             self.stop_process(name)

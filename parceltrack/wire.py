@@ -189,3 +189,17 @@ def to_scan_events(batch: ScanBatch) -> list[ScanEvent]:
         )
         for e in batch.events
     ]
+
+
+def event_json(e: ScanEvent) -> str:
+    """One event exactly as it appears inside a batch. The edge outbox stores this, so
+    a replay joins stored texts instead of decoding and encoding every event again."""
+    return json.dumps(_event_dict(e), separators=(",", ":"))
+
+
+def encode_batch_texts(site: str, device: str, agent: str, event_texts: Sequence[str]) -> bytes:
+    """The same payload as encode_batch, from events already serialised by event_json."""
+    head = json.dumps(
+        {"v": VERSION, "site": site, "device": device, "agent": agent}, separators=(",", ":")
+    )
+    return (head[:-1] + ',"events":[' + ",".join(event_texts) + "]}").encode()

@@ -7,12 +7,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from firmware_sim.scenario import generate
+from firmware_sim.scenario import ScenarioConfig, generate
 from parceltrack.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 
-SCENARIO = generate(seed=11, parcels=40, rate_per_s=4.0, lost_rate=0.15, noread_rate=0.05)
+SCENARIO = generate(
+    ScenarioConfig.barcode_only(
+        seed=11, parcels=40, rate_per_s=4.0, lost_rate=0.15, noread_rate=0.05
+    )
+)
 SPEED = 10.0
 
 
@@ -61,7 +65,7 @@ def test_every_simulated_read_is_stored_exactly_once(pipeline: Pipeline) -> None
 
 def test_a_simulated_parcel_is_found_through_http(pipeline: Pipeline) -> None:
     """A parcel that went through the centre shows its door as last location, via the API."""
-    lost = {f.tracking_id for f in SCENARIO.faults}
+    lost = {f.tracking_id for f in SCENARIO.faults if f.kind == "lost"}
     parcel = next(m for m in SCENARIO.manifest if m.tracking_id not in lost)
     expected = [r.read_point for r in SCENARIO.reads if r.code == parcel.tracking_id]
     deadline = time.monotonic() + 60
@@ -83,7 +87,7 @@ def test_a_simulated_parcel_is_found_through_http(pipeline: Pipeline) -> None:
 
 def test_lost_parcels_raise_overdue_alerts(pipeline: Pipeline) -> None:
     """Every parcel lost after a read point gets exactly one open overdue alert there."""
-    lost = {f.tracking_id: f.after_read_point for f in SCENARIO.faults}
+    lost = {f.tracking_id: f.read_point for f in SCENARIO.faults if f.kind == "lost"}
     assert lost, "the scenario must inject at least one lost parcel"
     _wait_rows(pipeline.dsn, "SELECT count(*) FROM alerts", len(lost), 60)
     with psycopg.connect(pipeline.dsn) as conn:

@@ -80,3 +80,10 @@ def test_simulated_frames_parse_back(framing: ScannerFraming) -> None:
     reads = framer.feed(data)
     assert [r.tracking_id for r in reads] == ["RR473124829GB", None]
     assert reads[1].is_noread
+
+
+def test_truncated_frame_glued_to_the_next_is_cut_at_its_aim_prefix() -> None:
+    """A code cut short (no terminator) does not spoil the next one: resync on ']'."""
+    framer = BarcodeFramer()
+    reads = framer.feed(b"]C0RR4731]C0EE123456785CN\r\n")
+    assert [r.tracking_id for r in reads] == ["EE123456785CN"] and framer.frames_bad == 1

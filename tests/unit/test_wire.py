@@ -121,3 +121,24 @@ def test_wrong_topic_shape_is_refused() -> None:
     """A payload on a topic that is not an events topic is refused."""
     with pytest.raises(WireFormatError, match="topic"):
         decode_batch("parceltrack/v1/LHR1/scan-1/health", _payload(), NOW)
+
+
+def test_broker_urls_parse_with_tls_and_never_show_the_password() -> None:
+    """mqtts:// turns TLS on with port 8883; the repr hides the password."""
+    from parceltrack.config import BrokerAddress
+
+    plain = BrokerAddress.from_url("mqtt://agent-1:s3cret@broker:1884")
+    secure = BrokerAddress.from_url("mqtts://agent-1:s3cret@broker")
+    assert (plain.port, plain.tls, plain.password) == (1884, False, "s3cret")
+    assert (secure.port, secure.tls) == (8883, True)
+    assert "s3cret" not in repr(secure)
+
+
+def test_bad_broker_url_is_a_clear_error_without_the_password() -> None:
+    """A URL with the wrong scheme is refused, and the message hides its password."""
+    from parceltrack.config import BrokerAddress
+    from parceltrack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mqtt://host") as err:
+        BrokerAddress.from_url("http://agent-1:s3cret@broker")
+    assert "s3cret" not in str(err.value)

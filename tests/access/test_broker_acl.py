@@ -1,0 +1,181 @@
+"""Broker access control against a real Mosquitto with a password file and an ACL."""
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.config import AgentConfig, load_agent_config
+from parceltrack import topics
+from parceltrack.acl import render_acl
+from parceltrack.config import BrokerAddress
+from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.services import PrivateMosquitto
+
+PASSWORDS = {
+    "ingest": "ingest-pw",
+    "detect": "detect-pw",
+    "api": "api-pw",
+    "agent-a": "a-pw",
+    "agent-b": "b-pw",
+}
+
+
+def _agent(tmp_path: Path, agent: str, device: str) -> AgentConfig:
+    path = tmp_path / f"{agent}.toml"
+    path.write_text(
+        f'[agent]\nid = "{agent}"\nsite = "LHR1"\n\n[[devices]]\nid = "{device}"\n'
+        f'protocol = "barcode"\nport = "/dev/null"\nread_point = "LHR1-TUN1"\n'
+    )
+    return load_agent_config(path)
+
+
+@pytest.fixture(scope="module")
+def secured_broker(
+    services_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrivateMosquitto]:
+    tmp = tmp_path_factory.mktemp("acl")
+    passwd, acl = tmp / "passwd", tmp / "acl"
+    passwd.touch()
+    for user, password in PASSWORDS.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+    acl.write_text(render_acl([_agent(tmp, "agent-a", "scan-a"), _agent(tmp, "agent-b", "scan-b")]))
+    broker = PrivateMosquitto(
+        services_dir / "mq-acl", extra_conf=f"password_file {passwd}\nacl_file {acl}"
+    )
+    broker.start()
+    yield broker
+    broker.destroy()
+
+
+class Client:
+    def __init__(self, broker: PrivateMosquitto, user: str | None, password: str | None = None):
+        url = f"mqtt://{user}:{password}@127.0.0.1:{broker.port}" if user else broker.url
+        self.connack: list[ReasonCode] = []
+        self.suback: list[list[ReasonCode]] = []
+        self.puback: dict[int, ReasonCode] = {}
+        self.received: list[str] = []
+        self._acked = threading.Event()
+        self.client = make_client(f"{user}-{time.monotonic_ns()}", BrokerAddress.from_url(url))
+        self.client.on_connect = lambda _c, _u, _f, rc, _p=None: self.connack.append(rc)
+        self.client.on_subscribe = lambda _c, _u, _m, rcs, _p=None: self.suback.append(rcs)
+        self.client.on_publish = self._on_publish
+        self.client.on_message = lambda _c, _u, m: self.received.append(m.topic)
+        connect(self.client)
+        self.client.loop_start()
+
+    def _on_publish(self, _c: object, _u: object, mid: int, rc: ReasonCode, _p: object) -> None:
+        self.puback[mid] = rc
+
+    def publish(self, topic: str) -> ReasonCode:
+        info = self.client.publish(topic, b"{}", qos=1)
+        deadline = time.monotonic() + 5
+        while info.mid not in self.puback and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.puback[info.mid]
+
+    def subscribe(self, topic: str) -> ReasonCode:
+        self.client.subscribe(topic, qos=1)
+        deadline = time.monotonic() + 5
+        while not self.suback and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.suback.pop()[0]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def ingest(secured_broker: PrivateMosquitto) -> Iterator[Client]:
+    c = Client(secured_broker, "ingest", PASSWORDS["ingest"])
+    assert wait_connected(c.client)
+    assert not c.subscribe(topics.INGEST_SHARE).is_failure
+    assert not c.subscribe(f"{topics.PREFIX}/+/+/health").is_failure
+    yield c
+    c.close()
+
+
+def test_anonymous_clients_are_refused(secured_broker: PrivateMosquitto) -> None:
+    """A client with no credentials gets a refused CONNACK and never connects."""
+    c = Client(secured_broker, None)
+    time.sleep(1)
+    assert not c.client.is_connected()
+    assert c.connack and c.connack[0].is_failure
+    c.close()
+
+
+def test_wrong_password_is_refused(secured_broker: PrivateMosquitto) -> None:
+    """A known user with the wrong password is refused."""
+    c = Client(secured_broker, "agent-a", "guess")
+    time.sleep(1)
+    assert not c.client.is_connected() and c.connack[0].is_failure
+    c.close()
+
+
+def test_an_agent_publishes_under_its_own_devices_only(
+    secured_broker: PrivateMosquitto, ingest: Client
+) -> None:
+    """Agent A's own device topic reaches ingest; A posing as B's device is refused."""
+    a = Client(secured_broker, "agent-a", PASSWORDS["agent-a"])
+    assert wait_connected(a.client)
+    own, foreign = topics.events("LHR1", "scan-a"), topics.events("LHR1", "scan-b")
+    assert not a.publish(own).is_failure
+    assert a.publish(foreign).is_failure  # PUBACK "not authorized"
+    assert a.publish(topics.health("LHR1", "scan-b")).is_failure
+    assert a.publish(topics.alerts("LHR1")).is_failure
+    deadline = time.monotonic() + 5
+    while own not in ingest.received and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert ingest.received == [own]
+    a.close()
+
+
+@pytest.mark.parametrize(
+    ("topic", "publisher", "published"),
+    [
+        (topics.events("LHR1", "scan-b"), "agent-b", topics.events("LHR1", "scan-b")),
+        (topics.health("LHR1", "scan-b"), "agent-b", topics.health("LHR1", "scan-b")),
+        (topics.alerts("LHR1"), "detect", topics.alerts("LHR1")),
+        (f"{topics.PREFIX}/#", "agent-b", topics.events("LHR1", "scan-b")),
+        (topics.INGEST_SHARE, "agent-b", topics.events("LHR1", "scan-b")),
+    ],
+    ids=["other-device-events", "other-device-health", "alerts", "everything", "ingest-share"],
+)
+def test_an_agent_cannot_read_other_topics(
+    secured_broker: PrivateMosquitto, topic: str, publisher: str, published: str
+) -> None:
+    """An agent subscribed to another device's, the alerts' or all topics receives nothing.
+
+    Mosquitto may grant the SUBACK; what the ACL guarantees is that nothing is delivered.
+    """
+    a = Client(secured_broker, "agent-a", PASSWORDS["agent-a"])
+    other = Client(secured_broker, publisher, PASSWORDS[publisher])
+    assert wait_connected(a.client) and wait_connected(other.client)
+    a.subscribe(topic)
+    assert not other.publish(published).is_failure
+    time.sleep(0.5)
+    assert a.received == []
+    a.close()
+    other.close()
+
+
+def test_only_detection_publishes_alerts(secured_broker: PrivateMosquitto) -> None:
+    """Detection may publish alerts; the API may only read them."""
+    detect = Client(secured_broker, "detect", PASSWORDS["detect"])
+    api = Client(secured_broker, "api", PASSWORDS["api"])
+    assert wait_connected(detect.client) and wait_connected(api.client)
+    assert not api.subscribe(topics.alerts("+")).is_failure
+    assert not detect.publish(topics.alerts("LHR1")).is_failure
+    assert api.publish(topics.alerts("LHR1")).is_failure
+    deadline = time.monotonic() + 5
+    while not api.received and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert api.received == [topics.alerts("LHR1")]
+    detect.close()
+    api.close()
