@@ -139,7 +139,12 @@ class IngestWorker:
     def __post_init__(self) -> None:
         self._inbox: queue.Queue[_Received] = queue.Queue()
         self._stop = threading.Event()
+        # Bumped on every connect and disconnect; an ack goes out only on the
+        # connection its message came on. Checked and sent under the lock: a PUBACK
+        # queued late would otherwise go out on the next connection, where the same
+        # packet id may name another message, acking what was never committed.
         self._generation = 0
+        self._connection_lock = threading.Lock()
         self._period = _Period()
         self._merge_mode = MergeAfterConflicts()
         self._client = make_client(
@@ -152,19 +157,29 @@ class IngestWorker:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        # Set once the broker confirmed this connection's subscriptions.
+        self.subscribed = threading.Event()
 
     # -- MQTT side (paho's network thread) -------------------------------------
     def _on_connect(
         self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
     ) -> None:
-        self._generation += 1
+        with self._connection_lock:
+            self._generation += 1
         log.info("ingest %s connected to broker (%s)", self.settings.client_id, rc)
         client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
     ) -> None:
+        with self._connection_lock:
+            self._generation += 1
+        self.subscribed.clear()
         log.warning("ingest %s lost the broker (%s); reconnecting", self.settings.client_id, rc)
+
+    def _on_subscribe(self, *_args: object) -> None:
+        self.subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         received = _Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation)
@@ -306,9 +321,10 @@ class IngestWorker:
         return conn, partitions
 
     def _ack(self, batch: list[_Received]) -> None:
-        for item in batch:
-            if item.generation == self._generation:
-                self._client.ack(item.mid, item.qos)
+        with self._connection_lock:
+            for item in batch:
+                if item.generation == self._generation:
+                    self._client.ack(item.mid, item.qos)
 
     def _commit(
         self,
