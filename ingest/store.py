@@ -204,9 +204,14 @@ def upsert_device_health(conn: psycopg.Connection[Any], reports: Sequence[Health
 
 
 def upsert_agent_status(
-    conn: psycopg.Connection[Any], statuses: Sequence[tuple[str, str, str, datetime]]
+    conn: psycopg.Connection[Any], statuses: Sequence[tuple[str, str, str, datetime, bool]]
 ) -> None:
-    """Keep the newest state per agent; rows are (agent, site, state, since)."""
+    """Keep the newest state per agent; rows are (agent, site, state, since, since_known).
+
+    A status without its own `since` (the Last Will, whose arrival time stands in)
+    changes a row only when the state changes: the same retained Will seen again
+    must not move `since`.
+    """
     if not statuses:
         return
     with conn.cursor() as cur:
@@ -214,7 +219,8 @@ def upsert_agent_status(
             "INSERT INTO agent_status (agent_id, site_id, state, since) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (agent_id) DO UPDATE SET site_id = EXCLUDED.site_id, "
             "state = EXCLUDED.state, since = EXCLUDED.since "
-            "WHERE agent_status.since <= EXCLUDED.since",
+            "WHERE agent_status.since <= EXCLUDED.since "
+            "AND (%s OR agent_status.state <> EXCLUDED.state)",
             sorted(statuses),
         )
 

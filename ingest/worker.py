@@ -36,6 +36,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 import stamina
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
 from ingest.migrations import has_timescale
@@ -168,7 +169,9 @@ class IngestWorker:
         with self._connection_lock:
             self._generation += 1
         log.info("ingest %s connected to broker (%s)", self.settings.client_id, rc)
-        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
+        # Retained statuses only when a subscription is new, not on every reconnect.
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        client.subscribe([(topic, options) for topic in SUBSCRIPTIONS])
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None

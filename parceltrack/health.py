@@ -83,9 +83,10 @@ class AgentStatus:
     agent: str
     state: str
     since: datetime
+    since_known: bool = True  # False for the Last Will: `since` is the arrival time
 
-    def row(self) -> tuple[str, str, str, datetime]:
-        return (self.agent, self.site, self.state, self.since)
+    def row(self) -> tuple[str, str, str, datetime, bool]:
+        return (self.agent, self.site, self.state, self.since, self.since_known)
 
 
 def parse_health_topic(topic: str) -> tuple[str, str] | None:
@@ -148,4 +149,7 @@ def decode_status(topic: str, payload: bytes, now: datetime | None = None) -> Ag
     status: StatusMessage = _validated(StatusMessage, payload)
     since = status.since or now
     _check_time(f"status of agent {where[1]}", since, now)
-    return AgentStatus(site=where[0], agent=where[1], state=status.state, since=since)
+    return AgentStatus(
+        site=where[0], agent=where[1], state=status.state, since=since,
+        since_known=status.since is not None,
+    )  # fmt: skip

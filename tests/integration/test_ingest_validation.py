@@ -184,3 +184,12 @@ def test_health_and_agent_status_are_upserted_newest_first(
     assert dev == ("LHR1", t2, True, [1, 2])
     assert seen == (t2,)
     assert agent == ("LHR1", "offline", True)
+
+    def since() -> object:
+        with psycopg.connect(db_dsn) as conn:
+            return conn.execute("SELECT since FROM agent_status").fetchone()
+
+    before = since()
+    _publish(mqtt_server.url, [(status_topic, b'{"state": "offline"}')])  # the Will again
+    wait_until(lambda: worker.accounts.messages_committed >= 5, 30, "the repeated Will")
+    assert since() == before
