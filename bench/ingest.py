@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from ingest.migrations import migrate
-from ingest.store import SCAN_COPY_COLUMNS, scan_row
+from ingest.store import copy_scan_rows, scan_row
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
@@ -115,13 +115,15 @@ def _publisher(url: str, mode: str, args: dict[str, Any], ready: Any, go: Any) -
 
 
 def _ceiling(dsn: str, events: int, ts: datetime) -> float:
-    """Rows/s of a raw COPY of the flood's rows into `scans` (commit every 50k rows)."""
+    """Rows/s of a raw COPY of the flood's rows into `scans` (commit every 50k rows).
+
+    The same binary COPY the ingest uses, so the ratio compares like with like.
+    """
     rows = [
         scan_row(e)
         for d in range(_DEVICES)
         for e in _events(f"scan{d}", 1, 0, events // _DEVICES, ts)
     ]
-    cols = ", ".join(SCAN_COPY_COLUMNS)
     with psycopg.connect(dsn, autocommit=True) as conn:
         day = ts.astimezone(UTC).date()
         lower = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -131,13 +133,8 @@ def _ceiling(dsn: str, events: int, ts: datetime) -> float:
         )
         started = time.perf_counter()
         for i in range(0, len(rows), 50_000):
-            with (
-                conn.transaction(),
-                conn.cursor() as cur,
-                cur.copy(f"COPY scans ({cols}) FROM STDIN") as copy,
-            ):
-                for row in rows[i : i + 50_000]:
-                    copy.write_row(row)
+            with conn.transaction(), conn.cursor() as cur:
+                copy_scan_rows(cur, "scans", rows[i : i + 50_000])
         return len(rows) / (time.perf_counter() - started)
 
 
