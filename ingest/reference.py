@@ -5,6 +5,7 @@ manifest (bulk, with COPY)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -145,3 +146,45 @@ def load_manifest(
                 return cur.rowcount
     except (psycopg.errors.IntegrityError, psycopg.errors.CardinalityViolation) as exc:
         raise ReferenceDataError(f"manifest not loaded: {exc.diag.message_detail or exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    """One parcel announced by a customer's manifest, with the tags it should carry."""
+
+    tracking_id: str
+    service_class: str
+    destination: str
+    expected_tags: tuple[str, ...] = ()
+    destination_site: str | None = None
+
+
+def load_manifest_records(
+    conn: psycopg.Connection[Any], records: Iterable[ManifestRecord], origin_site: str | None
+) -> int:
+    """Bulk-load a manifest (COPY into a staging table, then one upsert). Returns rows.
+
+    A parcel announced again (a corrected manifest) takes the new values.
+    """
+    with conn.transaction():
+        conn.execute(
+            "CREATE TEMP TABLE manifest_records_stage (tracking_id text, service_class text, "
+            "destination text, expected_tags text[], destination_site text) ON COMMIT DROP"
+        )
+        with conn.cursor() as cur:
+            with cur.copy("COPY manifest_records_stage FROM STDIN") as copy:
+                for r in records:
+                    copy.write_row(
+                        (r.tracking_id, r.service_class, r.destination, list(r.expected_tags),
+                         r.destination_site)
+                    )  # fmt: skip
+            cur.execute(
+                "INSERT INTO parcels (tracking_id, service_class, destination, origin_site, "
+                "expected_tags, destination_site) SELECT tracking_id, service_class, "
+                "destination, %s, expected_tags, destination_site FROM manifest_records_stage "
+                "ON CONFLICT (tracking_id) DO UPDATE SET service_class = EXCLUDED.service_class, "
+                "destination = EXCLUDED.destination, expected_tags = EXCLUDED.expected_tags, "
+                "destination_site = EXCLUDED.destination_site",
+                (origin_site,),
+            )
+            return cur.rowcount

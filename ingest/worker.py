@@ -1,9 +1,26 @@
-"""The ingest worker: MQTT (shared subscription, manual acks) -> validate -> COPY -> ack.
+"""The ingest worker: MQTT (shared subscriptions, manual acks) -> validate -> COPY -> ack.
 
 A batch of messages is committed to the database before any of them is
 acknowledged to the broker, so a crash at any point loses nothing: unacked
 messages are redelivered to the persistent session and their events are
 deduplicated on the event id.
+
+Outcomes per message, all in the batch's one transaction:
+- a valid scan batch: its events are written (or counted as duplicates);
+- a valid health report or agent status: upserted (newest wins);
+- anything invalid: a row in `dead_letters` with topic, raw bytes and reason. One
+  bad event makes its whole message a dead letter (the reason names the event):
+  a message is the unit the edge publishes and the broker redelivers, and
+  storing half of it would make the dead letter an incomplete record of it.
+If the database refuses a batch for a reason that is not an outage (a value
+PostgreSQL cannot store, say), each message is retried alone and the one it
+refuses is dead-lettered, so it never blocks the valid traffic behind it.
+
+Kill -9 and shared subscriptions: the persistent session of a killed worker
+stays subscribed, so Mosquitto keeps queueing that worker's share of the stream
+(and holds its unacked messages) until a worker with the same client id comes
+back. Nothing is lost, but that share waits: run killed workers again under the
+same id (a supervisor's restart does). A graceful stop unsubscribes first.
 """
 
 from __future__ import annotations
@@ -12,25 +29,36 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
 import stamina
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
 from ingest.migrations import has_timescale
-from ingest.store import ScanPartitions, write_dead_letter, write_scans
-from parceltrack import topics, wire
+from ingest.store import (
+    MergeAfterConflicts,
+    ScanPartitions,
+    batch_rows,
+    upsert_agent_status,
+    upsert_device_health,
+    write_dead_letter,
+    write_scan_rows,
+)
+from parceltrack import health, topics, wire
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import WireFormatError
-from parceltrack.events import ScanEvent
 from parceltrack.mqtt import connect, make_client
 
 log = logging.getLogger(__name__)
+
+HEALTH_SHARE = f"$share/ingest/{topics.PREFIX}/+/+/health"
+STATUS_SHARE = f"$share/ingest/{topics.PREFIX}/+/agents/+/status"
+SUBSCRIPTIONS = (topics.INGEST_SHARE, HEALTH_SHARE, STATUS_SHARE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +69,9 @@ class IngestSettings:
     max_batch_messages: int = 200  # with up to a few hundred events per message
     linger_s: float = 0.05  # wait this long for a batch to fill before committing
     # Receive Maximum: the broker sends at most this many unacked messages, which
-    # bounds memory when the database is slow or down (back-pressure).
-    max_in_flight: int = 2_000
+    # bounds memory when the database is slow or down (back-pressure): at most
+    # max_in_flight x 1 MiB, a few tens of MB for typical 500-event batches.
+    max_in_flight: int = 400
     report_every_s: float = 10.0
 
 
@@ -55,16 +84,70 @@ class _Received:
     generation: int  # connection the message arrived on; acks go to that one only
 
 
+@dataclass(slots=True)
+class _Decoded:
+    """What a batch of messages amounts to, before it is written."""
+
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+    days: set[date] = field(default_factory=set)
+    reports: dict[str, health.DeviceHealth] = field(default_factory=dict)
+    statuses: dict[str, health.AgentStatus] = field(default_factory=dict)
+    dead: list[tuple[_Received, str]] = field(default_factory=list)
+    newest: list[datetime] = field(default_factory=list)  # per scan batch message
+
+    def add(self, item: _Received, now: datetime) -> None:
+        try:
+            self._add(item, now)
+        except WireFormatError as exc:
+            self.dead.append((item, str(exc)))
+
+    def _add(self, item: _Received, now: datetime) -> None:
+        topic = item.topic
+        if topic.endswith("/events"):
+            batch = wire.decode_batch(topic, item.payload, now)
+            rows, days = batch_rows(batch)
+            self.rows.extend(rows)
+            self.days |= days
+            self.newest.append(max(e.ts for e in batch.events))
+        elif topic.endswith("/health"):
+            report = health.decode_health(topic, item.payload, now)
+            old = self.reports.get(report.device)
+            if old is None or old.reported_at <= report.reported_at:
+                self.reports[report.device] = report
+        elif topic.endswith("/status"):
+            status = health.decode_status(topic, item.payload, now)
+            old_status = self.statuses.get(status.agent)
+            if old_status is None or old_status.since <= status.since:
+                self.statuses[status.agent] = status
+        else:
+            raise WireFormatError(f"topic {topic!r} is not one the ingest handles")
+
+
+@dataclass
+class _Period:
+    """What happened since the last periodic log line."""
+
+    batches: int = 0
+    events: int = 0
+    lag_s: float = 0.0
+
+
 @dataclass
 class IngestWorker:
     settings: IngestSettings
     accounts: metrics.Accounts = field(default_factory=metrics.Accounts)
-    on_commit: Callable[[list[ScanEvent]], None] | None = None
 
     def __post_init__(self) -> None:
         self._inbox: queue.Queue[_Received] = queue.Queue()
         self._stop = threading.Event()
+        # Bumped on every connect and disconnect; an ack goes out only on the
+        # connection its message came on. Checked and sent under the lock: a PUBACK
+        # queued late would otherwise go out on the next connection, where the same
+        # packet id may name another message, acking what was never committed.
         self._generation = 0
+        self._connection_lock = threading.Lock()
+        self._period = _Period()
+        self._merge_mode = MergeAfterConflicts()
         self._client = make_client(
             self.settings.client_id,
             self.settings.broker,
@@ -75,22 +158,37 @@ class IngestWorker:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        # Set once the broker confirmed this connection's subscriptions.
+        self.subscribed = threading.Event()
 
     # -- MQTT side (paho's network thread) -------------------------------------
     def _on_connect(
         self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
     ) -> None:
-        self._generation += 1
+        with self._connection_lock:
+            self._generation += 1
         log.info("ingest %s connected to broker (%s)", self.settings.client_id, rc)
-        client.subscribe(topics.INGEST_SHARE, qos=1)
+        # Retained statuses only when a subscription is new, not on every reconnect.
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        client.subscribe([(topic, options) for topic in SUBSCRIPTIONS])
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
     ) -> None:
+        with self._connection_lock:
+            self._generation += 1
+        self.subscribed.clear()
         log.warning("ingest %s lost the broker (%s); reconnecting", self.settings.client_id, rc)
+
+    def _on_subscribe(self, *_args: object) -> None:
+        self.subscribed.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         received = _Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation)
+        # Counted here, so "in flight" includes what waits in the inbox.
+        self.accounts.messages_received += 1
+        metrics.MESSAGES.labels("received").inc()
         self._inbox.put(received)
 
     # -- database side (the worker's own thread) --------------------------------
@@ -106,8 +204,12 @@ class IngestWorker:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def inbox_depth(self) -> int:
+        return self._inbox.qsize()
+
     def _leave_group(self) -> None:
-        """Graceful stop: leave the shared subscription, then commit what already came.
+        """Graceful stop: leave the shared subscriptions, then commit what already came.
 
         Mosquitto keeps queueing a share for a persistent session that is offline but
         still subscribed; a worker that stops on purpose must unsubscribe, or its share
@@ -116,7 +218,7 @@ class IngestWorker:
         unsub = threading.Event()
         self._client.on_unsubscribe = lambda *_a: unsub.set()
         if self._client.is_connected():
-            self._client.unsubscribe(topics.INGEST_SHARE)
+            self._client.unsubscribe(list(SUBSCRIPTIONS))
             unsub.wait(5)
         time.sleep(0.2)  # messages already on the wire when the UNSUBACK was sent
         try:
@@ -138,9 +240,20 @@ class IngestWorker:
             if batch:
                 conn, partitions = self._commit_with_retry(conn, partitions, batch)
             if time.monotonic() - last_report > self.settings.report_every_s:
-                log.info("ingest %s: %s", self.settings.client_id, self.accounts.summary())
+                self._report()
                 last_report = time.monotonic()
         conn.close()
+
+    def _report(self) -> None:
+        p, self._period = self._period, _Period()
+        log.info(
+            "ingest %s: %s; %d batches, %.0f events per batch, lag %.3fs",
+            self.settings.client_id,
+            self.accounts.summary(),
+            p.batches,
+            p.events / p.batches if p.batches else 0.0,
+            p.lag_s,
+        )
 
     def _collect(self, wait: bool = True) -> list[_Received]:
         try:
@@ -159,8 +272,7 @@ class IngestWorker:
             except queue.Empty:
                 break
             batch.append(item)
-        self.accounts.messages_received += len(batch)
-        metrics.MESSAGES.labels("received").inc(len(batch))
+        metrics.IN_FLIGHT.labels(self.settings.client_id).set(self.accounts.messages_in_flight)
         return batch
 
     def _connect_db_once(self) -> tuple[psycopg.Connection[Any], ScanPartitions]:
@@ -174,6 +286,8 @@ class IngestWorker:
             on=psycopg.OperationalError, attempts=None, timeout=None, wait_max=5.0
         ):
             with attempt:
+                if self._stop.is_set() and attempt.num > 1:
+                    raise _Stopping
                 return self._connect_db_once()
         raise AssertionError("unreachable: retries are unbounded")
 
@@ -183,7 +297,11 @@ class IngestWorker:
         partitions: ScanPartitions,
         batch: list[_Received],
     ) -> tuple[psycopg.Connection[Any], ScanPartitions]:
-        """Commit the batch, reconnecting while the database is away; then ack it."""
+        """Commit the batch, reconnecting while the database is away; then ack it.
+
+        While this waits, nothing is acked, so the broker stops sending once
+        max_in_flight messages are unacked: that is the back-pressure.
+        """
         while not self._stop.is_set():
             try:
                 self._commit(conn, partitions, batch)
@@ -192,19 +310,24 @@ class IngestWorker:
                 log.warning(
                     "database unavailable (%s); holding %d messages unacked",
                     exc.__class__.__name__,
-                    len(batch),
+                    self.accounts.messages_in_flight,
                 )
+                metrics.DB_OUTAGES.inc()
                 conn.close()
-                conn, partitions = self._connect_db()
+                try:
+                    conn, partitions = self._connect_db()
+                except _Stopping:
+                    break
         else:
             return conn, partitions  # stopping: unacked messages are redelivered later
         self._ack(batch)
         return conn, partitions
 
     def _ack(self, batch: list[_Received]) -> None:
-        for item in batch:
-            if item.generation == self._generation:
-                self._client.ack(item.mid, item.qos)
+        with self._connection_lock:
+            for item in batch:
+                if item.generation == self._generation:
+                    self._client.ack(item.mid, item.qos)
 
     def _commit(
         self,
@@ -213,31 +336,76 @@ class IngestWorker:
         batch: list[_Received],
     ) -> None:
         now = datetime.now(UTC)
-        events: list[ScanEvent] = []
-        dead: list[tuple[_Received, str]] = []
+        decoded = _Decoded()
         for item in batch:
-            try:
-                events.extend(wire.to_scan_events(wire.decode_batch(item.topic, item.payload, now)))
-            except WireFormatError as exc:
-                dead.append((item, str(exc)))
+            decoded.add(item, now)
+        try:
+            self._write(conn, partitions, decoded)
+        except psycopg.OperationalError:
+            raise
+        except (psycopg.Error, ValueError) as exc:
+            if len(batch) == 1:
+                self._refused(conn, batch[0], exc)
+                return
+            log.warning("database refused a batch (%s); committing its messages one by one", exc)
+            for item in list(batch):
+                self._commit(conn, partitions, [item])
+                self._ack([item])
+                batch.remove(item)  # an outage now retries only the rest
+            return
+        self._account(batch, decoded)
+
+    def _write(
+        self, conn: psycopg.Connection[Any], partitions: ScanPartitions, decoded: _Decoded
+    ) -> None:
+        started = time.monotonic()
         with conn.transaction():
-            result = write_scans(conn, events, partitions)
-            for item, reason in dead:
+            result = write_scan_rows(conn, decoded.rows, decoded.days, partitions, self._merge_mode)
+            for item, reason in decoded.dead:
                 write_dead_letter(conn, item.topic, item.payload, reason)
+            upsert_agent_status(conn, [s.row() for s in decoded.statuses.values()])
+            upsert_device_health(conn, [h.row() for h in decoded.reports.values()])
+        metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
         a = self.accounts
-        a.messages_committed += len(batch) - len(dead)
-        a.messages_dead += len(dead)
         a.events_received += result.staged
         a.events_written += result.written
         a.events_duplicate += result.duplicates
-        metrics.MESSAGES.labels("committed").inc(len(batch) - len(dead))
-        metrics.MESSAGES.labels("dead_lettered").inc(len(dead))
+        metrics.EVENTS.labels("received").inc(result.staged)
         metrics.EVENTS.labels("written").inc(result.written)
         metrics.EVENTS.labels("duplicate").inc(result.duplicates)
-        if events:
-            metrics.BATCH_EVENTS.observe(len(events))
-            metrics.LAG.observe((datetime.now(UTC) - max(e.ts for e in events)).total_seconds())
-        for item, reason in dead:
+
+    def _refused(self, conn: psycopg.Connection[Any], item: _Received, exc: Exception) -> None:
+        """The database refused this one message: dead-letter it with the reason."""
+        reason = f"database refused the message: {exc.__class__.__name__}: {exc}"
+        with conn.transaction():
+            write_dead_letter(conn, item.topic, item.payload, reason[:2000])
+        decoded = _Decoded(dead=[(item, reason)])
+        self._account([item], decoded)
+
+    def _account(self, batch: list[_Received], decoded: _Decoded) -> None:
+        dead = len(decoded.dead)
+        a = self.accounts
+        a.messages_committed += len(batch) - dead
+        a.messages_dead += dead
+        a.health_reports += len(decoded.reports)
+        a.agent_statuses += len(decoded.statuses)
+        metrics.MESSAGES.labels("committed").inc(len(batch) - dead)
+        metrics.MESSAGES.labels("dead_lettered").inc(dead)
+        metrics.IN_FLIGHT.labels(self.settings.client_id).set(a.messages_in_flight)
+        committed_at = datetime.now(UTC)
+        for newest in decoded.newest:
+            metrics.READ_TO_COMMIT.observe((committed_at - newest).total_seconds())
+        if decoded.rows:
+            metrics.BATCH_EVENTS.observe(len(decoded.rows))
+            metrics.BATCH_MESSAGES.observe(len(batch))
+            self._period.batches += 1
+            self._period.events += len(decoded.rows)
+            lag = (committed_at - max(decoded.newest)).total_seconds()
+            metrics.LAG.observe(lag)
+            self._period.lag_s = lag
+        for item, reason in decoded.dead:
             log.warning("dead-lettered a message on %s: %s", item.topic, reason)
-        if self.on_commit is not None and events:
-            self.on_commit(events)
+
+
+class _Stopping(Exception):
+    """Raised inside the reconnect loop when the worker was told to stop."""

@@ -82,11 +82,17 @@ def cmd_edge(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.worker import IngestSettings, IngestWorker
 
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     worker = IngestWorker(
         IngestSettings(
             dsn=settings.dsn,
             broker=BrokerAddress.from_url(settings.mqtt_url, settings.mqtt_ca_file),
             client_id=args.client_id,
+            max_in_flight=args.max_in_flight,
+            report_every_s=args.report_every,
         )
     )
     stop = _stop_on_signals()
@@ -172,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="run an ingest worker")
     ingest.add_argument("--client-id", default="ingest-1")
+    ingest.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    ingest.add_argument("--metrics-host", default="127.0.0.1")
+    ingest.add_argument(
+        "--max-in-flight", type=int, default=400, help="unacked messages at most (Receive Maximum)"
+    )
+    ingest.add_argument(
+        "--report-every", type=float, default=10.0, help="seconds between accounting log lines"
+    )
     ingest.set_defaults(func=cmd_ingest)
 
     detect = sub.add_parser("detect", help="run the detection service")

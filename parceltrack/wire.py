@@ -139,7 +139,7 @@ def decode_batch(topic: str, payload: bytes, now: datetime | None = None) -> Sca
     try:
         batch = ScanBatch.model_validate_json(payload)
     except ValidationError as exc:
-        raise WireFormatError(_describe(exc)) from exc
+        raise WireFormatError(describe_error(exc)) from exc
     if (batch.site, batch.device) != where:
         raise WireFormatError(
             f"batch names site {batch.site!r} device {batch.device!r} "
@@ -158,7 +158,8 @@ def _check_events(batch: ScanBatch, now: datetime) -> None:
             raise WireFormatError(f"event {e.id} has an impossible timestamp {e.ts.isoformat()}")
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_error(exc: ValidationError) -> str:
+    """The first validation error, with where it is, and how many more there are."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "payload"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

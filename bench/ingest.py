@@ -1,0 +1,320 @@
+"""End-to-end ingest: scans/s from publish to committed rows, beside a raw COPY of the same rows.
+
+It starts a private PostgreSQL with durable defaults (fsync and synchronous
+commit on) and a private Mosquitto, then measures in one run:
+1. the ceiling: the same rows COPied straight into `scans` (no MQTT, no validation);
+2. sustained ingest: a publisher process floods batches of events at QoS 1, ingest
+   worker subprocesses validate and commit them; rate = events / (first publish to
+   last commit);
+3. latency: the publisher at a fixed rate, each message's events stamped when it
+   is published; percentiles of publish-to-commit from the workers' histogram.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ingest.migrations import migrate
+from ingest.store import SCAN_COPY_COLUMNS, scan_row
+from parceltrack import topics
+from parceltrack.config import BrokerAddress
+from parceltrack.events import EventKind, ScanEvent
+from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.services import PrivateMosquitto, PrivatePostgres, free_port
+from parceltrack.wire import encode_batch
+
+GOAL_RATE = 50_000.0
+GOAL_RATIO = 0.60
+GOAL_P99_S = 1.0
+_DEVICES = 8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the flood")
+    parser.add_argument("--per-message", type=int, default=500, help="events per MQTT message")
+    parser.add_argument("--workers", type=int, default=2, help="ingest worker processes")
+    parser.add_argument("--rate", type=float, default=10_000.0, help="latency phase, events/s")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--workdir", default=".local/bench-ingest", help="private services")
+
+
+def _events(device: str, boot: int, start: int, n: int, ts: datetime) -> list[ScanEvent]:
+    return [
+        ScanEvent(
+            device=device, boot=boot, seq=s, ts=ts + timedelta(microseconds=s), site="LHR1",
+            read_point=f"LHR1-{device}", kind=EventKind.READ, code="RR473124829GB",
+            symbology="]C0", tracking_id="RR473124829GB",
+        )
+        for s in range(start, start + n)
+    ]  # fmt: skip
+
+
+def _flood_payloads(events: int, per_message: int, ts: datetime) -> list[tuple[str, bytes]]:
+    messages = []
+    per_device = events // _DEVICES
+    for d in range(_DEVICES):
+        device = f"scan{d}"
+        for start in range(0, per_device, per_message):
+            n = min(per_message, per_device - start)
+            batch = _events(device, 1, start, n, ts)
+            messages.append(
+                (topics.events("LHR1", device), encode_batch("LHR1", device, "b", batch))
+            )
+    # Interleave devices, as several agents publishing at once would.
+    return [messages[i] for k in range(_DEVICES) for i in range(k, len(messages), _DEVICES)]
+
+
+def _publisher(url: str, mode: str, args: dict[str, Any], ready: Any, go: Any) -> None:
+    """The publisher process: flood pre-encoded batches, or publish at a fixed rate."""
+    client = make_client(f"bench-pub-{os.getpid()}", BrokerAddress.from_url(url))
+    client.max_inflight_messages_set(200)
+    connect(client)
+    client.loop_start()
+    wait_connected(client, 30)
+    if mode == "flood":
+        payloads = _flood_payloads(args["events"], args["per_message"], args["ts"])
+        ready.set()
+        go.wait()
+        infos = [client.publish(t, p, qos=1) for t, p in payloads]
+        for info in infos:
+            info.wait_for_publish(600)
+    else:
+        ready.set()
+        go.wait()
+        per_message, rate, seconds = args["per_message"], args["rate"], args["seconds"]
+        interval = per_message / rate
+        infos, seq, started = [], 0, time.monotonic()
+        while time.monotonic() - started < seconds:
+            due = started + (seq // per_message) * interval
+            time.sleep(max(0.0, due - time.monotonic()))
+            device = f"scan{(seq // per_message) % _DEVICES}"
+            batch = _events(device, 2, seq, per_message, datetime.now(UTC))
+            infos.append(
+                client.publish(
+                    topics.events("LHR1", device), encode_batch("LHR1", device, "b", batch), qos=1
+                )
+            )
+            seq += per_message
+        for info in infos:
+            info.wait_for_publish(60)
+    client.loop_stop()
+    client.disconnect()
+
+
+def _ceiling(dsn: str, events: int, ts: datetime) -> float:
+    """Rows/s of a raw COPY of the flood's rows into `scans` (commit every 50k rows)."""
+    rows = [
+        scan_row(e)
+        for d in range(_DEVICES)
+        for e in _events(f"scan{d}", 1, 0, events // _DEVICES, ts)
+    ]
+    cols = ", ".join(SCAN_COPY_COLUMNS)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        day = ts.astimezone(UTC).date()
+        lower = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS scans_{day:%Y%m%d} PARTITION OF scans FOR VALUES "
+            f"FROM ('{lower.isoformat()}') TO ('{(lower + timedelta(days=1)).isoformat()}')"
+        )
+        started = time.perf_counter()
+        for i in range(0, len(rows), 50_000):
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy(f"COPY scans ({cols}) FROM STDIN") as copy,
+            ):
+                for row in rows[i : i + 50_000]:
+                    copy.write_row(row)
+        return len(rows) / (time.perf_counter() - started)
+
+
+def _metrics(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def _sum(ports: list[int], key: str) -> float:
+    return sum(_metrics(p).get(key, 0.0) for p in ports)
+
+
+def _histogram(ports: list[int], name: str) -> list[tuple[float, float]]:
+    """Cumulative (upper bound, count) of a histogram summed over the workers."""
+    buckets: dict[float, float] = {}
+    for port in ports:
+        for key, value in _metrics(port).items():
+            if key.startswith(f"{name}_bucket"):
+                le = key.split('le="')[1].rstrip('"}')
+                bound = float("inf") if le == "+Inf" else float(le)
+                buckets[bound] = buckets.get(bound, 0.0) + value
+    return sorted(buckets.items())
+
+
+def _quantile(
+    q: float, before: list[tuple[float, float]], after: list[tuple[float, float]]
+) -> float:
+    """Like PromQL's histogram_quantile, over the counts added between two scrapes."""
+    old = dict(before)
+    cumulative = [(le, count - old.get(le, 0.0)) for le, count in after]
+    total = cumulative[-1][1] if cumulative else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, count in cumulative:
+        if count >= rank:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = le, count
+    return lower
+
+
+def _start_workers(
+    n: int, dsn: str, url: str, logdir: Path
+) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
+    procs, ports = [], []
+    for i in range(n):
+        port = free_port()
+        env = dict(os.environ, PARCELTRACK_DSN=dsn, PARCELTRACK_MQTT_URL=url)
+        log = (logdir / f"ingest-{i}.log").open("ab")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "parceltrack.cli", "ingest", "--client-id",
+                 f"bench-ingest-{i}", "--metrics-port", str(port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        )  # fmt: skip
+        ports.append(port)
+    deadline = time.monotonic() + 60
+    while not all(_metrics(p) for p in ports):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ingest workers did not start; see {logdir}")
+        time.sleep(0.2)
+    time.sleep(1.0)  # subscribed
+    return procs, ports
+
+
+def _publish(url: str, mode: str, args: dict[str, Any]) -> tuple[mp.process.BaseProcess, Any]:
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_publisher, args=(url, mode, args, ready, go))
+    proc.start()
+    if not ready.wait(600):
+        raise RuntimeError("the publisher did not get ready")
+    return proc, go
+
+
+def _wait_written(ports: list[int], target: float, timeout: float) -> float:
+    key = 'parceltrack_ingest_events_total{outcome="written"}'
+    deadline = time.monotonic() + timeout
+    while (written := _sum(ports, key)) < target:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {written:.0f} of {target:.0f} events written in time")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(args.workdir).absolute() / f"run-{os.getpid()}"
+    pg = PrivatePostgres(root / "postgres", fast=False)  # durable, as in production
+    broker = PrivateMosquitto(root / "mosquitto")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        pg.start()
+        broker.start()
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE ceiling")
+            conn.execute("CREATE DATABASE ingest")
+        migrate(pg.dsn("ceiling"))
+        migrate(pg.dsn("ingest"))
+        ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+        events = args.events - args.events % (_DEVICES * args.per_message)
+
+        print(f"raw COPY of {events} rows into scans ...", flush=True)
+        ceiling = _ceiling(pg.dsn("ceiling"), events, ts)
+        print(f"  ceiling: {ceiling:,.0f} rows/s", flush=True)
+
+        procs, ports = _start_workers(args.workers, pg.dsn("ingest"), broker.url, root)
+        flood = {"events": events, "per_message": args.per_message, "ts": ts}
+        print(f"encoding {events} events for the flood ...", flush=True)
+        publisher, go = _publish(broker.url, "flood", flood)
+        started = time.monotonic()
+        go.set()
+        finished = _wait_written(ports, events, 900)
+        publisher.join(60)
+        rate = events / (finished - started)
+        print(f"  ingest: {rate:,.0f} scans/s with {args.workers} worker(s)", flush=True)
+
+        name = "parceltrack_ingest_read_to_commit_seconds"
+        before = _histogram(ports, name)
+        steady = {
+            "per_message": args.per_message,
+            "rate": args.rate,
+            "seconds": args.latency_seconds,
+        }
+        print(
+            f"publishing {args.rate:,.0f} scans/s for {args.latency_seconds:.0f}s ...", flush=True
+        )
+        publisher, go = _publish(broker.url, "rate", steady)
+        go.set()
+        publisher.join(args.latency_seconds + 120)
+        expected = (
+            events + int(args.rate * args.latency_seconds) // args.per_message * args.per_message
+        )
+        _wait_written(ports, expected * 0.99, 120)
+        time.sleep(1.0)
+        after = _histogram(ports, name)
+        p50, p95, p99 = (_quantile(q, before, after) for q in (0.5, 0.95, 0.99))
+
+        ratio = rate / ceiling
+        load = os.getloadavg()
+        print()
+        print(
+            f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} (shared with other work)"
+        )
+        print(f"raw COPY ceiling          {ceiling:>10,.0f} rows/s")
+        print(f"end-to-end ingest         {rate:>10,.0f} scans/s  ({args.workers} workers, "
+              f"{args.per_message} events/message)")  # fmt: skip
+        print(f"ratio to the ceiling      {ratio:>10.0%}")
+        print(f"publish-to-commit at {args.rate:,.0f}/s: p50 {p50 * 1000:.0f} ms, "
+              f"p95 {p95 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")  # fmt: skip
+        goals = [
+            (f"sustained >= {GOAL_RATE:,.0f} scans/s", rate >= GOAL_RATE),
+            (f"ratio >= {GOAL_RATIO:.0%} of the ceiling", ratio >= GOAL_RATIO),
+            (f"p99 < {GOAL_P99_S:.0f} s at {args.rate:,.0f}/s", p99 < GOAL_P99_S),
+        ]
+        for goal, met in goals:
+            print(f"  {'met' if met else 'NOT met'}: {goal}")
+        return 0
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        broker.destroy()
+        pg.destroy()
+        shutil.rmtree(root, ignore_errors=True)
