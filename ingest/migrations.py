@@ -293,6 +293,81 @@ MIGRATIONS: tuple[Migration, ...] = (
         {_SITE_THROUGHPUT}
         """,
     ),
+    Migration(
+        40,
+        "detection: alert episodes, windows, thresholds, transit statistics, ETA",
+        common="""
+        -- The condition episode an alert is about (the parcel's read point and the time
+        -- it arrived there, or the device and when it fell silent). One alert per
+        -- episode ever: a restart that sees the same condition again opens nothing.
+        ALTER TABLE alerts ADD COLUMN episode text;
+        CREATE UNIQUE INDEX alerts_one_per_episode ON alerts (fingerprint, episode)
+            WHERE episode IS NOT NULL;
+        CREATE INDEX alerts_live_kind ON alerts (kind) WHERE state <> 'resolved';
+        -- A parcel back in the state after a long absence: are its alerts still live?
+        CREATE INDEX alerts_live_parcel ON alerts (tracking_id) WHERE state <> 'resolved';
+        -- The detector follows new scans by the time they were stored.
+        CREATE INDEX scans_ingested ON scans (ingested_at);
+
+        -- Missing: no read anywhere for this long after the parcel was expected at its
+        -- next stage; per site, and per service class and stage where a row names them
+        -- (more specific rows win).
+        CREATE TABLE missing_windows (
+            site_id       text NOT NULL REFERENCES sites,
+            service_class text REFERENCES service_classes,
+            stage         text,
+            window_s      double precision NOT NULL CHECK (window_s > 0)
+        );
+        CREATE UNIQUE INDEX missing_windows_key
+            ON missing_windows (site_id, coalesce(service_class, ''), coalesce(stage, ''));
+        -- Device silence and no-read spikes, per site.
+        CREATE TABLE device_thresholds (
+            site_id     text PRIMARY KEY REFERENCES sites,
+            silence_s   double precision NOT NULL DEFAULT 60 CHECK (silence_s > 0),
+            bin_s       double precision NOT NULL DEFAULT 10 CHECK (bin_s > 0),
+            window_bins integer NOT NULL DEFAULT 6 CHECK (window_bins > 0),
+            bins        integer NOT NULL DEFAULT 60 CHECK (bins > window_bins),
+            open_rate   double precision NOT NULL DEFAULT 0.2,
+            close_rate  double precision NOT NULL DEFAULT 0.1,
+            jump        double precision NOT NULL DEFAULT 3,
+            min_reads   integer NOT NULL DEFAULT 20,
+            min_noreads integer NOT NULL DEFAULT 8,
+            CHECK (close_rate < open_rate)
+        );
+        -- Learned from history by the detector: time from arriving at a stage to
+        -- arriving at the next, per site, stage and service class.
+        CREATE TABLE stage_transit_stats (
+            site_id       text NOT NULL,
+            stage         text NOT NULL,
+            service_class text NOT NULL,
+            samples       integer NOT NULL,
+            p50_s         double precision NOT NULL,
+            p90_s         double precision NOT NULL,
+            updated_at    timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (site_id, stage, service_class)
+        );
+        -- Per active parcel, written by the detector: where it is, when it is expected
+        -- at the next stage, and when at the site's last stage (median and p90).
+        CREATE TABLE parcel_eta (
+            tracking_id   text PRIMARY KEY,
+            site_id       text NOT NULL,
+            read_point_id text NOT NULL,
+            stage         text NOT NULL,
+            entered_at    timestamptz NOT NULL,
+            next_stage    text,
+            next_due      timestamptz,
+            eta           timestamptz,
+            eta_p90       timestamptz,
+            delivery_due  timestamptz,
+            updated_at    timestamptz NOT NULL DEFAULT now()
+        );
+        -- How far the detector has published alert_events on MQTT.
+        CREATE TABLE alert_publish_cursor (
+            publisher text PRIMARY KEY,
+            event_id  bigint NOT NULL
+        );
+        """,
+    ),
 )
 
 

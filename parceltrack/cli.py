@@ -107,9 +107,18 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
+    from detect.reference import DetectConfig
     from detect.service import Detector, DetectSettings
 
-    detector = Detector(DetectSettings(dsn=settings.dsn, overdue_after_s=args.overdue_after))
+    config = DetectConfig(
+        default_stage_s=args.overdue_after,
+        default_missing_s=args.missing_after,
+        skew_tolerance_s=args.skew_tolerance,
+    )
+    broker = None if args.no_mqtt else BrokerAddress.from_url(settings.mqtt_url)
+    detector = Detector(
+        DetectSettings(dsn=settings.dsn, broker=broker, config=config, tick_s=args.tick)
+    )
     detector.run(_stop_on_signals())
     return 0
 
@@ -193,8 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--overdue-after",
         type=float,
         default=30.0,
-        help="seconds without a read at the next read point",
+        help="stage standard (s) where stage_standards has none for a site, stage and class",
     )
+    detect.add_argument(
+        "--missing-after",
+        type=float,
+        default=30.0,
+        help="missing window (s) after the stage deadline where missing_windows has none",
+    )
+    detect.add_argument("--tick", type=float, default=1.0, help="seconds between ticks (<= 1)")
+    detect.add_argument(
+        "--skew-tolerance", type=float, default=1.0, help="device clock disagreement (s)"
+    )
+    detect.add_argument("--no-mqtt", action="store_true", help="do not publish alerts on MQTT")
     detect.set_defaults(func=cmd_detect)
 
     api = sub.add_parser("api", help="serve the HTTP API")

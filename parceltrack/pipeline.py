@@ -78,6 +78,7 @@ class Pipeline:
     api_port: int = 0
     fast_db: bool = True
     overdue_after_s: float = 30.0
+    missing_after_s: float = 30.0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -149,7 +150,14 @@ class Pipeline:
 
     def start_processes(self) -> None:
         self.spawn("ingest", "ingest")
-        self.spawn("detect", "detect", "--overdue-after", str(self.overdue_after_s))
+        self.spawn(
+            "detect",
+            "detect",
+            "--overdue-after",
+            str(self.overdue_after_s),
+            "--missing-after",
+            str(self.missing_after_s),
+        )
         self.spawn("api", "api", "--port", str(self.api_port))
         # The simulator makes the ports, then waits for the clock file: pyserial drops
         # what a port holds when it opens it, so playing starts only once every agent

@@ -22,9 +22,10 @@ SPEED = 10.0
 
 @pytest.fixture(scope="module")
 def pipeline(services_dir: Path) -> Iterator[Pipeline]:
+    # Stage standard 6 s > the slowest transit (36 s) at 10x; missing 4 s after that.
     p = Pipeline(
-        services_dir / "e2e", SCENARIO, speed=SPEED, overdue_after_s=6.0
-    )  # > the slowest transit (36 s) at 10x
+        services_dir / "e2e", SCENARIO, speed=SPEED, overdue_after_s=6.0, missing_after_s=4.0
+    )
     p.start()
     yield p
     p.stop()
@@ -80,14 +81,36 @@ def test_a_simulated_parcel_is_found_through_http(pipeline: Pipeline) -> None:
     assert body["last_location"]["zone"] == "door"  # type: ignore[index]
 
 
-def test_lost_parcels_raise_overdue_alerts(pipeline: Pipeline) -> None:
-    """Every parcel lost after a read point gets exactly one open overdue alert there."""
+def test_lost_parcels_raise_missing_alerts(pipeline: Pipeline) -> None:
+    """Every parcel lost after a read point gets exactly one missing alert there, and no
+    parcel that went through is reported missing or delayed."""
     lost = {f.tracking_id: f.read_point for f in SCENARIO.faults if f.kind == "lost"}
     assert lost, "the scenario must inject at least one lost parcel"
-    _wait_rows(pipeline.dsn, "SELECT count(*) FROM alerts", len(lost), 60)
+    _wait_rows(pipeline.dsn, "SELECT count(*) FROM alerts WHERE kind = 'missing'", len(lost), 90)
     with psycopg.connect(pipeline.dsn) as conn:
         rows = conn.execute(
-            "SELECT tracking_id, read_point_id FROM alerts WHERE kind = 'overdue'"
+            "SELECT tracking_id, read_point_id FROM alerts WHERE kind = 'missing'"
+        ).fetchall()
+        delayed = conn.execute(
+            "SELECT DISTINCT tracking_id FROM alerts WHERE kind = 'delay'"
         ).fetchall()
     assert dict(rows) == lost
     assert len(rows) == len(lost)
+    assert {t for (t,) in delayed} <= set(lost)
+
+
+def test_every_alert_change_is_published_on_mqtt(pipeline: Pipeline) -> None:
+    """The detector's publisher gets a PUBACK for every logged alert change."""
+    _wait_rows(pipeline.dsn, "SELECT count(*) FROM alerts", 1, 90)
+    deadline = time.monotonic() + 30
+    while True:
+        with psycopg.connect(pipeline.dsn) as conn:
+            logged = conn.execute("SELECT max(event_id) FROM alert_events").fetchone()
+            published = conn.execute(
+                "SELECT event_id FROM alert_publish_cursor WHERE publisher = 'detect'"
+            ).fetchone()
+        if (published and logged and published[0] >= logged[0]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert logged is not None and logged[0] is not None
+    assert published is not None and published[0] >= logged[0]

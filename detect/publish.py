@@ -1,0 +1,94 @@
+"""Alerts on MQTT: `parceltrack/v1/{site}/alerts`, QoS 1, from the alert event log.
+
+The publisher tails `alert_events` (written by the trigger on `alerts`) and moves
+its cursor in `alert_publish_cursor` only after the broker acknowledged (PUBACK),
+so a restart or a broker outage delays alerts but loses none (a crash between
+PUBACK and the cursor update sends one again: at least once, as QoS 1 is).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import psycopg
+import stamina
+
+from parceltrack import topics
+from parceltrack.config import BrokerAddress
+from parceltrack.mqtt import connect, make_client, wait_connected
+
+log = logging.getLogger(__name__)
+
+PUBLISHER = "detect"
+
+
+def payload(event_id: int, change: str, alert: dict[str, Any]) -> bytes:
+    """The message body: the change, its event id, and the alert row as JSON."""
+    return json.dumps(
+        {"event_id": event_id, "change": change, "alert": alert}, separators=(",", ":")
+    ).encode()
+
+
+def topic_for(alert: dict[str, Any]) -> str:
+    site = str(alert.get("site_id") or "")
+    return topics.alerts(site if topics.valid_segment(site) else "unknown")
+
+
+class AlertPublisher:
+    def __init__(self, dsn: str, broker: BrokerAddress, interval_s: float = 0.5) -> None:
+        self.dsn = dsn
+        self.broker = broker
+        self.interval_s = interval_s
+        self.published = 0
+
+    @stamina.retry(on=psycopg.OperationalError, attempts=None, timeout=None, wait_max=5.0)
+    def run(self, stop: threading.Event) -> None:
+        client = make_client("parceltrack-detect-alerts", self.broker)
+        client.loop_start()
+        connect(client)
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                while not stop.is_set():
+                    if client.is_connected() or wait_connected(client, 2.0):
+                        self.drain(conn, client)
+                    stop.wait(self.interval_s)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    def drain(self, conn: psycopg.Connection[Any], client: Any, batch: int = 500) -> int:
+        row = conn.execute(
+            "SELECT event_id FROM alert_publish_cursor WHERE publisher = %s", (PUBLISHER,)
+        ).fetchone()
+        cursor = int(row[0]) if row else 0
+        rows = conn.execute(
+            "SELECT event_id, change, alert FROM alert_events WHERE event_id > %s "
+            "ORDER BY event_id LIMIT %s",
+            (cursor, batch),
+        ).fetchall()
+        if not rows:
+            return 0
+        infos = [
+            (int(eid), client.publish(topic_for(alert), payload(int(eid), change, alert), qos=1))
+            for eid, change, alert in rows
+        ]
+        done = cursor
+        for eid, info in infos:
+            try:
+                info.wait_for_publish(timeout=10)
+            except (RuntimeError, ValueError):
+                break
+            if not info.is_published():
+                break
+            done = eid
+        if done > cursor:
+            conn.execute(
+                "INSERT INTO alert_publish_cursor (publisher, event_id) VALUES (%s, %s) "
+                "ON CONFLICT (publisher) DO UPDATE SET event_id = EXCLUDED.event_id",
+                (PUBLISHER, done),
+            )
+            self.published += sum(1 for eid, _ in infos if eid <= done)
+        return done - cursor
