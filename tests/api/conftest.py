@@ -62,7 +62,8 @@ def seed(dsn: str) -> Seeded:
     manifest = {m.tracking_id: m for m in SCENARIO.manifest}
     ids = list(manifest)
     in_sorting, on_conveyor, dispatched, missorted, accepted = ids[:5]
-    plan = SCENARIO.sort_plan
+    # The site's first sort plan version: destination -> chute read point.
+    plan = {e.destination: e.chute for e in SCENARIO.sort_plans[0].entries}
     right = plan[manifest[dispatched].destination]
     door = right.replace("CHU", "DOR")
     wrong = next(c for d, c in plan.items() if d != manifest[missorted].destination)
