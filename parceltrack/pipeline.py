@@ -79,7 +79,12 @@ class Pipeline:
     fast_db: bool = True
     overdue_after_s: float = 30.0
     missing_after_s: float = 30.0
+    ingest_workers: int = 1  # "ingest" (client id ingest-1), "ingest-2", ...
+    # False: the caller plays the scenario itself (its ScannerBank must make the ports
+    # before start_processes); the pipeline still writes the playback clock.
+    spawn_sim: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.absolute()
@@ -146,10 +151,19 @@ class Pipeline:
             start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop them in order
         )
         self.processes[name] = proc
+        self.commands[name] = args
         return proc
 
+    def respawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start a process again exactly as it was started (same client id, config)."""
+        return self.spawn(name, *self.commands[name])
+
+    def ingest_names(self) -> list[str]:
+        return ["ingest" if i == 0 else f"ingest-{i + 1}" for i in range(self.ingest_workers)]
+
     def start_processes(self) -> None:
-        self.spawn("ingest", "ingest")
+        for i, name in enumerate(self.ingest_names()):
+            self.spawn(name, "ingest", "--client-id", f"ingest-{i + 1}")
         self.spawn(
             "detect",
             "detect",
@@ -164,20 +178,8 @@ class Pipeline:
         # has opened its devices.
         clock_file = self.workdir / "clock.json"
         clock_file.unlink(missing_ok=True)
-        self.spawn(
-            "sim",
-            "sim",
-            "play",
-            "--scenario",
-            str(self.workdir / "scenario.json"),
-            "--port-dir",
-            str(self.port_dir),
-            "--speed",
-            str(self.speed),
-            "--clock-from",
-            str(clock_file),
-            "--quiet",
-        )
+        if self.spawn_sim:
+            self._spawn_sim(clock_file)
         devices = {rp.device for rp in self.scenario.read_points}
         self._wait_for(
             lambda: all((self.port_dir / d).exists() for d in devices), "the virtual ports"
@@ -196,6 +198,21 @@ class Pipeline:
             self.scenario.truth_lines(self.clock.start, self.clock.speed)
         )
         self.clock.save(clock_file)
+
+    def _spawn_sim(self, clock_file: Path) -> None:
+        self.spawn(
+            "sim",
+            "play",
+            "--scenario",
+            str(self.workdir / "scenario.json"),
+            "--port-dir",
+            str(self.port_dir),
+            "--speed",
+            str(self.speed),
+            "--clock-from",
+            str(clock_file),
+            "--quiet",
+        )
 
     def _wait_for(self, ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
