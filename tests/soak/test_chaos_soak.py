@@ -175,11 +175,13 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
     health = HealthWatch(BrokerAddress.from_url(p.mosquitto.url))
     edge_devices = {rp.device for rp in scenario.read_points}
     survived: list[tuple[str, str]] = []
-    step = max(duration / 7, 8.0)
+    # Four gaps between five faults, about 20 s of fault handling: all under load.
+    step = max((duration - 20) / 5, 2.0)
     try:
         # 1. Broker outage; the agent is killed -9 with the outage's backlog in its
         #    outbox, comes back while the broker is still down, and replays it.
         time.sleep(step)
+        assert player.is_alive(), "playback ended before this fault"
         before = count_scans(p.dsn)
         p.mosquitto.stop()
         time.sleep(3)
@@ -195,18 +197,21 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
         survived.append(("edge agent kill -9 with outbox backlog", f"{held} reads held"))
         # 2. Database outage.
         time.sleep(step)
+        assert player.is_alive(), "playback ended before this fault"
         p.postgres.stop()
         time.sleep(3)
         p.postgres.start()
         survived.append(("PostgreSQL stop/start, 3 s down", ""))
         # 3. An ingest worker killed -9, started again under the same client id.
         time.sleep(step)
+        assert player.is_alive(), "playback ended before this fault"
         p.stop_process("ingest-2", signal.SIGKILL)
         time.sleep(2)
         p.respawn("ingest-2")
         survived.append(("ingest-2 kill -9, restarted as ingest-2", ""))
         # 4. A scanner's cable out and back in.
         time.sleep(step)
+        assert player.is_alive(), "playback ended before this fault"
         device = scenario.read_points[1].device
         bank.hold({device})
         bank.unplug(device)
@@ -232,16 +237,21 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
 
     # Alerts: each injected parcel fault the detector knows, exactly once per kind.
     truth = [f for f in scenario.faults if f.kind in EXPECTED_ALERTS]
-    wanted = Counter((f.tracking_id, k) for f in truth for k in EXPECTED_ALERTS[f.kind])
+    # An alert is the fault's when it is about the parcel, of the kind, at the fault's
+    # read point (where it was held, last seen, or mis-sorted). Outages may add other
+    # episodes for a parcel (its next read late to arrive): counted, reported, allowed.
+    wanted = Counter(
+        (f.tracking_id, k, f.read_point) for f in truth for k in EXPECTED_ALERTS[f.kind]
+    )
     last_detectable = max((f.detectable_at_s for f in truth), default=0.0) / SPEED
     alert_deadline = p.clock.start.timestamp() + last_detectable + 60
 
-    def alerts() -> Counter[tuple[str, str]]:
+    def alerts() -> Counter[tuple[str, str, str]]:
         with psycopg.connect(p.dsn) as conn:
             got = conn.execute(
-                "SELECT tracking_id, kind FROM alerts WHERE tracking_id IS NOT NULL"
+                "SELECT tracking_id, kind, read_point_id FROM alerts WHERE tracking_id IS NOT NULL"
             ).fetchall()
-        return Counter((str(t), str(k)) for t, k in got)
+        return Counter((str(t), str(k), str(r)) for t, k, r in got)
 
     while time.time() < alert_deadline and any(alerts()[w] < 1 for w in wanted):
         p.check_alive()
@@ -266,7 +276,8 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
         f"duplicates absorbed by ingest {duplicates}, lost {lost}, stored twice {extra}",
         f"parcel faults {len(truth)}, alerts wanted {sum(wanted.values())}, "
         f"missing {sum(1 for w in wanted if got[w] == 0)}, "
-        f"doubled {sum(1 for w in wanted if got[w] > 1)}",
+        f"doubled {sum(1 for w in wanted if got[w] > 1)}; other parcel alerts "
+        f"{sum(got.values()) - sum(min(got[w], 1) for w in wanted)}",
         *(
             f"  ingest {a[0]}: messages received {a[1]} = committed {a[2]} + dead {a[3]}"
             f" (+ in flight {a[4]}); events received {a[5]} = written {a[6]} + dup {a[7]}"
