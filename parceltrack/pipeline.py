@@ -16,15 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import paho.mqtt.client as mqtt
 import psycopg
 
+from edge.config import load_agent_config
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import Scenario
 from ingest.migrations import migrate
 from ingest.reference import load_layout, load_manifest, load_standards
 from parceltrack import topics
+from parceltrack.acl import render_acl
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import ServiceError
 from parceltrack.mqtt import connect, make_client, wait_connected
@@ -83,13 +86,25 @@ class Pipeline:
     # False: the caller plays the scenario itself (its ScannerBank must make the ports
     # before start_processes); the pipeline still writes the playback clock.
     spawn_sim: bool = True
+    # Broker user -> password: Mosquitto then refuses anonymous clients and applies
+    # the ACL (parceltrack.acl); each process connects as its own user ("ingest",
+    # "detect", "api", and each agent by its id). None: an open broker.
+    broker_passwords: dict[str, str] | None = None
+    api_admin_key: str | None = None  # PARCELTRACK_API_ADMIN_KEY for the API
+    verbose: bool = False  # every process logs at DEBUG
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.absolute()
         self.postgres = PrivatePostgres(self.workdir / "postgres", fast=self.fast_db)
-        self.mosquitto = PrivateMosquitto(self.workdir / "mosquitto")
+        extra = ""
+        if self.broker_passwords is not None:
+            extra = (
+                f"password_file {self.workdir / 'broker.passwd'}\n"
+                f"acl_file {self.workdir / 'broker.acl'}\nlog_type all"
+            )
+        self.mosquitto = PrivateMosquitto(self.workdir / "mosquitto", extra_conf=extra)
         self.port_dir = self.workdir / "dev"
         self.logs = self.workdir / "logs"
         if not self.api_port:
@@ -103,16 +118,52 @@ class Pipeline:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def env(self) -> dict[str, str]:
-        return {
+    def broker_url(self, user: str | None = None) -> str:
+        """The broker's URL, with `user`'s credentials when the broker has a password file."""
+        if self.broker_passwords is None or user is None:
+            return self.mosquitto.url
+        password = quote(self.broker_passwords[user], safe="")
+        return self.mosquitto.url.replace("mqtt://", f"mqtt://{quote(user, safe='')}:{password}@")
+
+    def env(self, user: str | None = None) -> dict[str, str]:
+        env = {
             **os.environ,
             "PARCELTRACK_DSN": self.dsn,
-            "PARCELTRACK_MQTT_URL": self.mosquitto.url,
+            "PARCELTRACK_MQTT_URL": self.broker_url(user),
         }
+        if self.api_admin_key is not None:
+            env["PARCELTRACK_API_ADMIN_KEY"] = self.api_admin_key
+        return env
+
+    def _write_broker_security(self) -> None:
+        """Password file (mosquitto_passwd hashes it) and ACL from the agents' configs."""
+        assert self.broker_passwords is not None
+        passwd = self.workdir / "broker.passwd"
+        passwd.write_text("")
+        for user, password in self.broker_passwords.items():
+            subprocess.run(
+                ["mosquitto_passwd", "-b", str(passwd), user, password],
+                check=True,
+                capture_output=True,
+            )
+        configs = [
+            load_agent_config(self.workdir / self.agent_config(i, name))
+            for i, name in enumerate(self.agents())
+        ]
+        (self.workdir / "broker.acl").write_text(render_acl(configs))
 
     def start_services(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        for i, (name, site) in enumerate(self.agents().items()):
+            stem = "" if i == 0 else f"{name}."
+            (self.workdir / self.agent_config(i, name)).write_text(
+                agent_toml(
+                    self.scenario, self.port_dir, self.workdir / f"{stem}outbox.sqlite", name, site
+                )
+            )
+        if self.broker_passwords is not None:
+            self._write_broker_security()
         self.postgres.start()
         self.mosquitto.start()
         create_database(self.postgres.dsn(), "parceltrack")
@@ -122,13 +173,6 @@ class Pipeline:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             load_layout(conn, self.scenario)
             load_manifest(conn, self.scenario.manifest, self.scenario.site)
-        for i, (name, site) in enumerate(self.agents().items()):
-            stem = "" if i == 0 else f"{name}."
-            (self.workdir / self.agent_config(i, name)).write_text(
-                agent_toml(
-                    self.scenario, self.port_dir, self.workdir / f"{stem}outbox.sqlite", name, site
-                )
-            )
 
     @staticmethod
     def agent_config(i: int, name: str) -> str:
@@ -142,9 +186,10 @@ class Pipeline:
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         out = (self.logs / f"{name}.log").open("ab")
+        verbose = ("-v",) if self.verbose else ()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parceltrack.cli", *args],
-            env=self.env(),
+            [sys.executable, "-m", "parceltrack.cli", *verbose, *args],
+            env=self.env(self._broker_user(name)),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -153,6 +198,16 @@ class Pipeline:
         self.processes[name] = proc
         self.commands[name] = args
         return proc
+
+    def _broker_user(self, process: str) -> str | None:
+        """Who a process is on the broker: ingest workers share "ingest"; an edge
+        process is its agent."""
+        if process.startswith("ingest"):
+            return "ingest"
+        if process.startswith("edge"):
+            sites = list(self.agents())
+            return sites[0] if process == "edge" else f"agent-{process.removeprefix('edge-')}"
+        return process if process in ("detect", "api") else None
 
     def respawn(self, name: str) -> subprocess.Popen[bytes]:
         """Start a process again exactly as it was started (same client id, config)."""
@@ -202,6 +257,7 @@ class Pipeline:
     def _spawn_sim(self, clock_file: Path) -> None:
         self.spawn(
             "sim",
+            "sim",
             "play",
             "--scenario",
             str(self.workdir / "scenario.json"),
@@ -231,7 +287,10 @@ class Pipeline:
                 body = json.loads(msg.payload)
                 connected[str(body["device"])] = bool(body["connected"])
 
-        client = make_client(f"pipeline-{os.getpid()}", BrokerAddress.from_url(self.mosquitto.url))
+        # Health is what ingest reads: the pipeline watches with ingest's credentials.
+        client = make_client(
+            f"pipeline-{os.getpid()}", BrokerAddress.from_url(self.broker_url("ingest"))
+        )
         client.on_message = on_message
         connect(client)
         client.loop_start()
