@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from ingest.migrations import migrate
-from ingest.store import SCAN_COPY_COLUMNS, scan_row
+from ingest.store import copy_scan_rows, scan_row
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _events(device: str, boot: int, start: int, n: int, ts: datetime) -> list[ScanEvent]:
     return [
         ScanEvent(
-            device=device, boot=boot, seq=s, ts=ts + timedelta(microseconds=s), site="LHR1",
+            device=device, boot=boot, seq=s, ts=ts + timedelta(microseconds=s - start),
+            site="LHR1",
             read_point=f"LHR1-{device}", kind=EventKind.READ, code="RR473124829GB",
             symbology="]C0", tracking_id="RR473124829GB",
         )
@@ -62,17 +63,23 @@ def _events(device: str, boot: int, start: int, n: int, ts: datetime) -> list[Sc
     ]  # fmt: skip
 
 
-def _flood_payloads(events: int, per_message: int, ts: datetime) -> list[tuple[str, bytes]]:
-    messages = []
+def _flood_batches(events: int, per_message: int, ts: datetime) -> list[list[ScanEvent]]:
+    """The flood's events, one list per message; the ceiling COPies the same ones."""
+    batches = []
     per_device = events // _DEVICES
     for d in range(_DEVICES):
-        device = f"scan{d}"
         for start in range(0, per_device, per_message):
             n = min(per_message, per_device - start)
-            batch = _events(device, 1, start, n, ts)
-            messages.append(
-                (topics.events("LHR1", device), encode_batch("LHR1", device, "b", batch))
-            )
+            batches.append(_events(f"scan{d}", 1, start, n, ts))
+    return batches
+
+
+def _flood_payloads(events: int, per_message: int, ts: datetime) -> list[tuple[str, bytes]]:
+    messages = []
+    for batch in _flood_batches(events, per_message, ts):
+        device = batch[0].device
+        payload = encode_batch("LHR1", device, "b", batch)
+        messages.append((topics.events("LHR1", device), payload))
     # Interleave devices, as several agents publishing at once would.
     return [messages[i] for k in range(_DEVICES) for i in range(k, len(messages), _DEVICES)]
 
@@ -114,14 +121,12 @@ def _publisher(url: str, mode: str, args: dict[str, Any], ready: Any, go: Any) -
     client.disconnect()
 
 
-def _ceiling(dsn: str, events: int, ts: datetime) -> float:
-    """Rows/s of a raw COPY of the flood's rows into `scans` (commit every 50k rows)."""
-    rows = [
-        scan_row(e)
-        for d in range(_DEVICES)
-        for e in _events(f"scan{d}", 1, 0, events // _DEVICES, ts)
-    ]
-    cols = ", ".join(SCAN_COPY_COLUMNS)
+def _ceiling(dsn: str, events: int, per_message: int, ts: datetime) -> float:
+    """Rows/s of a raw COPY of the flood's rows into `scans` (commit every 50k rows).
+
+    The same binary COPY the ingest uses, so the ratio compares like with like.
+    """
+    rows = [scan_row(e) for batch in _flood_batches(events, per_message, ts) for e in batch]
     with psycopg.connect(dsn, autocommit=True) as conn:
         day = ts.astimezone(UTC).date()
         lower = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -131,13 +136,8 @@ def _ceiling(dsn: str, events: int, ts: datetime) -> float:
         )
         started = time.perf_counter()
         for i in range(0, len(rows), 50_000):
-            with (
-                conn.transaction(),
-                conn.cursor() as cur,
-                cur.copy(f"COPY scans ({cols}) FROM STDIN") as copy,
-            ):
-                for row in rows[i : i + 50_000]:
-                    copy.write_row(row)
+            with conn.transaction(), conn.cursor() as cur:
+                copy_scan_rows(cur, "scans", rows[i : i + 50_000])
         return len(rows) / (time.perf_counter() - started)
 
 
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         events = args.events - args.events % (_DEVICES * args.per_message)
 
         print(f"raw COPY of {events} rows into scans ...", flush=True)
-        ceiling = _ceiling(pg.dsn("ceiling"), events, ts)
+        ceiling = _ceiling(pg.dsn("ceiling"), events, args.per_message, ts)
         print(f"  ceiling: {ceiling:,.0f} rows/s", flush=True)
 
         procs, ports = _start_workers(args.workers, pg.dsn("ingest"), broker.url, root)

@@ -33,6 +33,12 @@ SCAN_COPY_COLUMNS = (
     "last_seen", "direction",
 )  # fmt: skip
 _COLS = ", ".join(SCAN_COPY_COLUMNS)
+# COPY in binary: the client skips formatting timestamps as text and the server
+# skips parsing them (a third of the client's CPU per row, measured).
+SCAN_COPY_TYPES = (
+    "timestamptz", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+    "real", "smallint", "integer", "timestamptz", "timestamptz", "text",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +145,19 @@ def write_scan_rows(
     if mode is not None and mode.want_copy():
         try:
             with conn.transaction(), conn.cursor() as cur:  # a savepoint
-                _copy(cur, "scans", rows)
+                copy_scan_rows(cur, "scans", rows)
             return WriteResult(staged=len(rows), written=len(rows))
         except errors.UniqueViolation:
             mode.conflicted()
     return _merge(conn, rows)
 
 
-def _copy(cur: psycopg.Cursor[Any], table: str, rows: Sequence[tuple[object, ...]]) -> None:
-    with cur.copy(f"COPY {table} ({_COLS}) FROM STDIN") as copy:
+def copy_scan_rows(
+    cur: psycopg.Cursor[Any], table: str, rows: Sequence[tuple[object, ...]]
+) -> None:
+    """COPY rows (SCAN_COPY_COLUMNS order) into `table`, in binary."""
+    with cur.copy(f"COPY {table} ({_COLS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(SCAN_COPY_TYPES)
         for row in rows:
             copy.write_row(row)
 
@@ -158,7 +168,7 @@ def _merge(conn: psycopg.Connection[Any], rows: Sequence[tuple[object, ...]]) ->
         "(LIKE scans INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     with conn.cursor() as cur:
-        _copy(cur, "scans_stage", rows)
+        copy_scan_rows(cur, "scans_stage", rows)
         cur.execute(
             f"INSERT INTO scans ({_COLS}) SELECT {_COLS} FROM scans_stage ON CONFLICT DO NOTHING"
         )
@@ -225,8 +235,9 @@ def upsert_agent_status(
         )
 
 
-def batch_rows(batch: ScanBatch) -> tuple[list[tuple[object, ...]], set[date]]:
-    """Rows (SCAN_COPY_COLUMNS order) of a validated batch and the UTC days they fall on.
+def batch_rows(batch: ScanBatch) -> tuple[list[tuple[object, ...]], set[date], datetime]:
+    """Rows (SCAN_COPY_COLUMNS order) of a validated batch, the UTC days they need
+    partitions for (every day from the oldest to the newest) and the newest time.
 
     The hot path: straight from the validated wire events, without building
     ScanEvent objects first (same values as scan_row(e) for to_scan_events(batch)).
@@ -240,5 +251,9 @@ def batch_rows(batch: ScanBatch) -> tuple[list[tuple[object, ...]], set[date]]:
         for e in batch.events
     ]
     # fmt: on
-    days = {e.ts.astimezone(UTC).date() for e in batch.events}
-    return rows, days
+    times = [e.ts for e in batch.events]
+    first, last = min(times).astimezone(UTC).date(), max(times)
+    days = {
+        first + timedelta(days=n) for n in range((last.astimezone(UTC).date() - first).days + 1)
+    }
+    return rows, days, last

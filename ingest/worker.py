@@ -105,10 +105,10 @@ class _Decoded:
         topic = item.topic
         if topic.endswith("/events"):
             batch = wire.decode_batch(topic, item.payload, now)
-            rows, days = batch_rows(batch)
+            rows, days, newest = batch_rows(batch)
             self.rows.extend(rows)
             self.days |= days
-            self.newest.append(max(e.ts for e in batch.events))
+            self.newest.append(newest)
         elif topic.endswith("/health"):
             report = health.decode_health(topic, item.payload, now)
             old = self.reports.get(report.device)

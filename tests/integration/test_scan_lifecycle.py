@@ -160,3 +160,28 @@ def test_timescale_throughput_is_a_real_time_continuous_aggregate(
         total = conn.execute("SELECT sum(scans) FROM scan_throughput_1m").fetchone()
     assert row == (False,)
     assert total == (7,)
+
+
+def test_rfid_fields_survive_the_binary_copy(storage_dsn: str) -> None:
+    """Every column of an RFID event is stored as sent, through both write paths."""
+    seen = ScanEvent(
+        device="gate-1", boot=3, seq=9, ts=NOW, site="LHR1", read_point="LHR1-DOOR4",
+        kind=EventKind.SEEN, code="3074257BF7194E4000001A85", epc="3074257BF7194E4000001A85",
+        rssi=-61.5, antenna=2, read_count=17, first_seen=NOW - timedelta(seconds=1),
+        last_seen=NOW, direction="out",
+    )  # fmt: skip
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        parts = ScanPartitions(has_timescale(conn))
+        with conn.transaction():
+            write_scans(conn, [seen], parts, MergeAfterConflicts())  # straight COPY
+        with conn.transaction():
+            replay = write_scans(conn, [seen], parts)  # the merge
+        row = conn.execute(
+            "SELECT ts, event_id, kind, epc, rssi, antenna, read_count, first_seen, last_seen, "
+            "direction FROM scans"
+        ).fetchone()
+    assert replay.duplicates == 1
+    assert row == (
+        NOW, "gate-1:3:9", "seen", "3074257BF7194E4000001A85", -61.5, 2, 17,
+        NOW - timedelta(seconds=1), NOW, "out",
+    )  # fmt: skip
