@@ -102,3 +102,24 @@ def test_hostile_strings_get_a_clear_answer_never_a_5xx(
             if ref_status < 300 and len(body) > len(ref_body) + len(HOSTILE[attack]) + 64:
                 failures.append(f"{method} {path} {name}: {len(body)} bytes vs {len(ref_body)}")
     assert not failures, "\n".join(failures)
+
+
+def test_hostile_api_keys_are_refused_with_401(shared_api: SharedApi) -> None:
+    """Hostile strings as the API key, as Bearer or X-API-Key: 401 each, never a 5xx.
+    (Values an HTTP header cannot carry, like CR LF or NUL, are left out.)"""
+    statuses = {}
+    for attack, value in HOSTILE.items():
+        if not all(32 <= ord(c) < 127 for c in value):
+            continue
+        for header in ("Authorization", "X-API-Key"):
+            sent = f"Bearer {value}" if header == "Authorization" else value
+            request = urllib.request.Request(
+                f"{shared_api.server.url}/v1/alerts", headers={header: sent}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:
+                    statuses[(attack, header)] = resp.status
+            except urllib.error.HTTPError as err:
+                statuses[(attack, header)] = err.code
+    assert len(statuses) >= 12
+    assert set(statuses.values()) == {401}, statuses
