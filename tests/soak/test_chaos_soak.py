@@ -42,7 +42,7 @@ from parceltrack.pipeline import Pipeline
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(600)]
 
 # Load: PARCELTRACK_SOAK_PARCELS parcels at 4 a second of scenario time, played 5x.
-PARCELS = int(os.environ.get("PARCELTRACK_SOAK_PARCELS", "1200"))
+PARCELS = int(os.environ.get("PARCELTRACK_SOAK_PARCELS", "1600"))
 SPEED = 5.0
 # The parcel faults the merged detector reports, and the alert kinds each one gets.
 EXPECTED_ALERTS = {"delay": ("delay",), "lost": ("delay", "missing"), "missort": ("missort",)}
@@ -175,12 +175,16 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
     health = HealthWatch(BrokerAddress.from_url(p.mosquitto.url))
     edge_devices = {rp.device for rp in scenario.read_points}
     survived: list[tuple[str, str]] = []
-    # Four gaps between five faults, about 20 s of fault handling: all under load.
-    step = max((duration - 20) / 5, 2.0)
+    start = p.clock.start.timestamp()
+
+    def at_fraction(k: int) -> None:
+        """Wait until k/6 of the playback has passed (at once if that is already past)."""
+        time.sleep(max(0.0, start + duration * k / 6 - time.time()))
+
     try:
         # 1. Broker outage; the agent is killed -9 with the outage's backlog in its
         #    outbox, comes back while the broker is still down, and replays it.
-        time.sleep(step)
+        at_fraction(1)
         assert player.is_alive(), "playback ended before this fault"
         before = count_scans(p.dsn)
         p.mosquitto.stop()
@@ -196,21 +200,21 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
         survived.append(("Mosquitto stop/start, 3 s down", f"{before} scans before"))
         survived.append(("edge agent kill -9 with outbox backlog", f"{held} reads held"))
         # 2. Database outage.
-        time.sleep(step)
+        at_fraction(2)
         assert player.is_alive(), "playback ended before this fault"
         p.postgres.stop()
         time.sleep(3)
         p.postgres.start()
         survived.append(("PostgreSQL stop/start, 3 s down", ""))
         # 3. An ingest worker killed -9, started again under the same client id.
-        time.sleep(step)
+        at_fraction(3)
         assert player.is_alive(), "playback ended before this fault"
         p.stop_process("ingest-2", signal.SIGKILL)
         time.sleep(2)
         p.respawn("ingest-2")
         survived.append(("ingest-2 kill -9, restarted as ingest-2", ""))
         # 4. A scanner's cable out and back in.
-        time.sleep(step)
+        at_fraction(4)
         assert player.is_alive(), "playback ended before this fault"
         device = scenario.read_points[1].device
         bank.hold({device})
