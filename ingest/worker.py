@@ -138,7 +138,11 @@ class IngestWorker:
     accounts: metrics.Accounts = field(default_factory=metrics.Accounts)
 
     def __post_init__(self) -> None:
-        self._inbox: queue.Queue[_Received] = queue.Queue()
+        # Bounded as well: under a flood Mosquitto 2.0.11 was seen to send more
+        # unacked messages than the Receive Maximum. A full inbox blocks paho's
+        # thread, so TCP pushes back on the broker; held messages are then at most
+        # max_in_flight (inbox) + max_batch_messages (the batch being committed).
+        self._inbox: queue.Queue[_Received] = queue.Queue(maxsize=self.settings.max_in_flight)
         self._stop = threading.Event()
         # Bumped on every connect and disconnect; an ack goes out only on the
         # connection its message came on. Checked and sent under the lock: a PUBACK
