@@ -84,7 +84,15 @@ class BarcodeFramer:
     settings: BarcodeSettings = field(default_factory=BarcodeSettings)
     frames_ok: int = 0
     frames_bad: int = 0
+    # Every byte fed ends up in exactly one of: a good frame with its header and
+    # terminator (bytes_framed), dropped (bytes_discarded), or still `buffered`.
+    bytes_framed: int = 0
+    bytes_discarded: int = 0
     _buffer: bytearray = field(default_factory=bytearray)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
 
     def feed(self, data: bytes) -> list[BarcodeRead]:
         self._buffer += data
@@ -95,18 +103,23 @@ class BarcodeFramer:
             if end < 0:
                 if len(self._buffer) > self.settings.max_frame:
                     self.frames_bad += 1  # no terminator in sight: drop and resync
+                    self.bytes_discarded += len(self._buffer)
                     del self._buffer[:]
                 return reads
             raw = bytes(self._buffer[:end])
-            del self._buffer[: end + len(term)]
+            size = end + len(term)
+            del self._buffer[:size]
             if header:
                 start = raw.rfind(header)
                 if start < 0:
                     self.frames_bad += 1
+                    self.bytes_discarded += size
                     continue
                 if start > 0:
                     self.frames_bad += 1  # garbage before the header
                 raw = raw[start + len(header) :]
+                self.bytes_discarded += start
+                size -= start
             elif self.settings.aim and self.settings.separator is None:
                 # No header to resync on, but every code starts with its AIM "]":
                 # a truncated frame glued to this one ends where the last "]" begins.
@@ -114,11 +127,15 @@ class BarcodeFramer:
                 if start > 0:
                     self.frames_bad += 1
                     raw = raw[start:]
+                    self.bytes_discarded += start
+                    size -= start
             decoded = self._decode_frame(raw)
             if decoded is None:
                 self.frames_bad += 1
+                self.bytes_discarded += size
                 continue
             self.frames_ok += 1
+            self.bytes_framed += size
             reads.extend(decoded)
 
     def _decode_frame(self, raw: bytes) -> list[BarcodeRead] | None:

@@ -43,6 +43,7 @@ class DriverStats:
     frames_ok: int = 0
     frames_bad: int = 0  # bad checksum, truncated, or a shape the protocol does not have
     bytes_skipped: int = 0  # garbage between frames
+    bytes_discarded: int = 0  # every byte dropped: garbage, bad frames, resyncs
     unknown: int = 0  # well-formed frames with an opcode or command we do not expect
     errors: int = 0  # error statuses the device reported
     keepalives: int = 0
@@ -77,6 +78,7 @@ class BarcodeDriver:
         reads: list[Read] = list(self._framer.feed(data))
         self.stats.frames_ok = self._framer.frames_ok
         self.stats.frames_bad = self._framer.frames_bad
+        self.stats.bytes_discarded = self._framer.bytes_discarded
         return reads
 
     def poll(self, now: float) -> bytes:
@@ -184,6 +186,7 @@ class MercuryDriver:
         self.stats.frames_ok = self._framer.frames_ok
         self.stats.frames_bad = self._framer.frames_bad
         self.stats.bytes_skipped = self._framer.bytes_skipped
+        self.stats.bytes_discarded = self._framer.bytes_discarded
         return reads
 
     def _handle(self, frame: mercury.Frame, now: float, reads: list[Read]) -> None:
@@ -321,6 +324,7 @@ class R2000Driver:
         self.stats.frames_ok = self._framer.frames_ok
         self.stats.frames_bad = self._framer.frames_bad
         self.stats.bytes_skipped = self._framer.bytes_skipped
+        self.stats.bytes_discarded = self._framer.bytes_discarded
         return reads
 
     def _handle(self, frame: r2000.Frame, now: float, reads: list[Read]) -> None:

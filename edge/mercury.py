@@ -183,6 +183,10 @@ class MercuryFramer:
     frames_ok: int = 0
     frames_bad: int = 0  # bad CRC, or a frame cut short by the next one
     bytes_skipped: int = 0  # garbage between frames
+    # Every byte fed ends up in exactly one of: a good frame (bytes_framed), dropped
+    # (bytes_discarded: garbage, false starts, resyncs), or still `buffered`.
+    bytes_framed: int = 0
+    bytes_discarded: int = 0
     _buffer: bytearray = field(default_factory=bytearray)
 
     @property
@@ -196,6 +200,7 @@ class MercuryFramer:
         if not self._buffer:
             return []
         self.frames_bad += 1
+        self.bytes_discarded += 1
         del self._buffer[:1]
         return self.feed(b"")
 
@@ -207,7 +212,7 @@ class MercuryFramer:
         append = frames.append
         responses = self.responses
         overhead = 7 if responses else 5
-        pos, n, ok, bad, skipped = 0, len(buf), 0, 0, 0
+        pos, n, ok, bad, skipped, framed = 0, len(buf), 0, 0, 0, 0
         crc_hqx, init = binascii.crc_hqx, _INIT_PRIME
         while True:
             start = buf.find(SOH, pos)
@@ -241,9 +246,12 @@ class MercuryFramer:
             else:
                 append(Frame(buf[pos + 2], None, bytes(buf[pos + 3 : end - 2])))
             ok += 1
+            framed += end - pos
             pos = end
         del buf[:pos]
         self.frames_ok += ok
         self.frames_bad += bad
         self.bytes_skipped += skipped
+        self.bytes_framed += framed
+        self.bytes_discarded += skipped + bad  # each false start drops its head byte
         return frames

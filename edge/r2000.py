@@ -118,7 +118,11 @@ class R2000Framer:
 
     frames_ok: int = 0
     frames_bad: int = 0
-    bytes_skipped: int = 0
+    bytes_skipped: int = 0  # garbage between frames
+    # Every byte fed ends up in exactly one of: a good frame (bytes_framed), dropped
+    # (bytes_discarded: garbage, false starts, resyncs), or still `buffered`.
+    bytes_framed: int = 0
+    bytes_discarded: int = 0
     _buffer: bytearray = field(default_factory=bytearray)
 
     @property
@@ -132,6 +136,7 @@ class R2000Framer:
         if not self._buffer:
             return []
         self.frames_bad += 1
+        self.bytes_discarded += 1
         del self._buffer[:1]
         return self.feed(b"")
 
@@ -141,7 +146,7 @@ class R2000Framer:
         buf += data
         frames: list[Frame] = []
         append = frames.append
-        pos, n, ok, bad, skipped = 0, len(buf), 0, 0, 0
+        pos, n, ok, bad, skipped, framed = 0, len(buf), 0, 0, 0, 0
         while True:
             start = buf.find(HEAD, pos)
             if start < 0:
@@ -166,9 +171,12 @@ class R2000Framer:
                 continue
             append(Frame(buf[pos + 2], buf[pos + 3], bytes(buf[pos + 4 : end - 1])))
             ok += 1
+            framed += end - pos
             pos = end
         del buf[:pos]
         self.frames_ok += ok
         self.frames_bad += bad
         self.bytes_skipped += skipped
+        self.bytes_framed += framed
+        self.bytes_discarded += skipped + bad  # each false start drops its head byte
         return frames

@@ -16,15 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import paho.mqtt.client as mqtt
 import psycopg
 
+from edge.config import load_agent_config
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import Scenario
 from ingest.migrations import migrate
 from ingest.reference import load_layout, load_manifest, load_standards
 from parceltrack import topics
+from parceltrack.acl import render_acl
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import ServiceError
 from parceltrack.mqtt import connect, make_client, wait_connected
@@ -113,12 +116,29 @@ class Pipeline:
     fast_db: bool = True
     overdue_after_s: float = 30.0
     missing_after_s: float = 30.0
+    ingest_workers: int = 1  # "ingest" (client id ingest-1), "ingest-2", ...
+    # False: the caller plays the scenario itself (its ScannerBank must make the ports
+    # before start_processes); the pipeline still writes the playback clock.
+    spawn_sim: bool = True
+    # Broker user -> password: Mosquitto then refuses anonymous clients and applies
+    # the ACL (parceltrack.acl); each process connects as its own user ("ingest",
+    # "detect", "api", and each agent by its id). None: an open broker.
+    broker_passwords: dict[str, str] | None = None
+    api_admin_key: str | None = None  # PARCELTRACK_API_ADMIN_KEY for the API
+    verbose: bool = False  # every process logs at DEBUG
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.absolute()
         self.postgres = PrivatePostgres(self.workdir / "postgres", fast=self.fast_db)
-        self.mosquitto = PrivateMosquitto(self.workdir / "mosquitto")
+        extra = ""
+        if self.broker_passwords is not None:
+            extra = (
+                f"password_file {self.workdir / 'broker.passwd'}\n"
+                f"acl_file {self.workdir / 'broker.acl'}\nlog_type all"
+            )
+        self.mosquitto = PrivateMosquitto(self.workdir / "mosquitto", extra_conf=extra)
         self.port_dir = self.workdir / "dev"
         self.logs = self.workdir / "logs"
         if not self.api_port:
@@ -132,16 +152,52 @@ class Pipeline:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def env(self) -> dict[str, str]:
-        return {
+    def broker_url(self, user: str | None = None) -> str:
+        """The broker's URL, with `user`'s credentials when the broker has a password file."""
+        if self.broker_passwords is None or user is None:
+            return self.mosquitto.url
+        password = quote(self.broker_passwords[user], safe="")
+        return self.mosquitto.url.replace("mqtt://", f"mqtt://{quote(user, safe='')}:{password}@")
+
+    def env(self, user: str | None = None) -> dict[str, str]:
+        env = {
             **os.environ,
             "PARCELTRACK_DSN": self.dsn,
-            "PARCELTRACK_MQTT_URL": self.mosquitto.url,
+            "PARCELTRACK_MQTT_URL": self.broker_url(user),
         }
+        if self.api_admin_key is not None:
+            env["PARCELTRACK_API_ADMIN_KEY"] = self.api_admin_key
+        return env
+
+    def _write_broker_security(self) -> None:
+        """Password file (mosquitto_passwd hashes it) and ACL from the agents' configs."""
+        assert self.broker_passwords is not None
+        passwd = self.workdir / "broker.passwd"
+        passwd.write_text("")
+        for user, password in self.broker_passwords.items():
+            subprocess.run(
+                ["mosquitto_passwd", "-b", str(passwd), user, password],
+                check=True,
+                capture_output=True,
+            )
+        configs = [
+            load_agent_config(self.workdir / self.agent_config(i, name))
+            for i, name in enumerate(self.agents())
+        ]
+        (self.workdir / "broker.acl").write_text(render_acl(configs))
 
     def start_services(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        for i, (name, site) in enumerate(self.agents().items()):
+            stem = "" if i == 0 else f"{name}."
+            (self.workdir / self.agent_config(i, name)).write_text(
+                agent_toml(
+                    self.scenario, self.port_dir, self.workdir / f"{stem}outbox.sqlite", name, site
+                )
+            )
+        if self.broker_passwords is not None:
+            self._write_broker_security()
         self.postgres.start()
         self.mosquitto.start()
         create_database(self.postgres.dsn(), "parceltrack")
@@ -151,13 +207,6 @@ class Pipeline:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             load_layout(conn, self.scenario)
             load_manifest(conn, self.scenario.manifest, self.scenario.site)
-        for i, (name, site) in enumerate(self.agents().items()):
-            stem = "" if i == 0 else f"{name}."
-            (self.workdir / self.agent_config(i, name)).write_text(
-                agent_toml(
-                    self.scenario, self.port_dir, self.workdir / f"{stem}outbox.sqlite", name, site
-                )
-            )
 
     @staticmethod
     def agent_config(i: int, name: str) -> str:
@@ -171,19 +220,39 @@ class Pipeline:
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         out = (self.logs / f"{name}.log").open("ab")
+        verbose = ("-v",) if self.verbose else ()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parceltrack.cli", *args],
-            env=self.env(),
+            [sys.executable, "-m", "parceltrack.cli", *verbose, *args],
+            env=self.env(self._broker_user(name)),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop them in order
         )
         self.processes[name] = proc
+        self.commands[name] = args
         return proc
 
+    def _broker_user(self, process: str) -> str | None:
+        """Who a process is on the broker: ingest workers share "ingest"; an edge
+        process is its agent."""
+        if process.startswith("ingest"):
+            return "ingest"
+        if process.startswith("edge"):
+            sites = list(self.agents())
+            return sites[0] if process == "edge" else f"agent-{process.removeprefix('edge-')}"
+        return process if process in ("detect", "api") else None
+
+    def respawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start a process again exactly as it was started (same client id, config)."""
+        return self.spawn(name, *self.commands[name])
+
+    def ingest_names(self) -> list[str]:
+        return ["ingest" if i == 0 else f"ingest-{i + 1}" for i in range(self.ingest_workers)]
+
     def start_processes(self) -> None:
-        self.spawn("ingest", "ingest")
+        for i, name in enumerate(self.ingest_names()):
+            self.spawn(name, "ingest", "--client-id", f"ingest-{i + 1}")
         self.spawn(
             "detect",
             "detect",
@@ -198,20 +267,8 @@ class Pipeline:
         # has opened its devices.
         clock_file = self.workdir / "clock.json"
         clock_file.unlink(missing_ok=True)
-        self.spawn(
-            "sim",
-            "sim",
-            "play",
-            "--scenario",
-            str(self.workdir / "scenario.json"),
-            "--port-dir",
-            str(self.port_dir),
-            "--speed",
-            str(self.speed),
-            "--clock-from",
-            str(clock_file),
-            "--quiet",
-        )
+        if self.spawn_sim:
+            self._spawn_sim(clock_file)
         devices = {rp.device for rp in self.scenario.read_points}
         self._wait_for(
             lambda: all((self.port_dir / d).exists() for d in devices), "the virtual ports"
@@ -231,6 +288,22 @@ class Pipeline:
         )
         self.clock.save(clock_file)
 
+    def _spawn_sim(self, clock_file: Path) -> None:
+        self.spawn(
+            "sim",
+            "sim",
+            "play",
+            "--scenario",
+            str(self.workdir / "scenario.json"),
+            "--port-dir",
+            str(self.port_dir),
+            "--speed",
+            str(self.speed),
+            "--clock-from",
+            str(clock_file),
+            "--quiet",
+        )
+
     def _wait_for(self, ready: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
@@ -241,7 +314,8 @@ class Pipeline:
 
     def wait_devices_connected(self, devices: set[str], timeout: float = 60.0) -> None:
         """Until each agent's health reports every device's port open."""
-        wait_devices_connected(self.mosquitto.url, devices, timeout, self.check_alive)
+        # Health is what ingest reads: the pipeline watches with ingest's credentials.
+        wait_devices_connected(self.broker_url("ingest"), devices, timeout, self.check_alive)
 
     def start(self) -> None:
         self.start_services()
