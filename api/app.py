@@ -1,4 +1,9 @@
-"""FastAPI application: parcel lookup and health, under /v1/."""
+"""FastAPI application: everything under /v1/, documented by its OpenAPI schema.
+
+Routers by audience: customers (public, rate-limited), controllers, managers and
+administration (API key with a role). Database errors caused by the request
+(a reference to a missing site, text PostgreSQL cannot store) become 409/422.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from fastapi import FastAPI, HTTPException, Path, Request
+import psycopg
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api import queries
-from api.models import Health, Location, ParcelView, TimelineEvent
+from api import admin, alerts, customers, feedback, kpis, operations
+from api.models import Health
+from api.queries import has_detector_eta
+from api.security import RateLimiter, ensure_key
 from parceltrack.config import BrokerAddress
-from parceltrack.errors import InvalidTrackingNumber
-from parceltrack.identifiers import parse_s10
 from parceltrack.mqtt import connect, make_client
 
 log = logging.getLogger(__name__)
@@ -28,13 +34,60 @@ log = logging.getLogger(__name__)
 class ApiSettings:
     dsn: str
     broker: BrokerAddress
+    rate_per_s: float = 5.0  # public lookups per client, on average
+    burst: float = 20.0  # ... and at once
+    keepalive_s: float = 15.0  # SSE comment when no alert changed for this long
+    offline_after_s: float = 120.0  # device silent this long counts as offline
+    lost_after_s: float = 3600.0  # KPI: parcel unseen this long, never dispatched, is lost
+    pool_max: int = 10
+    bootstrap_admin_key: str | None = None  # registered as an admin key at start-up
+
+    def __repr__(self) -> str:  # never show the bootstrap key
+        return f"ApiSettings(broker={self.broker!r}, rate_per_s={self.rate_per_s})"
+
+
+def settings_from_env() -> ApiSettings:
+    """The API's settings from the PARCELTRACK_* environment (read once, here)."""
+    from parceltrack.config import Settings
+
+    env = Settings()
+    return ApiSettings(
+        dsn=env.dsn,
+        broker=BrokerAddress.from_url(env.mqtt_url, env.mqtt_ca_file),
+        rate_per_s=env.api_rate_per_s,
+        burst=env.api_burst,
+        bootstrap_admin_key=env.api_admin_key.get_secret_value() if env.api_admin_key else None,
+    )
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory, for serving with several worker processes."""
+    return create_app(settings_from_env())
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(settings.dsn, min_size=2, max_size=10, open=False)
+        # Autocommit: a read is one round trip, with no BEGIN before it and no
+        # COMMIT when the connection goes back; writes of several statements open
+        # their transaction explicitly.
+        pool = AsyncConnectionPool(
+            settings.dsn,
+            min_size=2,
+            max_size=settings.pool_max,
+            kwargs={"autocommit": True},
+            open=False,
+        )
         await pool.open(wait=False)
+        app.state.detector_eta = False
+        try:
+            async with asyncio.timeout(10), pool.connection() as conn:
+                app.state.detector_eta = await has_detector_eta(conn)
+        except Exception:  # the API still starts; healthz reports the database
+            log.warning("database unreachable at start-up; detector ETA not used", exc_info=True)
+        if settings.bootstrap_admin_key:
+            async with pool.connection() as conn:
+                await ensure_key(conn, settings.bootstrap_admin_key, "bootstrap", "admin")
         broker = make_client(f"api-{id(app):x}", settings.broker)
         connect(broker)
         broker.loop_start()
@@ -50,61 +103,37 @@ def create_app(settings: ApiSettings) -> FastAPI:
         title="parceltrack",
         version="1",
         summary="Where every parcel is, and what went wrong, in a postal sorting centre.",
+        description="Customers look parcels up by tracking number (no key). Controllers, "
+        "managers and administrators send `Authorization: Bearer <key>` or `X-API-Key`; "
+        "each role may do what the roles below it may (customer < controller < manager "
+        "< admin).",
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    app.state.limiter = RateLimiter(settings.rate_per_s, settings.burst)
+    for router in (
+        customers.router,
+        alerts.router,
+        operations.router,
+        feedback.router,
+        kpis.router,
+        admin.router,
+    ):
+        app.include_router(router)
 
-    @app.get(
-        "/v1/parcels/{tracking_id}",
-        response_model=ParcelView,
-        tags=["customers"],
-        responses={
-            404: {"description": "Unknown parcel"},
-            422: {"description": "Malformed or check-digit-invalid S10 number"},
-        },
-    )
-    async def get_parcel(
-        request: Request,
-        tracking_id: Annotated[str, Path(max_length=64, description="UPU S10 number")],
-    ) -> ParcelView:
-        try:
-            s10 = str(parse_s10(tracking_id))
-        except InvalidTrackingNumber as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from exc
-        pool: AsyncConnectionPool[Any] = request.app.state.pool
-        async with pool.connection() as conn:
-            manifest = await queries.parcel(conn, s10)
-            events = await queries.timeline(conn, s10)
-        if manifest is None and not events:
-            raise HTTPException(status_code=404, detail="no parcel with that tracking number")
-        timeline = [
-            TimelineEvent(
-                time=e["ts"],
-                site=e["site_id"],
-                read_point=e["read_point_id"],
-                zone=e["zone"],
-                description=e["description"],
-                device=e["device_id"],
-                kind=e["kind"],
-            )
-            for e in events
-        ]
-        last = timeline[-1] if timeline else None
-        return ParcelView(
-            tracking_id=s10,
-            service_class=manifest["service_class"] if manifest else None,
-            destination=manifest["destination"] if manifest else None,
-            last_location=Location(
-                site=last.site,
-                read_point=last.read_point,
-                zone=last.zone,
-                description=last.description,
-                device=last.device,
-                time=last.time,
-            )
-            if last
-            else None,
-            timeline=timeline,
-        )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    @app.exception_handler(psycopg.errors.IntegrityError)
+    async def integrity_error(
+        _request: Request, exc: psycopg.errors.IntegrityError
+    ) -> JSONResponse:
+        diag = exc.diag
+        detail = diag.message_detail or diag.message_primary or "conflicts with stored data"
+        return JSONResponse({"detail": detail}, status_code=409)
+
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(_request: Request, exc: psycopg.DataError) -> JSONResponse:
+        return JSONResponse({"detail": f"value not accepted: {exc}"}, status_code=422)
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     async def healthz(request: Request) -> JSONResponse:
@@ -117,6 +146,50 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
 
     return app
+
+
+_PROBLEM = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "description": "what is wrong: a sentence, or FastAPI's list of field errors",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+        }
+    },
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus what every operation may answer: 422 with a `detail` that
+    is a sentence (our checks) or a list (FastAPI's field validation), and 400 for a
+    body that cannot be parsed at all."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+    )
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = _PROBLEM
+    problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path in schema["paths"].values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            if "parameters" in operation or "requestBody" in operation:
+                described = responses.get("422", {}).get("description", "Invalid request")
+                responses["422"] = {"description": described, "content": problem}
+            if "requestBody" in operation:
+                responses.setdefault(
+                    "400", {"description": "Body cannot be parsed", "content": problem}
+                )
+    app.openapi_schema = schema
+    return schema
 
 
 async def _database_ok(pool: AsyncConnectionPool[Any]) -> bool:

@@ -1,37 +1,320 @@
-"""Response bodies, as the OpenAPI schema publishes them."""
+"""Request and response bodies, as the OpenAPI schema publishes them."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from api.security import Role
+from api.tracking import Status
+
+# Text fields: printable, no NUL (PostgreSQL text cannot hold it), bounded.
+Text = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+LongText = Field(min_length=1, max_length=4000, pattern=r"^[^\x00]+$")
+
+
+class UpuEvent(BaseModel):
+    code: str = Field(description="UPU EMSEVT code, e.g. EDD")
+    description: str
+
+
+class Segment(BaseModel):
+    """The conveyor between two read points on a known path the parcel is travelling on."""
+
+    from_read_point: str
+    from_description: str | None
+    to_read_point: str
+    to_description: str | None
+    since: datetime
+    expected_by: datetime | None = Field(description="by the stage standard, when one is set")
 
 
 class Location(BaseModel):
     site: str
-    read_point: str
+    site_name: str | None
     zone: str | None
+    read_point: str
     description: str | None
     device: str
     time: datetime
+    segment: Segment | None = Field(
+        description="set while the parcel is between two read points on a known path"
+    )
 
 
 class TimelineEvent(BaseModel):
     time: datetime
-    site: str
-    read_point: str
+    kind: str = Field(description="accepted (manifest), read or seen (scans)")
+    site: str | None
+    read_point: str | None
     zone: str | None
     description: str | None
-    device: str
-    kind: str
+    device: str | None
+    upu_event: UpuEvent | None
+
+
+class DeliveryPromise(BaseModel):
+    delivery_days: int | None = Field(description="J+n working days of the service class")
+    due: datetime | None = Field(description="acceptance + delivery_days working days")
+    eta: datetime | None
+    eta_source: str = Field(
+        description="delivered, stage_standards (due + lateness against the stage "
+        "standards) or unknown"
+    )
+    on_time: bool | None
+    leaves_site_eta: datetime | None = Field(
+        default=None,
+        description="when the detection service expects the parcel at its current "
+        "site's last stage (its parcel_eta table), when that service runs",
+    )
 
 
 class ParcelView(BaseModel):
     tracking_id: str
+    status: Status
     service_class: str | None
     destination: str | None
     last_location: Location | None
+    delivery: DeliveryPromise
     timeline: list[TimelineEvent]
+
+
+class FeedbackIn(BaseModel):
+    kind: Literal["complaint", "praise"]
+    message: str = LongText
+    contact: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+
+
+class FeedbackReceipt(BaseModel):
+    feedback_id: int
+    tracking_id: str
+    kind: str
+    created_at: datetime
+
+
+class FeedbackAnswer(BaseModel):
+    author: str
+    at: datetime
+    message: str
+
+
+class FeedbackItem(BaseModel):
+    feedback_id: int
+    tracking_id: str
+    kind: str
+    message: str
+    contact: str | None
+    site_id: str | None
+    state: Literal["open", "taken", "closed"]
+    owner: str | None
+    created_at: datetime
+    taken_at: datetime | None
+    first_answer_at: datetime | None
+    closed_at: datetime | None
+    seconds_to_first_answer: float | None
+    snapshot: dict[str, Any] = Field(description="the parcel view when the customer wrote")
+    answers: list[FeedbackAnswer]
+
+
+class FeedbackPage(BaseModel):
+    items: list[FeedbackItem]
+    next_cursor: int | None
+
+
+class AnswerIn(BaseModel):
+    message: str = LongText
+
+
+class Alert(BaseModel):
+    alert_id: int
+    kind: str
+    state: Literal["open", "acknowledged", "resolved"]
+    site_id: str | None
+    read_point_id: str | None
+    device_id: str | None
+    tracking_id: str | None
+    opened_at: datetime
+    detectable_at: datetime | None
+    acked_at: datetime | None
+    acked_by: str | None
+    resolved_at: datetime | None
+    details: dict[str, Any]
+
+
+class AlertPage(BaseModel):
+    items: list[Alert]
+    next_cursor: int | None = Field(description="pass as `after` for the next page")
+
+
+class Device(BaseModel):
+    device_id: str
+    site_id: str
+    read_point_id: str | None
+    kind: str
+    online: bool
+    last_seen: datetime | None
+    reads_last_hour: int
+    noreads_last_hour: int
+    frames_bad: int | None
+    reopens: int | None
+    outbox_depth: int | None
+    outbox_oldest_s: float | None
+    agent_id: str | None
+    agent_state: str | None
+
+
+class ThroughputBucket(BaseModel):
+    read_point_id: str
+    bucket_start: datetime
+    reads: int
+    noreads: int
+
+
+class Throughput(BaseModel):
+    site_id: str
+    bucket_seconds: int
+    since: datetime
+    until: datetime
+    buckets: list[ThroughputBucket]
+
+
+class SiteKpi(BaseModel):
+    site_id: str
+    day: str
+    shift: str
+    parcels_seen: int
+    on_time_rate: float | None
+    mis_sort_rate: float | None
+    no_read_rate: float | None
+    loss_rate: float | None
+    alerts_opened: int
+    alerts_acknowledged: int
+    alerts_resolved: int
+    time_to_ack_p50_s: float | None
+    complaints: int
+    time_to_first_answer_p50_s: float | None
+
+
+class ReadPointKpi(BaseModel):
+    site_id: str
+    read_point_id: str
+    stage: str | None
+    day: str
+    shift: str
+    reads: int
+    noreads: int
+    no_read_rate: float | None
+    dwell_p50_s: float | None
+    dwell_p95_s: float | None
+
+
+class StageKpi(BaseModel):
+    site_id: str
+    stage: str
+    day: str
+    shift: str
+    parcels: int
+    dwell_p50_s: float | None
+    dwell_p95_s: float | None
+
+
+class Kpis(BaseModel):
+    since: datetime
+    until: datetime
+    sites: list[SiteKpi]
+    read_points: list[ReadPointKpi]
+    stages: list[StageKpi]
+
+
+class ManifestRejection(BaseModel):
+    row: int = Field(description="1-based data row number")
+    tracking_id: str | None
+    errors: list[str]
+
+
+class ManifestReport(BaseModel):
+    accepted: int
+    rejected: list[ManifestRejection]
+
+
+class ServiceClassIn(BaseModel):
+    description: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f]*$")
+    delivery_days: int = Field(ge=0, le=60)
+
+
+class ServiceClass(ServiceClassIn):
+    service_class: str
+
+
+class StageStandard(BaseModel):
+    site_id: str = Text
+    stage: str = Text
+    service_class: str = Text
+    max_seconds: float = Field(gt=0, le=30 * 86400)
+
+
+class SortPlanEntry(BaseModel):
+    destination: str = Text
+    chute_read_point_id: str = Text
+    door_read_point_id: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+
+
+class SortPlanIn(BaseModel):
+    effective_from: datetime
+    entries: list[SortPlanEntry] = Field(min_length=1, max_length=10_000)
+
+
+class SortPlan(BaseModel):
+    sort_plan_id: int
+    site_id: str
+    version: int
+    effective_from: datetime
+    entries: list[SortPlanEntry]
+
+
+class SiteIn(BaseModel):
+    name: str = Text
+    timezone: str = Field(default="UTC", max_length=64, pattern=r"^[A-Za-z0-9_/+-]+$")
+
+
+class ReadPointIn(BaseModel):
+    site_id: str = Text
+    zone: str = Text
+    stage: str = Text
+    description: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f]*$")
+    position: int = Field(default=0, ge=0, le=1_000_000)
+    next_read_point_id: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+
+
+class ReadPoint(ReadPointIn):
+    read_point_id: str
+
+
+class DeviceIn(BaseModel):
+    site_id: str = Text
+    read_point_id: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+    kind: str = Text
+    description: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f]*$")
+
+
+class ApiKeyIn(BaseModel):
+    name: str = Text
+    role: Role
+
+
+class ApiKeyInfo(BaseModel):
+    key_id: int
+    name: str
+    role: Role
+    prefix: str = Field(description="first characters of the key, to recognise it")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewApiKey(ApiKeyInfo):
+    key: str = Field(description="the secret; shown only in this response")
 
 
 class Health(BaseModel):

@@ -1,4 +1,10 @@
-"""SQL of the API, parameterised, kept apart from HTTP handling."""
+"""SQL of the parcel lookup, parameterised, kept apart from HTTP handling.
+
+One statement, one round trip: the parcel's scans in order, each row also carrying
+the manifest row, the kinds of its open alerts and the stage standards of its
+service class (repeated on every row; a parcel has a few dozen scans at most).
+A parcel with no scans still yields one row, with the scan columns NULL.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +13,84 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-PARCEL = """
-SELECT tracking_id, service_class, destination, origin_site, accepted_at
-FROM parcels WHERE tracking_id = %s
+LOOKUP = """
+WITH p AS (
+    SELECT p.tracking_id, p.service_class, p.destination, p.origin_site, p.accepted_at,
+           p.epc, sc.delivery_days
+    FROM parcels p LEFT JOIN service_classes sc USING (service_class)
+    WHERE p.tracking_id = %(t)s
+), a AS (
+    SELECT array_agg(kind) AS open_alert_kinds FROM alerts
+    WHERE tracking_id = %(t)s AND state <> 'resolved'
+), sd AS (
+    SELECT array_agg(site_id) AS std_sites, array_agg(stage) AS std_stages,
+           array_agg(max_seconds) AS std_seconds
+    FROM stage_standards WHERE service_class = (SELECT service_class FROM p)
+)
+SELECT p.tracking_id AS manifest_tracking_id, p.service_class, p.destination, p.origin_site,
+       p.accepted_at, p.epc, p.delivery_days, a.open_alert_kinds,
+       sd.std_sites, sd.std_stages, sd.std_seconds, t.*
+FROM a CROSS JOIN sd LEFT JOIN p ON TRUE
+LEFT JOIN LATERAL (
+    -- Reads only: a no-read carries no tracking number.
+    SELECT s.ts, s.event_id, s.site_id, s.read_point_id, s.device_id, s.kind,
+           rp.zone, rp.stage, rp.description, rp.next_read_point_id,
+           nrp.description AS next_description, st.name AS site_name
+    FROM scans s
+    LEFT JOIN read_points rp ON rp.read_point_id = s.read_point_id
+    LEFT JOIN read_points nrp ON nrp.read_point_id = rp.next_read_point_id
+    LEFT JOIN sites st ON st.site_id = s.site_id
+    WHERE s.tracking_id = %(t)s AND s.kind <> 'noread'
+) t ON TRUE
+ORDER BY t.ts, t.event_id
 """
 
-TIMELINE = """
-SELECT s.ts, s.site_id, s.read_point_id, s.device_id, s.kind,
-       rp.zone, rp.stage, rp.description
-FROM scans s LEFT JOIN read_points rp USING (read_point_id)
-WHERE s.tracking_id = %s
-ORDER BY s.ts
-"""
+# With the detection service's `parcel_eta` table (issue 6, migration 40): its
+# expected time at the site's last stage. Chosen at start-up, when the table exists.
+LOOKUP_WITH_DETECTOR_ETA = LOOKUP.replace(
+    "FROM a CROSS JOIN sd LEFT JOIN p ON TRUE",
+    "FROM a CROSS JOIN sd LEFT JOIN p ON TRUE LEFT JOIN parcel_eta e ON e.tracking_id = %(t)s",
+).replace(
+    "sd.std_sites, sd.std_stages, sd.std_seconds, t.*",
+    "sd.std_sites, sd.std_stages, sd.std_seconds, e.eta AS detector_eta, t.*",
+)
+assert LOOKUP_WITH_DETECTOR_ETA != LOOKUP
+
+_MANIFEST = ("service_class", "destination", "origin_site", "accepted_at", "epc", "delivery_days")
 
 
-async def parcel(conn: AsyncConnection[Any], tracking_id: str) -> dict[str, Any] | None:
+async def has_detector_eta(conn: AsyncConnection[Any]) -> bool:
+    cur = await conn.execute("SELECT to_regclass('parcel_eta') IS NOT NULL")
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def lookup(
+    conn: AsyncConnection[Any], tracking_id: str, detector_eta: bool = False
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[str], dict[tuple[str, str], float]]:
+    """The manifest row (or None, and with `detector_eta` the detector's ETA at the
+    site's last stage under that key), the scans, the open alert kinds, the standards."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(PARCEL, (tracking_id,))
-        return await cur.fetchone()
-
-
-async def timeline(conn: AsyncConnection[Any], tracking_id: str) -> list[dict[str, Any]]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(TIMELINE, (tracking_id,))
-        return await cur.fetchall()
+        await cur.execute(LOOKUP_WITH_DETECTOR_ETA if detector_eta else LOOKUP, {"t": tracking_id})
+        rows = await cur.fetchall()
+    first = rows[0]
+    manifest = (
+        {
+            "tracking_id": first["manifest_tracking_id"],
+            "detector_eta": first.get("detector_eta"),
+            **{k: first[k] for k in _MANIFEST},
+        }
+        if first["manifest_tracking_id"] is not None
+        else None
+    )
+    standards = {
+        (str(site), str(stage)): float(seconds)
+        for site, stage, seconds in zip(
+            first["std_sites"] or [],
+            first["std_stages"] or [],
+            first["std_seconds"] or [],
+            strict=True,
+        )
+    }
+    scans = [r for r in rows if r["ts"] is not None]
+    return manifest, scans, [str(k) for k in first["open_alert_kinds"] or []], standards

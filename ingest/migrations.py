@@ -219,6 +219,76 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        50,
+        "api keys, customer feedback, api indexes",
+        common="""
+        -- API keys are stored as sha256 of a 256-bit random secret: the secret is
+        -- shown once at creation and cannot be recovered from the table.
+        CREATE TABLE api_keys (
+            key_id     bigserial PRIMARY KEY,
+            key_hash   text NOT NULL UNIQUE,
+            prefix     text NOT NULL,
+            name       text NOT NULL,
+            role       text NOT NULL
+                       CHECK (role IN ('customer', 'controller', 'manager', 'admin')),
+            created_at timestamptz NOT NULL DEFAULT now(),
+            revoked_at timestamptz
+        );
+        -- Customer complaints and praise, each with the parcel's telemetry as the
+        -- customer saw it; the first controller to take one owns it until closed.
+        CREATE TABLE feedback (
+            feedback_id     bigserial PRIMARY KEY,
+            tracking_id     text NOT NULL REFERENCES parcels,
+            kind            text NOT NULL CHECK (kind IN ('complaint', 'praise')),
+            message         text NOT NULL,
+            contact         text,
+            snapshot        jsonb NOT NULL,
+            site_id         text,
+            state           text NOT NULL DEFAULT 'open'
+                            CHECK (state IN ('open', 'taken', 'closed')),
+            owner           text,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            taken_at        timestamptz,
+            first_answer_at timestamptz,
+            closed_at       timestamptz
+        );
+        CREATE INDEX feedback_recent ON feedback (feedback_id DESC);
+        CREATE TABLE feedback_answers (
+            answer_id   bigserial PRIMARY KEY,
+            feedback_id bigint NOT NULL REFERENCES feedback ON DELETE CASCADE,
+            author      text NOT NULL,
+            at          timestamptz NOT NULL DEFAULT now(),
+            message     text NOT NULL
+        );
+        CREATE INDEX alerts_parcel ON alerts (tracking_id) WHERE tracking_id IS NOT NULL;
+        CREATE INDEX alerts_site_id ON alerts (site_id, alert_id DESC);
+        ALTER TABLE devices ADD COLUMN IF NOT EXISTS description text NOT NULL DEFAULT '';
+        -- J+n: n working days (Monday to Friday, UTC) after t; api/tracking.py has
+        -- the same rule in Python and a test keeps the two equal.
+        CREATE FUNCTION add_working_days(t timestamptz, n integer) RETURNS timestamptz
+        LANGUAGE sql STABLE AS $$
+            SELECT CASE WHEN n <= 0 THEN t ELSE t + (
+                SELECT d FROM generate_series(1, n * 2 + 7) AS d
+                WHERE extract(isodow FROM (t + d * interval '24 hours') AT TIME ZONE 'UTC') < 6
+                ORDER BY d OFFSET n - 1 LIMIT 1) * interval '24 hours' END
+        $$;
+        -- Shifts for the scorecards, in the site's local time: early 06-14, late
+        -- 14-22, night 22-06; a night shift belongs to the day it started on.
+        CREATE FUNCTION shift_of(t timestamptz, tz text) RETURNS text
+        LANGUAGE sql STABLE AS $$
+            SELECT CASE WHEN extract(hour FROM t AT TIME ZONE tz) >= 6
+                         AND extract(hour FROM t AT TIME ZONE tz) < 14 THEN 'early'
+                        WHEN extract(hour FROM t AT TIME ZONE tz) >= 14
+                         AND extract(hour FROM t AT TIME ZONE tz) < 22 THEN 'late'
+                        ELSE 'night' END
+        $$;
+        CREATE FUNCTION shift_day(t timestamptz, tz text) RETURNS date
+        LANGUAGE sql STABLE AS $$
+            SELECT ((t AT TIME ZONE tz) - interval '6 hours')::date
+        $$;
+        """,
+    ),
 )
 
 

@@ -1,0 +1,417 @@
+"""Administration: manifests, service classes and stage standards, versioned sort
+plans, sites, read points, devices and API keys."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from api.alerts import AUTH
+from api.models import (
+    ApiKeyIn,
+    ApiKeyInfo,
+    DeviceIn,
+    ManifestRejection,
+    ManifestReport,
+    NewApiKey,
+    ReadPoint,
+    ReadPointIn,
+    ServiceClass,
+    ServiceClassIn,
+    SiteIn,
+    SortPlan,
+    SortPlanEntry,
+    SortPlanIn,
+    StageStandard,
+)
+from api.security import Caller, create_key, require
+from parceltrack.errors import InvalidTrackingNumber
+from parceltrack.identifiers import parse_s10
+
+router = APIRouter(tags=["administration"], prefix="/v1/admin")
+Admin = Annotated[Caller, Depends(require("admin"))]
+Ident = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/]+$")]
+MANIFEST_COLUMNS = ("tracking_id", "service_class", "destination")
+OPTIONAL_COLUMNS = ("destination_site", "origin_site", "epc")
+MAX_MANIFEST_BYTES = 20 * 1024 * 1024
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    **AUTH,
+    409: {"description": "Refers to something that does not exist, or conflicts"},
+}
+
+
+def _pool(request: Request) -> AsyncConnectionPool[Any]:
+    pool: AsyncConnectionPool[Any] = request.app.state.pool
+    return pool
+
+
+def astuple_entry(e: SortPlanEntry) -> tuple[str, str, str | None]:
+    return e.destination, e.chute_read_point_id, e.door_read_point_id
+
+
+def parse_manifest(body: bytes, content_type: str) -> list[dict[str, Any]]:
+    """Rows of a CSV (header line naming the columns) or JSON (list of objects) upload."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(status_code=422, detail="the manifest is not UTF-8") from exc
+    if "json" in content_type:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise HTTPException(status_code=422, detail=f"invalid JSON: {exc}") from exc
+        if not isinstance(data, list):
+            raise HTTPException(status_code=422, detail="JSON manifest must be a list of rows")
+        return [r if isinstance(r, dict) else {"_row": r} for r in data]
+    if "csv" in content_type:
+        reader = csv.DictReader(io.StringIO(text))
+        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise HTTPException(
+                status_code=422, detail=f"CSV header lacks column(s): {', '.join(missing)}"
+            )
+        return [dict(r) for r in reader]
+    raise HTTPException(status_code=415, detail="send text/csv or application/json")
+
+
+def check_row(
+    row: dict[str, Any], classes: set[str], sites: set[str]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """A manifest row, validated: the clean row, or None and every reason it is rejected."""
+    errors: list[str] = []
+    clean: dict[str, Any] = {}
+    for column in (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS):
+        value = row.get(column)
+        if value is None or value == "":
+            if column in MANIFEST_COLUMNS:
+                errors.append(f"{column} is missing")
+            clean[column] = None
+            continue
+        if not isinstance(value, str) or "\x00" in value or len(value) > 200:
+            errors.append(f"{column} must be text up to 200 characters")
+            continue
+        clean[column] = value.strip()
+    if clean.get("tracking_id"):
+        try:
+            clean["tracking_id"] = str(parse_s10(clean["tracking_id"]))
+        except InvalidTrackingNumber as exc:
+            errors.append(str(exc))
+    if clean.get("service_class") and clean["service_class"] not in classes:
+        errors.append(f"unknown service class {clean['service_class']!r}")
+    for column in ("origin_site", "destination_site"):
+        if clean.get(column) and clean[column] not in sites:
+            errors.append(f"unknown {column} {clean[column]!r}")
+    return (None if errors else clean), errors
+
+
+@router.post(
+    "/manifests",
+    response_model=ManifestReport,
+    responses={**AUTH, 415: {"description": "Neither CSV nor JSON"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": list(MANIFEST_COLUMNS),
+                            "properties": {
+                                c: {"type": "string"}
+                                for c in (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
+                            },
+                        },
+                    }
+                },
+            },
+        }
+    },
+)
+async def upload_manifest(request: Request, _who: Admin) -> ManifestReport:
+    """Bulk upload of parcels (CSV or JSON), validated row by row: valid rows are
+    loaded (existing parcels updated), the rest reported with every reason."""
+    body = await request.body()
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise HTTPException(status_code=413, detail="manifest over 20 MiB; split it")
+    rows = parse_manifest(body, request.headers.get("content-type", ""))
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute("SELECT service_class FROM service_classes")
+        classes = {str(c) for (c,) in await cur.fetchall()}
+        cur = await conn.execute("SELECT site_id FROM sites")
+        sites = {str(s) for (s,) in await cur.fetchall()}
+        checked = [check_row(row, classes, sites) for row in rows]
+        epcs = [c["epc"] for c, _ in checked if c and c["epc"]]
+        cur = await conn.execute(
+            "SELECT epc, tracking_id FROM parcels WHERE epc = ANY(%s)", (epcs,)
+        )
+        epc_owner: dict[str, str] = {str(e): str(t) for e, t in await cur.fetchall()}
+        good: list[dict[str, Any]] = []
+        rejected: list[ManifestRejection] = []
+        for number, (row, (clean, errors)) in enumerate(zip(rows, checked, strict=True), 1):
+            if clean and clean["epc"]:
+                owner = epc_owner.setdefault(clean["epc"], clean["tracking_id"])
+                if owner != clean["tracking_id"]:
+                    errors = [f"epc {clean['epc']!r} belongs to {owner}"]
+                    clean = None
+            if clean is None:
+                tid = row.get("tracking_id")
+                rejected.append(
+                    ManifestRejection(
+                        row=number,
+                        tracking_id=tid[:64] if isinstance(tid, str) else None,
+                        errors=errors,
+                    )
+                )
+            else:
+                good.append(clean)
+        if good:
+            async with conn.transaction():
+                await _load(conn, good)
+    return ManifestReport(accepted=len(good), rejected=rejected)
+
+
+async def _load(conn: AsyncConnection[Any], rows: list[dict[str, Any]]) -> None:
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "CREATE TEMP TABLE manifest_upload (tracking_id text, service_class text, "
+            "destination text, destination_site text, origin_site text, epc text) "
+            "ON COMMIT DROP"
+        )
+        async with cur.copy("COPY manifest_upload FROM STDIN") as copy:
+            for r in rows:
+                await copy.write_row([r[c] for c in (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)])
+        # The last row for a tracking number wins, as a re-sent manifest corrects one.
+        await cur.execute(
+            "INSERT INTO parcels (tracking_id, service_class, destination, destination_site, "
+            "origin_site, epc) SELECT DISTINCT ON (tracking_id) tracking_id, service_class, "
+            "destination, destination_site, origin_site, epc FROM manifest_upload "
+            "ORDER BY tracking_id ON CONFLICT (tracking_id) DO UPDATE SET "
+            "service_class = EXCLUDED.service_class, destination = EXCLUDED.destination, "
+            "destination_site = EXCLUDED.destination_site, "
+            "origin_site = coalesce(EXCLUDED.origin_site, parcels.origin_site), "
+            "epc = coalesce(EXCLUDED.epc, parcels.epc)"
+        )
+
+
+@router.get("/service-classes", response_model=list[ServiceClass], responses=AUTH)
+async def list_service_classes(request: Request, _who: Admin) -> list[ServiceClass]:
+    """Service classes with their delivery standard (J+n working days)."""
+    async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT service_class, description, delivery_days FROM service_classes ORDER BY 1"
+        )
+        return [ServiceClass(**r) for r in await cur.fetchall()]
+
+
+@router.put("/service-classes/{service_class}", response_model=ServiceClass, responses=AUTH)
+async def put_service_class(
+    request: Request, _who: Admin, service_class: Ident, body: ServiceClassIn
+) -> ServiceClass:
+    """Create or change a service class and its delivery standard."""
+    async with _pool(request).connection() as conn:
+        await conn.execute(
+            "INSERT INTO service_classes (service_class, description, delivery_days) "
+            "VALUES (%s, %s, %s) ON CONFLICT (service_class) DO UPDATE SET "
+            "description = EXCLUDED.description, delivery_days = EXCLUDED.delivery_days",
+            (service_class, body.description, body.delivery_days),
+        )
+    return ServiceClass(service_class=service_class, **body.model_dump())
+
+
+@router.get("/stage-standards", response_model=list[StageStandard], responses=AUTH)
+async def list_stage_standards(request: Request, _who: Admin) -> list[StageStandard]:
+    """Per site, stage and service class, the longest a parcel may take at the stage."""
+    async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT site_id, stage, service_class, max_seconds FROM stage_standards "
+            "ORDER BY 1, 2, 3"
+        )
+        return [StageStandard(**r) for r in await cur.fetchall()]
+
+
+@router.put("/stage-standards", response_model=StageStandard, responses=CONFLICT)
+async def put_stage_standard(request: Request, _who: Admin, body: StageStandard) -> StageStandard:
+    """Set one stage standard (site and service class must exist)."""
+    async with _pool(request).connection() as conn:
+        await conn.execute(
+            "INSERT INTO stage_standards (site_id, stage, service_class, max_seconds) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, stage, service_class) "
+            "DO UPDATE SET max_seconds = EXCLUDED.max_seconds",
+            (body.site_id, body.stage, body.service_class, body.max_seconds),
+        )
+    return body
+
+
+async def _plan(conn: AsyncConnection[Any], plan: dict[str, Any]) -> SortPlan:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT destination, chute_read_point_id, door_read_point_id "
+            "FROM sort_plan_entries WHERE sort_plan_id = %s ORDER BY destination",
+            (plan["sort_plan_id"],),
+        )
+        entries = [SortPlanEntry(**e) for e in await cur.fetchall()]
+    return SortPlan(**plan, entries=entries)
+
+
+@router.post(
+    "/sites/{site}/sort-plans", response_model=SortPlan, status_code=201, responses=CONFLICT
+)
+async def create_sort_plan(
+    request: Request, _who: Admin, site: Ident, body: SortPlanIn
+) -> SortPlan:
+    """A new version of the site's sort plan, in force from `effective_from`."""
+    if body.effective_from.tzinfo is None:
+        raise HTTPException(status_code=422, detail="effective_from needs a UTC offset")
+    destinations = [e.destination for e in body.entries]
+    if len(set(destinations)) != len(destinations):
+        raise HTTPException(status_code=422, detail="a destination appears twice")
+    async with _pool(request).connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sort_plans'), 0)")
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "INSERT INTO sort_plans (site_id, version, effective_from) "
+                "SELECT %s, coalesce(max(version), 0) + 1, %s FROM sort_plans WHERE site_id = %s "
+                "RETURNING sort_plan_id, site_id, version, effective_from",
+                (site, body.effective_from, site),
+            )
+            plan = await cur.fetchone()
+            assert plan is not None
+            await cur.executemany(
+                "INSERT INTO sort_plan_entries (sort_plan_id, destination, "
+                "chute_read_point_id, door_read_point_id) VALUES (%s, %s, %s, %s)",
+                [(plan["sort_plan_id"], *astuple_entry(e)) for e in body.entries],
+            )
+        return await _plan(conn, plan)
+
+
+@router.get("/sites/{site}/sort-plans", response_model=list[SortPlan], responses=AUTH)
+async def list_sort_plans(request: Request, _who: Admin, site: Ident) -> list[SortPlan]:
+    """Every version of the site's sort plan, newest first."""
+    async with _pool(request).connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "SELECT sort_plan_id, site_id, version, effective_from FROM sort_plans "
+                "WHERE site_id = %s ORDER BY version DESC",
+                (site,),
+            )
+            plans = await cur.fetchall()
+        return [await _plan(conn, p) for p in plans]
+
+
+@router.put("/sites/{site}", response_model=SiteIn, responses=AUTH)
+async def put_site(request: Request, _who: Admin, site: Ident, body: SiteIn) -> SiteIn:
+    """Create or change a site (name, IANA time zone for days and shifts)."""
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute(
+            "SELECT 1 FROM pg_timezone_names WHERE name = %s", (body.timezone,)
+        )
+        if await cur.fetchone() is None:
+            raise HTTPException(status_code=422, detail=f"unknown time zone {body.timezone!r}")
+        await conn.execute(
+            "INSERT INTO sites (site_id, name, timezone) VALUES (%s, %s, %s) "
+            "ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, "
+            "timezone = EXCLUDED.timezone",
+            (site, body.name, body.timezone),
+        )
+    return body
+
+
+@router.get("/read-points", response_model=list[ReadPoint], responses=AUTH)
+async def list_read_points(request: Request, _who: Admin) -> list[ReadPoint]:
+    """Read points with their zone, stage and the next read point on the conveyor."""
+    async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT read_point_id, site_id, zone, stage, description, position, "
+            "next_read_point_id FROM read_points ORDER BY site_id, position, read_point_id"
+        )
+        return [ReadPoint(**r) for r in await cur.fetchall()]
+
+
+@router.put("/read-points/{read_point}", response_model=ReadPoint, responses=CONFLICT)
+async def put_read_point(
+    request: Request, _who: Admin, read_point: Ident, body: ReadPointIn
+) -> ReadPoint:
+    """Create or change a read point (its site and next read point must exist)."""
+    async with _pool(request).connection() as conn:
+        await conn.execute(
+            "INSERT INTO read_points (read_point_id, site_id, zone, stage, description, "
+            "position, next_read_point_id) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (read_point_id) DO UPDATE SET site_id = EXCLUDED.site_id, "
+            "zone = EXCLUDED.zone, stage = EXCLUDED.stage, description = EXCLUDED.description, "
+            "position = EXCLUDED.position, next_read_point_id = EXCLUDED.next_read_point_id",
+            (read_point, body.site_id, body.zone, body.stage, body.description,
+             body.position, body.next_read_point_id),
+        )  # fmt: skip
+    return ReadPoint(read_point_id=read_point, **body.model_dump())
+
+
+@router.put("/devices/{device}", response_model=DeviceIn, responses=CONFLICT)
+async def put_device(request: Request, _who: Admin, device: Ident, body: DeviceIn) -> DeviceIn:
+    """Register or change a device (its site and read point must exist)."""
+    async with _pool(request).connection() as conn:
+        await conn.execute(
+            "INSERT INTO devices (device_id, site_id, read_point_id, kind, description) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
+            "site_id = EXCLUDED.site_id, read_point_id = EXCLUDED.read_point_id, "
+            "kind = EXCLUDED.kind, description = EXCLUDED.description",
+            (device, body.site_id, body.read_point_id, body.kind, body.description),
+        )
+    return body
+
+
+@router.get("/api-keys", response_model=list[ApiKeyInfo], responses=AUTH)
+async def list_api_keys(request: Request, _who: Admin) -> list[ApiKeyInfo]:
+    """Keys by name, role and prefix; the secrets themselves are not stored."""
+    async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT key_id, name, role, prefix, created_at, revoked_at FROM api_keys "
+            "ORDER BY key_id"
+        )
+        return [ApiKeyInfo(**r) for r in await cur.fetchall()]
+
+
+@router.post("/api-keys", response_model=NewApiKey, status_code=201, responses=AUTH)
+async def post_api_key(request: Request, _who: Admin, body: ApiKeyIn) -> NewApiKey:
+    """A new key for a person or system; the response is the only time it is shown."""
+    async with _pool(request).connection() as conn:
+        key_id, key = await create_key(conn, body.name, body.role)
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "SELECT key_id, name, role, prefix, created_at, revoked_at FROM api_keys "
+                "WHERE key_id = %s",
+                (key_id,),
+            )
+            row = await cur.fetchone()
+    assert row is not None
+    return NewApiKey(**row, key=key)
+
+
+@router.delete(
+    "/api-keys/{key_id}",
+    response_model=ApiKeyInfo,
+    responses={**AUTH, 404: {"description": "No such key"}},
+)
+async def revoke_api_key(
+    request: Request, _who: Admin, key_id: Annotated[int, Path(ge=1, le=2**62)]
+) -> ApiKeyInfo:
+    """Revoke a key at once; revoking again changes nothing."""
+    async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s "
+            "RETURNING key_id, name, role, prefix, created_at, revoked_at",
+            (key_id,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(status_code=404, detail="no such key")
+    return ApiKeyInfo(**row)

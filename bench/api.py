@@ -1,0 +1,288 @@
+"""Parcel lookup over HTTP at a fixed request rate, beside the same SQL run directly.
+
+A private PostgreSQL gets N parcels with S scans each (generate_series, indexes
+built after the load); `parceltrack api` serves it in worker processes; an
+open-loop client sends lookups of random parcels at each of --rates requests/s over
+keep-alive connections. Latency counts from when each request was due, so a
+server that falls behind shows it (no coordinated omission). The floor is the
+lookup's SQL statement (api/queries.py) run directly from one connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import uvloop
+
+from api.queries import LOOKUP
+from ingest.migrations import migrate
+from ingest.store import ScanPartitions
+from parceltrack.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
+
+SITE = "BNC1"
+DAYS = 7
+
+_S10 = """
+'CP' || lpad(i::text, 8, '0') || (
+  SELECT CASE c WHEN 10 THEN 0 WHEN 11 THEN 5 ELSE c END FROM (
+    SELECT 11 - (8 * d[1] + 6 * d[2] + 4 * d[3] + 2 * d[4] + 3 * d[5] + 5 * d[6]
+                 + 9 * d[7] + 7 * d[8]) %% 11 AS c
+    FROM (SELECT array(SELECT substr(lpad(i::text, 8, '0'), k, 1)::int
+                       FROM generate_series(1, 8) k) AS d) AS digits) AS check_digit
+)::text || 'GB'
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parcels", type=int, default=1_000_000)
+    parser.add_argument("--scans-per-parcel", type=int, default=20)
+    parser.add_argument(
+        "--rates",
+        default="250,500,1000",
+        help="lookups per second, comma-separated: one run each, same data and server",
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load")
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
+    parser.add_argument("--connections", type=int, default=64, help="client connections")
+    parser.add_argument("--floor-lookups", type=int, default=3000)
+    parser.add_argument("--workdir", default=".local", help="where the private PostgreSQL lives")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def load(dsn: str, parcels: int, per_parcel: int) -> float:
+    """Layout, service class, parcels and scans; returns the seconds it took."""
+    started = time.perf_counter()
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+        days=DAYS
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute("INSERT INTO sites (site_id, name) VALUES (%s, 'Bench centre')", (SITE,))
+        conn.execute(
+            "INSERT INTO read_points (read_point_id, site_id, zone, stage, description, position) "
+            "SELECT %s || '-RP' || lpad(k::text, 2, '0'), %s, 'sorter', 'sort', "
+            "'Read point ' || k, k FROM generate_series(1, %s) k",
+            (SITE, SITE, per_parcel),
+        )
+        conn.execute(
+            "UPDATE read_points SET next_read_point_id = %s || '-RP' || lpad((position + 1)::text, "
+            "2, '0') WHERE site_id = %s AND position < %s",
+            (SITE, SITE, per_parcel),
+        )
+        conn.execute("INSERT INTO service_classes VALUES ('standard', '', 2)")
+        conn.execute("INSERT INTO stage_standards VALUES (%s, 'sort', 'standard', 600)", (SITE,))
+        conn.execute(
+            f"INSERT INTO parcels (tracking_id, service_class, destination, origin_site, "
+            f"accepted_at) SELECT {_S10}, 'standard', 'LON', %s, "
+            f"%s + (i::float8 / %s) * interval '{DAYS} days' - interval '1 hour' "
+            f"FROM generate_series(1, %s) i",
+            (SITE, start, parcels, parcels),
+        )
+        days = {(start + timedelta(days=d)).date() for d in range(DAYS + 2)}
+        with conn.transaction():
+            ScanPartitions(timescale=False).ensure(conn, days)
+        # Indexes are built after the load, as a bulk load should.
+        conn.execute("DROP INDEX scans_event")
+        conn.execute("DROP INDEX scans_parcel")
+        chunk = 100_000
+        for first in range(1, parcels + 1, chunk):
+            last = min(parcels, first + chunk - 1)
+            conn.execute(
+                "INSERT INTO scans (ts, event_id, device_id, site_id, read_point_id, kind, "
+                "tracking_id, code, symbology) "
+                "SELECT t.accepted_at + interval '1 hour' + k * interval '30 seconds', "
+                "'BNC1-dev' || k || ':1:' || t.n, 'BNC1-dev' || k, %s, "
+                "%s || '-RP' || lpad(k::text, 2, '0'), 'read', t.tracking_id, t.tracking_id, "
+                "']C0' FROM (SELECT tracking_id, accepted_at, "
+                "substr(tracking_id, 3, 8)::int AS n FROM parcels "
+                "WHERE tracking_id BETWEEN %s AND %s) t, generate_series(1, %s) k",
+                (SITE, SITE, f"CP{first:08d}", f"CP{last:08d}ZZZ", per_parcel),
+            )
+            print(f"  scans for parcels {first}..{last}", flush=True)
+        conn.execute("CREATE UNIQUE INDEX scans_event ON scans (event_id, ts)")
+        conn.execute(
+            "CREATE INDEX scans_parcel ON scans (tracking_id, ts DESC) "
+            "WHERE tracking_id IS NOT NULL"
+        )
+        conn.execute("VACUUM ANALYZE")
+    return time.perf_counter() - started
+
+
+def floor(dsn: str, ids: list[str], n: int) -> list[float]:
+    """Latency of the lookup's SQL statement, run directly from one connection."""
+    took: list[float] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i in range(n):
+            tracking_id = ids[i % len(ids)]
+            t0 = time.perf_counter()
+            conn.execute(LOOKUP, {"t": tracking_id}).fetchall()
+            took.append(time.perf_counter() - t0)
+    return took
+
+
+async def _http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def load_test(
+    port: int, ids: list[str], rate: float, duration: float, connections: int
+) -> tuple[list[float], int, float]:
+    """Open loop: request i is due at i/rate; returns latencies, errors, achieved rate."""
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    latencies: list[float] = []
+    errors = 0
+    clock = time.perf_counter  # uvloop's loop.time() has only millisecond resolution
+    warmup = 2.0
+    t0 = clock() + 0.1
+    total = int(rate * (duration + warmup))
+
+    async def one(i: int, due: float) -> None:
+        nonlocal errors
+        conn = await pool.get()
+        try:
+            status = await _http_get(*conn, f"/v1/parcels/{ids[i % len(ids)]}")
+        except (OSError, asyncio.IncompleteReadError):
+            errors += 1
+            conn = await asyncio.open_connection("127.0.0.1", port)
+            status = 0
+        pool.put_nowait(conn)
+        if status != 200:
+            errors += 1
+        if due - t0 >= warmup:
+            latencies.append(clock() - due)
+
+    tasks = []
+    for i in range(total):
+        due = t0 + i / rate
+        delay = due - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    elapsed = clock() - (t0 + warmup)
+    while not pool.empty():
+        _, writer = pool.get_nowait()
+        writer.close()
+    return latencies, errors, len(latencies) / elapsed
+
+
+def _cpu_seconds(root_pid: int) -> float:
+    """User + system CPU of a process and its children (uvicorn's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if root_pid in (pid, ppid):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _serve(dsn: str, mqtt_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PARCELTRACK_DSN": dsn, "PARCELTRACK_MQTT_URL": mqtt_url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "parceltrack.cli", "api", "--port", str(port),
+         "--workers", str(workers), "--rate", "1e9", "--burst", "1e9"],
+        env=env,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    # Not a TemporaryDirectory: its mode 0700 would shut out the postgres user.
+    root = Path(args.workdir) / f"bench-api-{os.getpid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    server = PrivatePostgres(root / "postgres")
+    broker = PrivateMosquitto(root / "mosquitto")
+    try:
+        server.start()
+        broker.start()
+        return _bench(server, broker.url, args)
+    finally:
+        broker.destroy()
+        server.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _bench(server: PrivatePostgres, mqtt_url: str, args: argparse.Namespace) -> int:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE bench")
+    dsn = server.dsn("bench")
+    migrate(dsn)
+    print(f"loading {args.parcels:,} parcels x {args.scans_per_parcel} scans ...", flush=True)
+    took = load(dsn, args.parcels, args.scans_per_parcel)
+    with psycopg.connect(dsn) as conn:
+        counts: Any = conn.execute(
+            "SELECT (SELECT count(*) FROM parcels), (SELECT count(*) FROM scans)"
+        ).fetchone()
+        rng = random.Random(7)
+        sample = rng.sample(range(1, args.parcels + 1), min(50_000, args.parcels))
+        ids = [
+            str(t)
+            for (t,) in conn.execute(
+                "SELECT tracking_id FROM parcels WHERE substr(tracking_id, 3, 8)::int = ANY(%s)",
+                (sample,),
+            )
+        ]
+    rng.shuffle(ids)
+    print(f"loaded {counts[0]:,} parcels and {counts[1]:,} scans in {took:.0f} s", flush=True)
+
+    port = free_port()
+    api = _serve(dsn, mqtt_url, port, args.workers)
+    try:
+        wait_for_port(port, timeout=60)
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/parcels/{ids[0]}", timeout=10).read()
+        floor_s = floor(dsn, ids, args.floor_lookups)
+        runs = []
+        for rate in (float(r) for r in args.rates.split(",")):
+            cpu = _cpu_seconds(api.pid)
+            result = uvloop.run(load_test(port, ids, rate, args.duration, args.connections))
+            cpu = _cpu_seconds(api.pid) - cpu
+            runs.append((rate, *result, cpu / max(1, len(result[0])) * 1000))
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+    ms = 1000.0
+    f50, f99 = _percentile(floor_s, 0.5) * ms, _percentile(floor_s, 0.99) * ms
+    print()
+    print(f"parcel lookup, {counts[0]:,} parcels / {counts[1]:,} scans, {args.workers} workers")
+    print(f"{'':34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>7} {'API CPU ms/req':>15}")
+    floor_rate = len(floor_s) / sum(floor_s)
+    print(f"{'SQL direct, 1 connection (floor)':34} {f50:8.2f} {f99:8.2f} {floor_rate:8.0f}")
+    for rate, latencies, errors, achieved, cpu_ms in runs:
+        a50, a99 = _percentile(latencies, 0.5) * ms, _percentile(latencies, 0.99) * ms
+        label = f"HTTP lookup, offered {rate:.0f}/s"
+        print(f"{label:34} {a50:8.2f} {a99:8.2f} {achieved:8.0f} {errors:7d} {cpu_ms:15.2f}")
+        print(f"{'  ratio to floor':34} {a50 / f50:8.1f} {a99 / f99:8.1f}")
+        met = a50 <= 5 and a99 <= 20 and achieved >= 0.98 * rate and errors == 0
+        print(f"{'  goal p50<=5, p99<=20 ms':34} {'met' if met else 'NOT met':>8}")
+    return 0
