@@ -18,7 +18,9 @@ from rich.table import Table
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import FaultRates, Scenario, ScenarioConfig, generate
+from firmware_sim.site import add_site_arguments, run_site
 from firmware_sim.truth import FAULT_KINDS
+from parceltrack.config import BrokerAddress, Settings
 from parceltrack.errors import ConfigError
 
 console = Console(stderr=True)
@@ -27,6 +29,34 @@ console = Console(stderr=True)
 def add_arguments(sim: argparse.ArgumentParser) -> None:
     sub = sim.add_subparsers(dest="action", required=True)
     gen = sub.add_parser("generate", help="write a scenario file with its ground truth")
+    _scenario_arguments(gen)
+    gen.add_argument("--out", required=True)
+
+    site = sub.add_parser(
+        "site", help="one simulated centre with its edge agent in this process (compose)"
+    )
+    _scenario_arguments(site)
+    add_site_arguments(site)
+
+    play = sub.add_parser("play", help="play a scenario on virtual serial ports")
+    _playback_arguments(play)
+    play.add_argument("--port-dir", required=True, help="folder for the ports' names")
+    play.add_argument(
+        "--exit", action="store_true", help="close the ports and exit when done (default: wait)"
+    )
+    play.add_argument(
+        "--clock-from",
+        help="make the ports, wait for this playback clock file to appear, play on it",
+    )
+
+    pub = sub.add_parser("publish", help="publish a scenario straight onto MQTT (load tests)")
+    _playback_arguments(pub)
+    pub.add_argument("--agent", default="sim")
+    pub.add_argument("--boot", type=int, default=0, help="boot epoch in event ids (0: now)")
+    pub.add_argument("--batch", type=int, default=500, help="events per batch at most")
+
+
+def _scenario_arguments(gen: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, default=1)
     gen.add_argument("--sites", default="LHR1", help="comma-separated site ids")
     gen.add_argument("--rfid-sites", default="", help="sites whose parcels carry SSCC-96 tags")
@@ -56,24 +86,6 @@ def add_arguments(sim: argparse.ArgumentParser) -> None:
     gen.add_argument(
         "--plan-change", type=float, default=0.5, help="sort plan v2 from this share (<0: none)"
     )
-    gen.add_argument("--out", required=True)
-
-    play = sub.add_parser("play", help="play a scenario on virtual serial ports")
-    _playback_arguments(play)
-    play.add_argument("--port-dir", required=True, help="folder for the ports' names")
-    play.add_argument(
-        "--exit", action="store_true", help="close the ports and exit when done (default: wait)"
-    )
-    play.add_argument(
-        "--clock-from",
-        help="make the ports, wait for this playback clock file to appear, play on it",
-    )
-
-    pub = sub.add_parser("publish", help="publish a scenario straight onto MQTT (load tests)")
-    _playback_arguments(pub)
-    pub.add_argument("--agent", default="sim")
-    pub.add_argument("--boot", type=int, default=0, help="boot epoch in event ids (0: now)")
-    pub.add_argument("--batch", type=int, default=500, help="events per batch at most")
 
 
 def _playback_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,6 +105,17 @@ def _playback_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, broker_url: str, stop: threading.Event) -> int:
     if args.action == "generate":
         return _generate(args)
+    if args.action == "site":
+        return run_site(
+            config_from_args(args),
+            Path(args.workdir),
+            args.speed,
+            args.agent,
+            Settings().dsn,
+            BrokerAddress.from_url(broker_url),
+            broker_url,
+            stop,
+        )
     scenario = Scenario.load(Path(args.scenario))
     if args.action == "play":
         return _play(args, scenario, stop)

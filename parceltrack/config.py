@@ -18,12 +18,12 @@ class Settings(BaseSettings):
 
     dsn: str = "postgresql://postgres@127.0.0.1:5432/parceltrack"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
-    mqtt_ca_file: str | None = None  # CA bundle for mqtts:// when not the system one
     # PARCELTRACK_API_ADMIN_KEY: registered as an admin API key when the API starts.
     api_admin_key: SecretStr | None = None
     # Public lookups per client: PARCELTRACK_API_RATE_PER_S on average, API_BURST at once.
     api_rate_per_s: float = 5.0
     api_burst: float = 20.0
+    mqtt_ca_file: str | None = None  # CA bundle for mqtts:// when not the system one
 
 
 @dataclass(frozen=True, slots=True)

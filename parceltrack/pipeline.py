@@ -68,6 +68,40 @@ def agent_toml(
     return "\n".join(lines)
 
 
+def wait_devices_connected(
+    broker_url: str,
+    devices: set[str],
+    timeout: float = 60.0,
+    check: Callable[[], None] = lambda: None,
+) -> None:
+    """Until the agents' health messages report every device's port open. pyserial
+    drops what a port holds when it opens it, so playing starts only after this."""
+    connected: dict[str, bool] = {}
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            body = json.loads(msg.payload)
+            connected[str(body["device"])] = bool(body["connected"])
+
+    client = make_client(f"pipeline-{os.getpid()}", BrokerAddress.from_url(broker_url))
+    client.on_message = on_message
+    connect(client)
+    client.loop_start()
+    try:
+        if not wait_connected(client, timeout):
+            raise ServiceError("cannot reach the broker to watch the agents' health")
+        client.subscribe(f"{topics.PREFIX}/+/+/health", qos=0)
+        deadline = time.monotonic() + timeout
+        while not all(connected.get(d) for d in devices):
+            check()
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the agents' devices were not open within {timeout:.0f}s")
+            time.sleep(0.1)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
 @dataclass
 class Pipeline:
     """Everything under `workdir`; `start()` brings it up, `stop()` leaves nothing behind."""
@@ -199,27 +233,7 @@ class Pipeline:
 
     def wait_devices_connected(self, devices: set[str], timeout: float = 60.0) -> None:
         """Until each agent's health reports every device's port open."""
-        connected: dict[str, bool] = {}
-
-        def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                body = json.loads(msg.payload)
-                connected[str(body["device"])] = bool(body["connected"])
-
-        client = make_client(f"pipeline-{os.getpid()}", BrokerAddress.from_url(self.mosquitto.url))
-        client.on_message = on_message
-        connect(client)
-        client.loop_start()
-        try:
-            if not wait_connected(client, timeout):
-                raise ServiceError("the pipeline cannot reach its own broker")
-            client.subscribe(f"{topics.PREFIX}/+/+/health", qos=0)
-            self._wait_for(
-                lambda: all(connected.get(d) for d in devices), "the agents' devices", timeout
-            )
-        finally:
-            client.loop_stop()
-            client.disconnect()
+        wait_devices_connected(self.mosquitto.url, devices, timeout, self.check_alive)
 
     def start(self) -> None:
         self.start_services()

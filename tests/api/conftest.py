@@ -62,7 +62,7 @@ def seed(dsn: str) -> Seeded:
     manifest = {m.tracking_id: m for m in SCENARIO.manifest}
     ids = list(manifest)
     in_sorting, on_conveyor, dispatched, missorted, accepted = ids[:5]
-    plan = SCENARIO.sort_plan
+    plan = {e.destination: e.chute for e in SCENARIO.sort_plans[0].entries}
     right = plan[manifest[dispatched].destination]
     door = right.replace("CHU", "DOR")
     wrong = next(c for d, c in plan.items() if d != manifest[missorted].destination)
@@ -92,12 +92,14 @@ def seed(dsn: str) -> Seeded:
         )
     with psycopg.connect(dsn, autocommit=True) as conn:
         load_layout(conn, SCENARIO)
-        conn.execute(
-            "INSERT INTO service_classes (service_class, delivery_days) "
-            "VALUES ('standard', 2), ('express', 1)"
-        )
+        classes = [c.service_class for c in SCENARIO.service_classes]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO service_classes (service_class, delivery_days) VALUES (%s, %s)",
+                [(c.service_class, c.delivery_days) for c in SCENARIO.service_classes],
+            )
         for stage in ("induction", "tunnel", "sort", "chute", "dispatch"):
-            for cls in ("standard", "express"):
+            for cls in classes:
                 conn.execute(
                     "INSERT INTO stage_standards VALUES (%s, %s, %s, %s)",
                     (SITE, stage, cls, 600.0),

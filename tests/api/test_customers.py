@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from parceltrack.services import PrivateMosquitto
-from tests.api.conftest import SITE, Seeded, auth, settings_for
+from tests.api.conftest import SCENARIO, SITE, Seeded, auth, settings_for
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -59,8 +59,10 @@ def test_timeline_carries_upu_codes_into_and_out_of_the_sorting_centre(
 
 def test_delivery_standard_due_eta_and_on_time(client: TestClient, seeded: Seeded) -> None:
     """The delivery standard gives the due time; a parcel within its stage standards is on time."""
-    delivery = client.get(f"/v1/parcels/{seeded.in_sorting}").json()["delivery"]
-    assert delivery["delivery_days"] in (1, 2)
+    body = client.get(f"/v1/parcels/{seeded.in_sorting}").json()
+    delivery = body["delivery"]
+    days = {c.service_class: c.delivery_days for c in SCENARIO.service_classes}
+    assert delivery["delivery_days"] == days[body["service_class"]]
     assert delivery["eta_source"] == "stage_standards"
     assert delivery["on_time"] is True
     assert delivery["eta"] <= delivery["due"]
