@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import psycopg
 from playwright.sync_api import Page, Request, expect
 
+from parceltrack.demo import controller_key
 from tests.api.conftest import SITE
 from tests.pages.conftest import Site
 
@@ -191,3 +193,18 @@ def test_feedback_is_taken_and_answered_from_the_page(page: Page, site: Site) ->
     assert owner == ("controller-1",)
     assert answers == [("controller-1", answer)]
     assert page.title() == "Control room · parceltrack"
+
+
+def test_the_demo_key_opens_the_control_room(page: Page, site: Site) -> None:
+    """The key `parceltrack demo` prints is a controller's, and the page accepts it."""
+    # In a thread: Playwright's sync API keeps an event loop on this one.
+    with ThreadPoolExecutor(1) as pool:
+        key = pool.submit(controller_key, site.dsn).result()
+    with psycopg.connect(site.dsn) as conn:
+        row = conn.execute(
+            "SELECT name, role FROM api_keys WHERE prefix = %s", (key[:7],)
+        ).fetchone()
+    assert row == ("demo-controller", "controller")
+    _sign_in(page, site, key)
+    expect(page.locator("#live")).to_have_text("Live")
+    expect(page.locator(f'li[data-alert-id="{site.seeded.alert_ids[0]}"]')).to_be_visible()
