@@ -276,6 +276,9 @@
     } else {
       if (isLive && alert.state === "open" && !alerts.has(alert.alert_id)) {
         fresh.add(alert.alert_id);
+        $("alerts-announce").textContent =
+          `New alert: ${alert.kind} at ${alert.site_id || "no site"}` +
+          (alert.tracking_id ? `, parcel ${alert.tracking_id}` : "");
         setTimeout(() => { fresh.delete(alert.alert_id); queueRender(); }, 10000);
       }
       alerts.set(alert.alert_id, alert);

@@ -90,6 +90,8 @@ def test_alerts_appear_live_and_are_acknowledged_from_the_page(
     expect(item).to_be_visible()
     expect(item).to_contain_text(site.seeded.on_conveyor)
     expect(item).to_contain_text("seconds_late: 42")
+    announced = f"New alert: lost at {SITE}, parcel {site.seeded.on_conveyor}"
+    expect(page.locator("#alerts-announce")).to_have_text(announced)  # for screen readers
     expect(page.locator("#alert-count")).to_have_text("2 open, 0 acknowledged")
 
     devices = httpx.get(
