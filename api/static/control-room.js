@@ -403,17 +403,15 @@
     $("device-summary").textContent = `${online} of ${devices.length} online`;
     const num = (v) => (v === null || v === undefined ? "—" : String(v));
     const rows = devices.map((d) => el("tr", { dataset: { deviceId: d.device_id, online: String(d.online) } },
-      el("th", { scope: "row", title: d.read_point_id || "", text: d.device_id }),
-      el("td", { text: d.site_id }),
+      el("th", { scope: "row", title: `${d.kind} at ${d.site_id} ${d.read_point_id || ""}`, text: d.device_id }),
       el("td", { class: d.online ? "ok" : "bad", text: d.online ? "● online" : "○ offline" }),
       el("td", {}, d.last_seen ? timeEl(d.last_seen, true) : "never"),
-      el("td", { class: "num", text: num(d.reads_last_hour) }),
-      el("td", { class: "num", text: num(d.noreads_last_hour) }),
+      el("td", { class: "num", text: `${num(d.reads_last_hour)} / ${num(d.noreads_last_hour)}` }),
       el("td", { class: "num", text: num(d.frames_bad) }),
       el("td", { class: "num", text: num(d.outbox_depth) })));
     const body = document.querySelector("#device-table tbody");
     if (rows.length) body.replaceChildren(...rows);
-    else body.replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "empty", text: "No devices registered." })));
+    else body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "empty", text: "No devices registered." })));
   }
 
   // ---- feedback ---------------------------------------------------------------------

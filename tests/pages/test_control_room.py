@@ -77,6 +77,14 @@ def test_alerts_appear_live_and_are_acknowledged_from_the_page(
     """The open alert is listed under its site and kind; an alert inserted while the
     page is open appears without a reload, one resolved disappears, and Acknowledge
     stores the controller's acknowledgement in the database."""
+    with psycopg.connect(site.dsn, autocommit=True) as conn:  # one device reports in
+        healthy = conn.execute("SELECT min(device_id) FROM devices").fetchone()
+        assert healthy is not None and healthy[0] is not None
+        conn.execute(
+            "INSERT INTO device_health VALUES (%s, %s, 'agent-1', now(), true, "
+            '\'{"outbox_depth": 7, "frames_bad": 2}\')',
+            (healthy[0], SITE),
+        )
     _sign_in(page, site, site.controller_key)
     expect(page.locator("#live")).to_have_text("Live")
     missort, resolved = site.seeded.alert_ids
@@ -101,6 +109,15 @@ def test_alerts_appear_live_and_are_acknowledged_from_the_page(
     online = sum(d["online"] for d in devices)
     expect(page.locator("#device-summary")).to_have_text(f"{online} of {len(devices)} online")
     expect(page.locator("#device-table tbody tr")).to_have_count(len(devices))
+    assert online == 1
+    for device in devices:
+        row = page.locator(f'#device-table tr[data-device-id="{device["device_id"]}"]')
+        state = "● online" if device["online"] else "○ offline"
+        expect(row.locator("td").first).to_have_text(state)
+    last_row = page.locator("#device-table tbody tr").last  # offline devices come first
+    expect(last_row).to_have_attribute("data-device-id", healthy[0])
+    expect(last_row.locator("td").nth(3)).to_have_text("2")  # bad frames
+    expect(last_row.locator("td").nth(4)).to_have_text("7")  # outbox depth
     page.screenshot(path=str(artifacts / "control-room.png"), full_page=True)
 
     page.get_by_role("button", name=f"Acknowledge alert {fresh}").click()
