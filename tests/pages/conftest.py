@@ -44,15 +44,6 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    yield page
-    context.close()
-
-
 @dataclass(frozen=True, slots=True)
 class Site:
     """The API serving the pages, its seeded database, and a controller's key."""
@@ -74,6 +65,16 @@ def site(db_dsn: str, mqtt_server: PrivateMosquitto) -> Iterator[Site]:
     customer = make_key(db_dsn, "customer")
     with ThreadedServer(create_app(settings_for(db_dsn, mqtt_server))) as server:
         yield Site(server.url, seeded, controller, customer)
+
+
+@pytest.fixture
+def page(browser: Browser, site: Site) -> Iterator[Page]:
+    """A fresh browser tab; closed before the server stops, so no stream holds it up."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    yield page
+    context.close()
 
 
 @pytest.fixture
