@@ -3,13 +3,17 @@ and on-time status, and clear messages for invalid and unknown numbers."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
+from api.app import create_app
 from parceltrack.identifiers import S10
+from parceltrack.services import PrivateMosquitto
+from tests.api.conftest import ThreadedServer, seed, settings_for
 from tests.pages.conftest import Site
 
 
@@ -118,3 +122,26 @@ def test_pages_are_served_with_a_strict_content_security_policy(site: Site) -> N
     assert httpx.get(f"{site.url}/static/nothing.js", timeout=10).status_code == 404
     paths = httpx.get(f"{site.url}/openapi.json", timeout=10).json()["paths"]
     assert not {"/", "/track", "/control-room"} & set(paths)
+
+
+def test_tracking_page_says_when_to_retry_after_too_many_lookups(
+    browser: Browser, db_dsn: str, mqtt_server: PrivateMosquitto
+) -> None:
+    """Past the per-client rate limit the page says to slow down and when to try again,
+    with the API's Retry-After."""
+    seeded = seed(db_dsn)
+    app = create_app(settings_for(db_dsn, mqtt_server, rate_per_s=0.01, burst=1.0))
+    with ThreadedServer(app) as server:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{server.url}/track?id={seeded.dispatched}")  # the one lookup allowed
+            expect(page.get_by_role("heading", name=f"Parcel {seeded.dispatched}")).to_be_visible()
+            _track(page, seeded.in_sorting)
+            problem = page.get_by_role("alert")
+            expect(problem).to_contain_text("Too many lookups")
+            # Retry-After: a whole token at 0.01/s, less what refilled since (under load).
+            expect(problem).to_contain_text(re.compile(r"Please try again in (100|9\d) s\."))
+            expect(page.locator("#parcel")).to_be_hidden()
+        finally:
+            context.close()
