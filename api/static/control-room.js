@@ -38,9 +38,15 @@
     return Object.assign({ Authorization: "Bearer " + key, Accept: "application/json" }, extra || {});
   }
 
-  function showError(title, text) {
+  function showError(title, text, source) {
     problem.replaceChildren(el("strong", { text: title + ": " }), text);
+    problem.dataset.source = source || "";
     problem.hidden = false;
+  }
+
+  // A poll that works again takes its own earlier failure message away.
+  function recovered(source) {
+    if (!problem.hidden && problem.dataset.source === source) clearError();
   }
 
   function clearError() {
@@ -92,11 +98,11 @@
   }
 
   // Every API failure goes through here: auth problems sign out, others are shown.
-  function failed(error, what) {
+  function failed(error, what, source) {
     if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
       authFailed(error.status, error.detail);
     } else {
-      showError(`Could not ${what}`, error.message || String(error));
+      showError(`Could not ${what}`, error.message || String(error), source);
     }
   }
 
@@ -393,10 +399,11 @@
     try {
       devices = await api("/v1/devices", { headers: authHeaders() });
     } catch (error) {
-      if (mine === session) failed(error, "load the devices");
+      if (mine === session) failed(error, "load the devices", "devices");
       return;
     }
     if (mine !== session) return;
+    recovered("devices");
     devices.sort((a, b) => (a.online === b.online ? 0 : a.online ? 1 : -1)
       || a.site_id.localeCompare(b.site_id) || a.device_id.localeCompare(b.device_id));
     const online = devices.filter((d) => d.online).length;
@@ -422,10 +429,11 @@
       pages = await Promise.all(["open", "taken"].map((state) =>
         api(`/v1/feedback?state=${state}&limit=100`, { headers: authHeaders() })));
     } catch (error) {
-      if (mine === session) failed(error, "load the feedback");
+      if (mine === session) failed(error, "load the feedback", "feedback");
       return;
     }
     if (mine !== session) return;
+    recovered("feedback");
     const items = pages.flatMap((p) => p.items).sort((a, b) => a.feedback_id - b.feedback_id);
     renderFeedback(items);
   }
