@@ -227,3 +227,21 @@ def test_the_demo_key_opens_the_control_room(page: Page, site: Site) -> None:
     _sign_in(page, site, key)
     expect(page.locator("#live")).to_have_text("Live")
     expect(page.locator(f'li[data-alert-id="{site.seeded.alert_ids[0]}"]')).to_be_visible()
+
+
+def test_the_key_lasts_for_the_tab_until_forgotten(page: Page, site: Site) -> None:
+    """A reload keeps the controller signed in (sessionStorage); Forget key removes the
+    key at once and the next reload asks for it again."""
+    _sign_in(page, site, site.controller_key)
+    expect(page.locator("#live")).to_have_text("Live")
+    page.reload()
+    expect(page.locator("#live")).to_have_text("Live")
+    expect(page.get_by_label("Controller API key")).to_be_hidden()
+
+    page.get_by_role("button", name="Forget key").click()
+    expect(page.get_by_label("Controller API key")).to_be_visible()
+    expect(page.locator("#board")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+    page.reload()
+    expect(page.get_by_label("Controller API key")).to_be_visible()
+    expect(page.locator("#live")).to_have_text("Not connected")
