@@ -242,8 +242,8 @@
           // change can slip between the list below and the stream.
           first = false;
           failures = 0;
-          setLive("live", "Live");
           if (needSnapshot) await loadAlerts(mine);
+          if (mine === session) setLive("live", "Live");
         }
         feed(decoder.decode(value, { stream: true }));
       }

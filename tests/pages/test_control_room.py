@@ -3,6 +3,7 @@ stream (with resumption by Last-Event-ID), acknowledging, devices and feedback."
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,7 @@ def test_alerts_appear_live_and_are_acknowledged_from_the_page(
     lost = page.locator(f'section[data-site="{SITE}"] div[data-kind="lost"]')
     item = lost.locator(f'li[data-alert-id="{fresh}"]')
     expect(item).to_be_visible()
+    expect(item).to_have_class(re.compile(r"\bfresh\b"))  # came by the stream, not a listing
     expect(item).to_contain_text(site.seeded.on_conveyor)
     expect(item).to_contain_text("seconds_late: 42")
     announced = f"New alert: lost at {SITE}, parcel {site.seeded.on_conveyor}"
@@ -149,11 +151,12 @@ def test_a_dropped_stream_resumes_from_the_last_event_id(page: Page, site: Site)
 
     page.on("request", seen)
     _sign_in(page, site, site.controller_key)
-    expect(page.locator("#live")).to_have_text("Live")
+    expect(page.locator("#live")).to_have_text("Live")  # listed, and listening
     first = _open_alert(site.dsn, "overdue")
     expect(page.locator(f'li[data-alert-id="{first}"]')).to_be_visible()
+    page.wait_for_function("PT.controlRoom.lastEventId() !== null")
     last_id = page.evaluate("PT.controlRoom.lastEventId()")
-    assert last_id is not None and int(last_id) > 0
+    assert int(last_id) > 0
 
     # Cut the stream where it is fed: its PostgreSQL session ends, so does the response.
     def stream_backend() -> int | None:
