@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api import admin, alerts, customers, feedback, kpis, operations
+from api import admin, alerts, customers, feedback, kpis, operations, pages
 from api.models import Health
 from api.queries import has_detector_eta
 from api.security import RateLimiter, ensure_key
@@ -120,6 +120,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         admin.router,
     ):
         app.include_router(router)
+    pages.install(app)  # the tracking page and the control room (api/pages.py)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 

@@ -24,6 +24,23 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def controller_key(dsn: str, name: str = "demo-controller") -> str:
+    """A new controller API key for the control-room page (it lives as long as the
+    demo's database does: everything is removed when the demo stops)."""
+    import asyncio
+
+    import psycopg
+
+    from api.security import create_key
+
+    async def create() -> str:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            _key_id, key = await create_key(conn, name, "controller")
+        return key
+
+    return asyncio.run(create())
+
+
 def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
     console = Console()
     # About two hours of parcels at real speed in two centres, with every kind of fault
@@ -63,17 +80,22 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
         faulty = {f.tracking_id for f in scenario.faults}
         on_time = [m.tracking_id for m in scenario.manifest[:40] if m.tracking_id not in faulty][:3]
         sites = ", ".join(s.site for s in scenario.sites)
+        key = controller_key(pipeline.dsn)
         console.print(f"""
 [green]Running.[/green] Simulated sorting centres ({sites}) send barcode reads
 from {len(scenario.read_points)} virtual scanners (ptys under {pipeline.port_dir})
 through one edge agent per site, Mosquitto ({pipeline.mosquitto.url}), ingest and PostgreSQL.
 The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdir}/scenario.json
 
+  Tracking page:   {url}/track?id={on_time[0]}
+  Control room:    {url}/control-room
+  Controller key:  {key}
+                   (paste it into the control room; it lasts as long as this demo)
   API docs:        {url}/docs
   Health:          {url}/healthz
-  Track a parcel:  {url}/v1/parcels/{on_time[0]}
+  Parcel as JSON:  {url}/v1/parcels/{on_time[0]}
   More parcels:    {", ".join(on_time[1:])}
-  A lost parcel:   {url}/v1/parcels/{sorted(lost)[0] if lost else on_time[0]}
+  A lost parcel:   {url}/track?id={sorted(lost)[0] if lost else on_time[0]}
                    (its alert opens about 20 s after it should have reached its next point)
   Alerts so far:   psql {pipeline.dsn} -c 'select * from alerts'
   Logs:            {pipeline.logs}

@@ -1,0 +1,79 @@
+"""The built-in pages: customers' tracking page and the controllers' control room.
+
+Plain HTML, CSS and JavaScript from api/static/, served by the API itself, so there
+is no front-end build and no CDN: the pages call the same /v1/ endpoints as any
+client. Every page is sent with a Content-Security-Policy that allows only this
+origin's scripts and styles and no inline script, so text from the database
+(customers' feedback, alert details) can never run as code even if a bug rendered
+it as HTML; and with `Referrer-Policy: no-referrer`, so a tracking number in the
+page's address does not leak to other sites.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+STATIC = Path(__file__).with_name("static")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page(name: str) -> FileResponse:
+    # no-cache: a browser revalidates (ETag), so a new release is picked up at once.
+    return FileResponse(
+        STATIC / name,
+        media_type="text/html; charset=utf-8",
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/")
+@router.get("/track")
+async def tracking_page() -> FileResponse:
+    """Customers: a parcel's location, timeline and ETA by tracking number."""
+    return _page("track.html")
+
+
+@router.get("/control-room")
+async def control_room_page() -> FileResponse:
+    """Controllers: live open alerts, device health and feedback waiting for an answer."""
+    return _page("control-room.html")
+
+
+class _StaticHeaders:
+    """Adds the security headers and `no-cache` to the static files' responses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                for name, value in (*SECURITY_HEADERS.items(), ("Cache-Control", "no-cache")):
+                    headers.append((name.lower().encode(), value.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def install(app: FastAPI) -> None:
+    """Serve the pages at /, /track and /control-room, and their files under /static/."""
+    app.include_router(router)
+    app.mount("/static", _StaticHeaders(StaticFiles(directory=STATIC)), name="static")
