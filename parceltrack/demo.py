@@ -96,7 +96,8 @@ The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdi
   Parcel as JSON:  {url}/v1/parcels/{on_time[0]}
   More parcels:    {", ".join(on_time[1:])}
   A lost parcel:   {url}/track?id={sorted(lost)[0] if lost else on_time[0]}
-                   (its alert opens about 20 s after it should have reached its next point)
+                   (a delay alert opens once its stage standard has passed, a missing alert
+                   about 30 s after that: watch them in the control room)
   Alerts so far:   psql {pipeline.dsn} -c 'select * from alerts'
   Logs:            {pipeline.logs}
 
