@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import binascii
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
+
+from edge.framing import LengthFramer
 
 SOH = 0xFF
 _NIBBLE_TABLE = tuple((i * 0x1021) & 0xFFFF for i in range(16))
@@ -174,35 +176,12 @@ def decode_tag_read(data: bytes) -> TagRead | None:
 
 
 @dataclass
-class MercuryFramer:
+class MercuryFramer(LengthFramer[Frame]):
     """Splits a byte stream into frames, resynchronising on the next 0xFF after garbage,
     a bad CRC or a truncated frame; never raises. `responses` picks the direction:
     True for what a reader sends, False for what a host sends (the simulator's side)."""
 
     responses: bool = True
-    frames_ok: int = 0
-    frames_bad: int = 0  # bad CRC, or a frame cut short by the next one
-    bytes_skipped: int = 0  # garbage between frames
-    # Every byte fed ends up in exactly one of: a good frame (bytes_framed), dropped
-    # (bytes_discarded: garbage, false starts, resyncs), or still `buffered`.
-    bytes_framed: int = 0
-    bytes_discarded: int = 0
-    _buffer: bytearray = field(default_factory=bytearray)
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def resync(self) -> list[Frame]:
-        """Give up on the partial frame at the head of the buffer (its LEN promised
-        more than came: truncated, or a false start) and parse what follows. Drivers
-        call this when the line has been quiet for a while with bytes still buffered."""
-        if not self._buffer:
-            return []
-        self.frames_bad += 1
-        self.bytes_discarded += 1
-        del self._buffer[:1]
-        return self.feed(b"")
 
     def feed(self, data: bytes) -> list[Frame]:
         # Counters live in locals inside the loop: it runs once per frame.
@@ -249,9 +228,5 @@ class MercuryFramer:
             framed += end - pos
             pos = end
         del buf[:pos]
-        self.frames_ok += ok
-        self.frames_bad += bad
-        self.bytes_skipped += skipped
-        self.bytes_framed += framed
-        self.bytes_discarded += skipped + bad  # each false start drops its head byte
+        self._tally(ok, bad, skipped, framed)
         return frames

@@ -8,9 +8,11 @@ of LEN 0x0A that ends the round; the host must issue the command again for the n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
+
+from edge.framing import LengthFramer
 
 HEAD = 0xA0
 SUCCESS = 0x10  # the one-byte answer of a set command that worked
@@ -112,33 +114,9 @@ def interpret(frame: Frame) -> TagRead | RoundEnd | CommandError | None:
 
 
 @dataclass
-class R2000Framer:
+class R2000Framer(LengthFramer[Frame]):
     """Splits a byte stream into frames, resynchronising on the next 0xA0 after garbage,
     a bad checksum or a truncated frame; never raises."""
-
-    frames_ok: int = 0
-    frames_bad: int = 0
-    bytes_skipped: int = 0  # garbage between frames
-    # Every byte fed ends up in exactly one of: a good frame (bytes_framed), dropped
-    # (bytes_discarded: garbage, false starts, resyncs), or still `buffered`.
-    bytes_framed: int = 0
-    bytes_discarded: int = 0
-    _buffer: bytearray = field(default_factory=bytearray)
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def resync(self) -> list[Frame]:
-        """Give up on the partial frame at the head of the buffer (its LEN promised
-        more than came: truncated, or a false start) and parse what follows. Drivers
-        call this when the line has been quiet for a while with bytes still buffered."""
-        if not self._buffer:
-            return []
-        self.frames_bad += 1
-        self.bytes_discarded += 1
-        del self._buffer[:1]
-        return self.feed(b"")
 
     def feed(self, data: bytes) -> list[Frame]:
         # Counters live in locals inside the loop: it runs once per frame.
@@ -174,9 +152,5 @@ class R2000Framer:
             framed += end - pos
             pos = end
         del buf[:pos]
-        self.frames_ok += ok
-        self.frames_bad += bad
-        self.bytes_skipped += skipped
-        self.bytes_framed += framed
-        self.bytes_discarded += skipped + bad  # each false start drops its head byte
+        self._tally(ok, bad, skipped, framed)
         return frames
