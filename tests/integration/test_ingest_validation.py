@@ -1,15 +1,12 @@
 """Invalid payloads become dead letters, valid traffic around them is stored; health upserted."""
 
 import json
-import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 
-from ingest.worker import IngestSettings, IngestWorker
+from ingest.worker import IngestWorker
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
@@ -18,23 +15,6 @@ from tests.plugins.ingest_chaos import scan_batch, wait_until
 
 NOW = datetime.now(UTC)
 EVENTS = topics.events("LHR1", "scan-1")
-
-
-@pytest.fixture
-def worker(db_dsn: str, mqtt_server: PrivateMosquitto) -> Iterator[IngestWorker]:
-    w = IngestWorker(
-        IngestSettings(
-            dsn=db_dsn,
-            broker=BrokerAddress.from_url(mqtt_server.url),
-            client_id=f"ingest-{time.monotonic_ns()}",
-        )
-    )
-    thread = threading.Thread(target=w.run, daemon=True)
-    thread.start()
-    wait_until(w.subscribed.is_set, 30, "the worker subscribed")
-    yield w
-    w.stop()
-    thread.join(15)
 
 
 def _publish(url: str, messages: list[tuple[str, bytes]], retain: bool = False) -> None:

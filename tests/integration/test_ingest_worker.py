@@ -1,36 +1,16 @@
 import json
-import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import psycopg
-import pytest
 
-from ingest.worker import IngestSettings, IngestWorker
+from ingest.worker import IngestWorker
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
 from parceltrack.mqtt import connect, make_client, wait_connected
 from parceltrack.services import PrivateMosquitto
 from parceltrack.wire import encode_batch
-
-
-@pytest.fixture
-def worker(db_dsn: str, mqtt_server: PrivateMosquitto) -> Iterator[IngestWorker]:
-    w = IngestWorker(
-        IngestSettings(
-            dsn=db_dsn,
-            broker=BrokerAddress.from_url(mqtt_server.url),
-            client_id=f"ingest-{time.monotonic_ns()}",
-        )
-    )
-    thread = threading.Thread(target=w.run, daemon=True)
-    thread.start()
-    time.sleep(0.5)  # subscribed before anything is published
-    yield w
-    w.stop()
-    thread.join(10)
 
 
 def _publish(url: str, messages: list[tuple[str, bytes]]) -> None:
