@@ -4,11 +4,29 @@ absolute time does not. Each module exposes `add_arguments(parser)` and `run(arg
 
 from __future__ import annotations
 
+import argparse
 import importlib
-import pkgutil
+from typing import Any
 
-NAMES = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+from parceltrack.config import Settings
+
+# The benchmarks; the other modules (accuracy, score) are the harness they share.
+NAMES = ("api", "detect", "edge", "ingest", "scenario")
 
 
 def load(name: str):  # type: ignore[no-untyped-def]
     return importlib.import_module(f"bench.{name}")
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    parser = sub.add_parser("bench", help="benchmarks, each beside its baseline")
+    bench_sub = parser.add_subparsers(dest="bench", required=True)
+    for name in NAMES:
+        module = load(name)
+        module.add_arguments(bench_sub.add_parser(name, help=(module.__doc__ or "").strip()))
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    code: int = load(args.bench).run(args)
+    return code

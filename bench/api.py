@@ -27,9 +27,9 @@ import psycopg
 import uvloop
 
 from api.queries import LOOKUP
-from ingest.migrations import migrate
+from composition.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
 from ingest.store import ScanPartitions
-from parceltrack.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
+from storage.migrations import migrate
 
 SITE = "BNC1"
 DAYS = 7
@@ -211,7 +211,7 @@ def _cpu_seconds(root_pid: int) -> float:
 def _serve(dsn: str, mqtt_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PARCELTRACK_DSN": dsn, "PARCELTRACK_MQTT_URL": mqtt_url}
     return subprocess.Popen(
-        [sys.executable, "-m", "parceltrack.cli", "api", "--port", str(port),
+        [sys.executable, "-m", "composition.cli", "api", "--port", str(port),
          "--workers", str(workers), "--rate", "1e9", "--burst", "1e9"],
         env=env,
     )  # fmt: skip

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from detect.accuracy import Noise, run_accuracy
+    from bench.accuracy import Noise, run_accuracy
     from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
 
     # The generator's default fault rates, plus mis-routes (off by default there).
@@ -194,9 +194,9 @@ WHERE %(now)s > c.ts + make_interval(secs => st.max_seconds)
 
 def sql_baseline(n: int, now: float, repeat: int) -> tuple[float, int]:
     """Median seconds of the SQL tick over n parcels (3 scans each) on a private server."""
-    from ingest.migrations import migrate
-    from parceltrack.pipeline import create_database
-    from parceltrack.services import PrivatePostgres
+    from composition.pipeline import create_database
+    from composition.services import PrivatePostgres
+    from storage.migrations import migrate
 
     root = Path(".local")
     root.mkdir(exist_ok=True)

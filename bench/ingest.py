@@ -27,14 +27,14 @@ from typing import Any
 
 import psycopg
 
-from ingest.migrations import migrate
+from composition.services import PrivateMosquitto, PrivatePostgres, free_port
 from ingest.store import copy_scan_rows, scan_row
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
 from parceltrack.mqtt import connect, make_client, wait_connected
-from parceltrack.services import PrivateMosquitto, PrivatePostgres, free_port
 from parceltrack.wire import encode_batch
+from storage.migrations import migrate
 
 GOAL_RATE = 50_000.0
 GOAL_RATIO = 0.60
@@ -200,7 +200,7 @@ def _start_workers(
         log = (logdir / f"ingest-{i}.log").open("ab")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "parceltrack.cli", "ingest", "--client-id",
+                [sys.executable, "-m", "composition.cli", "ingest", "--client-id",
                  f"bench-ingest-{i}", "--metrics-port", str(port)],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )

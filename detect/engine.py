@@ -3,7 +3,7 @@
 It ties the parcel state (detect/core.py), the device state (detect/devices.py)
 and the reference arrays together, and turns the slots the checks return into
 `AlertChange` records (alerts are few; parcels are many). The service persists
-and publishes the changes; the scorer (detect/score.py) compares them with a
+and publishes the changes; the scorer (bench/score.py) compares them with a
 scenario's ground truth. The same code runs in both.
 """
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -18,25 +19,22 @@ from rich.table import Table
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import FaultRates, Scenario, ScenarioConfig, generate
-from firmware_sim.site import add_site_arguments, run_site
 from firmware_sim.truth import FAULT_KINDS
 from parceltrack.config import BrokerAddress, Settings
 from parceltrack.errors import ConfigError
+from parceltrack.process import stop_on_signals
 
 console = Console(stderr=True)
 
 
-def add_arguments(sim: argparse.ArgumentParser) -> None:
-    sub = sim.add_subparsers(dest="action", required=True)
+def register(parent: argparse._SubParsersAction[Any]) -> argparse._SubParsersAction[Any]:
+    """Adds `sim` and its actions; returns them for the composition to extend."""
+    sim = parent.add_parser("sim", help="generate scenarios and play them on virtual devices")
+    sim.set_defaults(func=run)
+    sub: argparse._SubParsersAction[Any] = sim.add_subparsers(dest="action", required=True)
     gen = sub.add_parser("generate", help="write a scenario file with its ground truth")
-    _scenario_arguments(gen)
+    scenario_arguments(gen)
     gen.add_argument("--out", required=True)
-
-    site = sub.add_parser(
-        "site", help="one simulated centre with its edge agent in this process (compose)"
-    )
-    _scenario_arguments(site)
-    add_site_arguments(site)
 
     play = sub.add_parser("play", help="play a scenario on virtual serial ports")
     _playback_arguments(play)
@@ -54,9 +52,10 @@ def add_arguments(sim: argparse.ArgumentParser) -> None:
     pub.add_argument("--agent", default="sim")
     pub.add_argument("--boot", type=int, default=0, help="boot epoch in event ids (0: now)")
     pub.add_argument("--batch", type=int, default=500, help="events per batch at most")
+    return sub
 
 
-def _scenario_arguments(gen: argparse.ArgumentParser) -> None:
+def scenario_arguments(gen: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, default=1)
     gen.add_argument("--sites", default="LHR1", help="comma-separated site ids")
     gen.add_argument("--rfid-sites", default="", help="sites whose parcels carry SSCC-96 tags")
@@ -102,24 +101,14 @@ def _playback_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace, broker_url: str, stop: threading.Event) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "generate":
         return _generate(args)
-    if args.action == "site":
-        return run_site(
-            config_from_args(args),
-            Path(args.workdir),
-            args.speed,
-            args.agent,
-            Settings().dsn,
-            BrokerAddress.from_url(broker_url),
-            broker_url,
-            stop,
-        )
+    stop = stop_on_signals()
     scenario = Scenario.load(Path(args.scenario))
     if args.action == "play":
         return _play(args, scenario, stop)
-    return _publish(args, scenario, broker_url, stop)
+    return _publish(args, scenario, settings.broker(), stop)
 
 
 def config_from_args(args: argparse.Namespace) -> ScenarioConfig:
@@ -258,10 +247,9 @@ def _play(args: argparse.Namespace, scenario: Scenario, stop: threading.Event) -
 
 
 def _publish(
-    args: argparse.Namespace, scenario: Scenario, broker_url: str, stop: threading.Event
+    args: argparse.Namespace, scenario: Scenario, broker: BrokerAddress, stop: threading.Event
 ) -> int:
     from firmware_sim.publish import PublishSettings, publish
-    from parceltrack.config import BrokerAddress
 
     paced = args.speed > 0
     if paced:
@@ -272,7 +260,7 @@ def _publish(
         clock = PlaybackClock(datetime.now(UTC) - timedelta(seconds=scenario.duration_s + 1))
     _record(args, scenario, clock)
     settings = PublishSettings(
-        broker=BrokerAddress.from_url(broker_url),
+        broker=broker,
         agent=args.agent,
         boot=args.boot or int(datetime.now(UTC).timestamp()),
         batch_max_events=args.batch,

@@ -39,7 +39,6 @@ import stamina
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
-from ingest.migrations import has_timescale
 from ingest.store import (
     MergeAfterConflicts,
     ScanPartitions,
@@ -53,6 +52,7 @@ from parceltrack import health, topics, wire
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import WireFormatError
 from parceltrack.mqtt import connect, make_client
+from storage.migrations import has_timescale
 
 log = logging.getLogger(__name__)
 

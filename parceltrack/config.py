@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     api_burst: float = 20.0
     mqtt_ca_file: str | None = None  # CA bundle for mqtts:// when not the system one
 
+    def broker(self) -> BrokerAddress:
+        """The broker address with its TLS settings: every process connects through this."""
+        return BrokerAddress.from_url(self.mqtt_url, self.mqtt_ca_file)
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
+from composition.acl import render_acl
+from composition.services import PrivateMosquitto
 from edge.config import AgentConfig, load_agent_config
 from parceltrack import topics
-from parceltrack.acl import render_acl
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
-from parceltrack.services import PrivateMosquitto
 
 PASSWORDS = {
     "ingest": "ingest-pw",

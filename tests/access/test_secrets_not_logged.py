@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from api.security import new_key
+from composition.pipeline import Pipeline
 from firmware_sim.scenario import ScenarioConfig, generate
-from parceltrack.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 

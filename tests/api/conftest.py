@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 
 from api.app import ApiSettings, create_app
 from api.security import ROLES, key_hash, new_key
+from composition.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
 from firmware_sim.scenario import generate
-from ingest.migrations import has_timescale
-from ingest.reference import load_layout, load_manifest
 from ingest.store import ScanPartitions, write_scans
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
-from parceltrack.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
+from storage.migrations import has_timescale
+from storage.reference import load_layout, load_manifest
 from tests.plugins.services import _drop_database, _fresh_database
 
 SCENARIO = generate(seed=3, parcels=8)

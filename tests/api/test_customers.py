@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from parceltrack.services import PrivateMosquitto
+from composition.services import PrivateMosquitto
 from tests.api.conftest import SCENARIO, SITE, Seeded, auth, settings_for
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.security import ROLES, RateLimiter, TokenBucket, key_hash
-from parceltrack.services import PrivateMosquitto
+from composition.services import PrivateMosquitto
 from tests.api.conftest import SITE, Seeded, SharedApi, auth, settings_for
 
 # The minimum role of every operation ("public": no key needed). Written out by hand
@@ -168,7 +168,7 @@ def test_cli_creates_a_bootstrap_admin_key_that_works(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`parceltrack api create-key --role admin` prints a key once; it then works as admin."""
-    from parceltrack.cli import main
+    from composition.cli import main
 
     monkeypatch.setenv("PARCELTRACK_DSN", seeded.dsn)
     assert main(["api", "create-key", "--role", "admin", "--name", "ops"]) == 0

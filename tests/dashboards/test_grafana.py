@@ -9,9 +9,9 @@ import psycopg
 import pytest
 import yaml
 
-from ingest.migrations import has_timescale
 from ingest.store import ScanPartitions, write_scans
 from parceltrack.events import EventKind, ScanEvent
+from storage.migrations import has_timescale
 from tests.dashboards.grafana import expand
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,11 +9,11 @@ import jsonschema
 import pytest
 import yaml
 
+from composition.acl import render_acl
+from composition.cli import build_parser
 from edge.config import load_agent_config
-from firmware_sim.commands import add_arguments, config_from_args
+from firmware_sim.commands import config_from_args
 from firmware_sim.scenario import generate
-from parceltrack.acl import render_acl
-from parceltrack.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -85,12 +85,8 @@ def test_broker_acl_matches_the_agent_configuration() -> None:
 
 def test_simulated_site_has_the_devices_the_agent_file_names() -> None:
     """`sim site` for LHR1 makes exactly the devices deploy/agents/agent-1.toml lists."""
-    import argparse
-
     service: dict[str, Any] = COMPOSE["services"]["edge-sim"]
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(service["command"][1:])
+    args = build_parser().parse_args(service["command"])
     scenario = generate(config_from_args(args))
     agent = load_agent_config(ROOT / "deploy/agents/agent-1.toml")
     assert {d.id for d in agent.devices} == {r.device for r in scenario.read_points}

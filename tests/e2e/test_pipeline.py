@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from composition.pipeline import Pipeline
 from firmware_sim.scenario import ScenarioConfig, generate
-from parceltrack.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from composition.services import PrivateMosquitto
 from ingest.worker import IngestSettings, IngestWorker
 from parceltrack.config import BrokerAddress
-from parceltrack.services import PrivateMosquitto
 from tests.plugins.ingest_chaos import wait_until
 
 

@@ -6,13 +6,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import ApiSettings, create_app
+from composition.services import PrivateMosquitto
 from firmware_sim.scenario import generate
-from ingest.migrations import has_timescale
-from ingest.reference import load_layout, load_manifest
 from ingest.store import ScanPartitions, write_scans
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
-from parceltrack.services import PrivateMosquitto
+from storage.migrations import has_timescale
+from storage.reference import load_layout, load_manifest
 
 SCENARIO = generate(seed=3, parcels=5)
 PARCEL = SCENARIO.manifest[0]
@@ -103,7 +103,7 @@ def test_healthz_reports_database_and_broker(client: TestClient) -> None:
 
 def test_healthz_is_503_when_the_broker_is_unreachable(db_dsn: str) -> None:
     """With no broker listening, healthz says degraded and names the broker."""
-    from parceltrack.services import free_port
+    from composition.services import free_port
 
     url = f"mqtt://127.0.0.1:{free_port()}"
     app = create_app(ApiSettings(dsn=db_dsn, broker=BrokerAddress.from_url(url)))

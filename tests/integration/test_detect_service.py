@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from composition.services import PrivateMosquitto
 from detect.publish import AlertPublisher
 from detect.reference import DetectConfig
 from detect.service import Detector, DetectSettings
@@ -23,7 +24,6 @@ from ingest.store import ScanPartitions
 from parceltrack.config import BrokerAddress
 from parceltrack.identifiers import S10
 from parceltrack.mqtt import make_client, wait_connected
-from parceltrack.services import PrivateMosquitto
 
 P1, P2, P3 = "RR473124829GB", "EE471108151FR", "EE123456785CN"
 P4 = str(S10.make("CP", 12345678, "GB"))
@@ -486,7 +486,7 @@ def test_a_killed_detect_process_restarts_without_touching_its_alerts(
     def spawn() -> subprocess.Popen[bytes]:
         env = {**os.environ, "PARCELTRACK_DSN": db_dsn}
         return subprocess.Popen(
-            [sys.executable, "-m", "parceltrack.cli", "detect", "--no-mqtt",
+            [sys.executable, "-m", "composition.cli", "detect", "--no-mqtt",
              "--skew-tolerance", "0", "--missing-after", "20"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from composition.services import PrivateMosquitto
 from edge.agent import run_agent
 from edge.config import load_agent_config
 from firmware_sim.barcode import ScannerFraming, code128, frame, noread_frame
@@ -12,7 +13,6 @@ from firmware_sim.pty import VirtualSerialPort
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
-from parceltrack.services import PrivateMosquitto
 from parceltrack.wire import decode_batch
 
 

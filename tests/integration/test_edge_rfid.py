@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from composition.services import PrivateMosquitto
 from edge.agent import run_agent
 from edge.config import AgentConfig, load_agent_config
 from firmware_sim.barcode import ScannerFraming, code128, frame
@@ -25,7 +26,6 @@ from firmware_sim.transport import PtyTransport, TcpTransport
 from parceltrack.config import BrokerAddress
 from parceltrack.identifiers import S10
 from parceltrack.mqtt import wait_connected
-from parceltrack.services import PrivateMosquitto
 from parceltrack.wire import decode_batch
 from tests.integration.test_edge_pty import Collector
 
@@ -270,7 +270,7 @@ def _holds(pid: int, port: Path) -> bool:
 def _start_agent(config_path: Path, broker_url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PARCELTRACK_MQTT_URL": broker_url}
     return subprocess.Popen(
-        [sys.executable, "-m", "parceltrack.cli", "edge", "--config", str(config_path)],
+        [sys.executable, "-m", "composition.cli", "edge", "--config", str(config_path)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

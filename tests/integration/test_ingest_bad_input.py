@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from composition.services import PrivateMosquitto
 from ingest.worker import IngestWorker
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
-from parceltrack.services import PrivateMosquitto
 from tests.plugins.ingest_chaos import scan_batch, wait_until
 
 NOW = datetime.now(UTC)

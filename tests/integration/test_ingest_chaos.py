@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.migrations import migrate
+from composition.services import PrivateMosquitto, PrivatePostgres
 from ingest.worker import IngestSettings, IngestWorker
 from parceltrack.config import BrokerAddress
-from parceltrack.services import PrivateMosquitto, PrivatePostgres
+from storage.migrations import migrate
 from tests.plugins.ingest_chaos import (
     Flood,
     IngestProcess,

@@ -4,12 +4,12 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from composition.services import PrivateMosquitto
 from ingest.worker import IngestWorker
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
 from parceltrack.mqtt import connect, make_client, wait_connected
-from parceltrack.services import PrivateMosquitto
 from parceltrack.wire import encode_batch
 
 

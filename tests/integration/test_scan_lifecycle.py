@@ -3,10 +3,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from ingest.migrations import has_timescale
-from ingest.reference import ManifestRecord, load_manifest_records
 from ingest.store import MergeAfterConflicts, ScanPartitions, write_scans
 from parceltrack.events import EventKind, ScanEvent
+from storage.migrations import has_timescale
+from storage.reference import ManifestRecord, load_manifest_records
 
 NOW = datetime.now(UTC).replace(second=30, microsecond=0) - timedelta(minutes=5)
 

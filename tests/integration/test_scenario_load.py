@@ -6,7 +6,7 @@ import pytest
 
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
-from ingest.reference import ReferenceDataError, load_manifest, load_scenario
+from storage.reference import ReferenceDataError, load_manifest, load_scenario
 
 SCENARIO = generate(
     ScenarioConfig(

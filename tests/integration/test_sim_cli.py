@@ -6,10 +6,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from composition.cli import main
+from composition.services import PrivateMosquitto
 from firmware_sim.scenario import Scenario
 from firmware_sim.truth import read_truth_lines
-from parceltrack.cli import main
-from parceltrack.services import PrivateMosquitto
 
 
 def test_generate_writes_the_configured_scenario_and_summarises_it(

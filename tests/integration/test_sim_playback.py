@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from composition.services import PrivateMosquitto
 from edge.barcode import BarcodeFramer
 from firmware_sim.barcode import ScannerFraming
 from firmware_sim.clock import PlaybackClock
@@ -18,7 +19,6 @@ from firmware_sim.publish import PublishSettings, publish
 from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
-from parceltrack.services import PrivateMosquitto
 from parceltrack.wire import decode_batch
 
 SCENARIO = generate(

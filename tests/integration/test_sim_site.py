@@ -4,11 +4,11 @@ from pathlib import Path
 
 import psycopg
 
+from composition.services import PrivateMosquitto
+from composition.site import run_site
 from firmware_sim.scenario import FaultRates, ScenarioConfig
-from firmware_sim.site import run_site
 from ingest.worker import IngestSettings, IngestWorker
 from parceltrack.config import BrokerAddress
-from parceltrack.services import PrivateMosquitto
 
 
 def test_sim_site_loads_its_centre_and_its_agent_delivers_the_reads(

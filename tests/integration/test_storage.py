@@ -3,9 +3,9 @@ from typing import Any
 
 import psycopg
 
-from ingest.migrations import MIGRATIONS, migrate
 from ingest.store import ScanPartitions, write_dead_letter, write_scans
 from parceltrack.events import EventKind, ScanEvent
+from storage.migrations import MIGRATIONS, migrate
 
 T0 = datetime.now(UTC).replace(microsecond=123456)
 
@@ -28,7 +28,7 @@ def _events(n: int, boot: int = 1, start: int = 0, day_shift: int = 0) -> list[S
 
 
 def _partitions(conn: psycopg.Connection[Any]) -> ScanPartitions:
-    from ingest.migrations import has_timescale
+    from storage.migrations import has_timescale
 
     return ScanPartitions(has_timescale(conn))
 

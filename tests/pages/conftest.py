@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from api.app import create_app
-from parceltrack.services import PrivateMosquitto
+from composition.services import PrivateMosquitto
 from tests.api.conftest import Seeded, ThreadedServer, make_key, seed, settings_for
 
 # Playwright's own browser downloads do not work here (and are not needed): the

@@ -14,7 +14,7 @@ import httpx
 import psycopg
 from playwright.sync_api import Page, Request, expect
 
-from parceltrack.demo import controller_key
+from composition.demo import controller_key
 from tests.api.conftest import SITE
 from tests.pages.conftest import Site
 

@@ -11,8 +11,8 @@ import httpx
 from playwright.sync_api import Browser, Page, expect
 
 from api.app import create_app
+from composition.services import PrivateMosquitto
 from parceltrack.identifiers import S10
-from parceltrack.services import PrivateMosquitto
 from tests.api.conftest import ThreadedServer, seed, settings_for
 from tests.pages.conftest import Site
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psycopg
 
+from composition.services import free_port
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
 from parceltrack.mqtt import connect, make_client, wait_connected
-from parceltrack.services import free_port
 from parceltrack.wire import encode_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +110,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 class IngestProcess:
-    """`python -m parceltrack.cli ingest` as a subprocess, with its metrics port."""
+    """`python -m composition.cli ingest` as a subprocess, with its metrics port."""
 
     def __init__(self, dsn: str, url: str, client_id: str, log: Path) -> None:
         self.dsn, self.url, self.client_id, self.log = dsn, url, client_id, log
@@ -121,7 +121,7 @@ class IngestProcess:
         env = dict(os.environ, PARCELTRACK_DSN=self.dsn, PARCELTRACK_MQTT_URL=self.url)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "parceltrack.cli", "ingest", "--client-id",
+                [sys.executable, "-m", "composition.cli", "ingest", "--client-id",
                  self.client_id, "--metrics-port", str(self.metrics_port),
                  "--report-every", "1"],
                 env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,

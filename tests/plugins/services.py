@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ingest.migrations import migrate
-from parceltrack.services import PrivateMosquitto, PrivatePostgres
+from composition.services import PrivateMosquitto, PrivatePostgres
+from storage.migrations import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = "parceltrack_template"

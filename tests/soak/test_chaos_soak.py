@@ -32,12 +32,12 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
+from composition.pipeline import Pipeline
 from firmware_sim.player import ScannerBank, play
 from firmware_sim.scenario import ScenarioConfig, ScheduledRead, generate
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
-from parceltrack.pipeline import Pipeline
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(600)]
 

@@ -1,7 +1,7 @@
 import pytest
 
-from detect.accuracy import Noise, run_accuracy
-from detect.score import Raised, Truth, score
+from bench.accuracy import Noise, run_accuracy
+from bench.score import Raised, Truth, score
 from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
 
 

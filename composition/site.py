@@ -14,19 +14,22 @@ import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
+from composition.pipeline import agent_toml, wait_devices_connected
 from edge.agent import run_agent
 from edge.config import load_agent_config
 from firmware_sim.clock import PlaybackClock
+from firmware_sim.commands import config_from_args, scenario_arguments
 from firmware_sim.player import ScannerBank, play
 from firmware_sim.scenario import ScenarioConfig, generate
-from ingest.migrations import migrate
-from ingest.reference import load_scenario
-from parceltrack.config import BrokerAddress
+from parceltrack.config import BrokerAddress, Settings
 from parceltrack.errors import ConfigError
-from parceltrack.pipeline import agent_toml, wait_devices_connected
+from parceltrack.process import stop_on_signals
+from storage.migrations import migrate
+from storage.reference import load_scenario
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ def run_site(
     agent: str,
     dsn: str,
     broker: BrokerAddress,
-    broker_url: str,
     stop: threading.Event,
 ) -> int:
     """Generate, load, then play the centre while the agent reads it, until `stop`."""
@@ -57,7 +59,7 @@ def run_site(
     )
     agent_thread.start()
     try:
-        wait_devices_connected(broker_url, {r.device for r in scenario.read_points})
+        wait_devices_connected(broker, {r.device for r in scenario.read_points})
         clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=1), speed)
         migrate(dsn)  # idempotent; the stack's own migrate step may not have run yet
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -74,7 +76,13 @@ def run_site(
     return 0
 
 
-def add_site_arguments(site: argparse.ArgumentParser) -> None:
+def register(sim: argparse._SubParsersAction[Any]) -> None:
+    """Adds `sim site` to the simulator's actions."""
+    site = sim.add_parser(
+        "site", help="one simulated centre with its edge agent in this process (compose)"
+    )
+    scenario_arguments(site)
+    site.set_defaults(func=run)
     site.add_argument(
         "--workdir",
         default="/var/lib/parceltrack-sim",
@@ -82,3 +90,15 @@ def add_site_arguments(site: argparse.ArgumentParser) -> None:
     )
     site.add_argument("--speed", type=float, default=1.0)
     site.add_argument("--agent", default="agent-1")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return run_site(
+        config_from_args(args),
+        Path(args.workdir),
+        args.speed,
+        args.agent,
+        settings.dsn,
+        settings.broker(),
+        stop_on_signals(),
+    )

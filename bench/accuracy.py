@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.score import KindScore, Raised, Truth, score
 from detect.devices import DeviceThresholds
 from detect.engine import Engine, ManifestFacts, ScanBatch
 from detect.reference import DetectConfig, ReadPointRow, Reference, SortPlanRow, build_reference
-from detect.score import KindScore, Raised, Truth, score
 from firmware_sim.scenario import Scenario
 
 KINDS = ("delay", "missing", "missort", "misroute", "late", "silence", "noread")

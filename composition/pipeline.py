@@ -21,17 +21,17 @@ from urllib.parse import quote
 import paho.mqtt.client as mqtt
 import psycopg
 
+from composition.acl import render_acl
+from composition.services import PrivateMosquitto, PrivatePostgres, free_port
 from edge.config import load_agent_config
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import Scenario
-from ingest.migrations import migrate
-from ingest.reference import load_layout, load_manifest, load_standards
 from parceltrack import topics
-from parceltrack.acl import render_acl
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import ServiceError
 from parceltrack.mqtt import connect, make_client, wait_connected
-from parceltrack.services import PrivateMosquitto, PrivatePostgres, free_port
+from storage.migrations import migrate
+from storage.reference import load_layout, load_manifest, load_standards
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def agent_toml(
 
 
 def wait_devices_connected(
-    broker_url: str,
+    broker: BrokerAddress,
     devices: set[str],
     timeout: float = 60.0,
     check: Callable[[], None] = lambda: None,
@@ -86,7 +86,7 @@ def wait_devices_connected(
             body = json.loads(msg.payload)
             connected[str(body["device"])] = bool(body["connected"])
 
-    client = make_client(f"pipeline-{os.getpid()}", BrokerAddress.from_url(broker_url))
+    client = make_client(f"pipeline-{os.getpid()}", broker)
     client.on_message = on_message
     connect(client)
     client.loop_start()
@@ -121,7 +121,7 @@ class Pipeline:
     # before start_processes); the pipeline still writes the playback clock.
     spawn_sim: bool = True
     # Broker user -> password: Mosquitto then refuses anonymous clients and applies
-    # the ACL (parceltrack.acl); each process connects as its own user ("ingest",
+    # the ACL (composition.acl); each process connects as its own user ("ingest",
     # "detect", "api", and each agent by its id). None: an open broker.
     broker_passwords: dict[str, str] | None = None
     api_admin_key: str | None = None  # PARCELTRACK_API_ADMIN_KEY for the API
@@ -222,7 +222,7 @@ class Pipeline:
         out = (self.logs / f"{name}.log").open("ab")
         verbose = ("-v",) if self.verbose else ()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "parceltrack.cli", *verbose, *args],
+            [sys.executable, "-m", "composition.cli", *verbose, *args],
             env=self.env(self._broker_user(name)),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -315,7 +315,9 @@ class Pipeline:
     def wait_devices_connected(self, devices: set[str], timeout: float = 60.0) -> None:
         """Until each agent's health reports every device's port open."""
         # Health is what ingest reads: the pipeline watches with ingest's credentials.
-        wait_devices_connected(self.broker_url("ingest"), devices, timeout, self.check_alive)
+        wait_devices_connected(
+            BrokerAddress.from_url(self.broker_url("ingest")), devices, timeout, self.check_alive
+        )
 
     def start(self) -> None:
         self.start_services()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from composition.pipeline import Pipeline
 from firmware_sim.arrivals import FLAT_PROFILE
 from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
-from parceltrack.pipeline import Pipeline
 
 
 def _port_free(port: int) -> bool:

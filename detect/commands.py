@@ -1,0 +1,48 @@
+"""`parceltrack detect`: run the detection service."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from parceltrack.config import Settings
+from parceltrack.process import stop_on_signals
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    detect = sub.add_parser("detect", help="run the detection service")
+    detect.add_argument(
+        "--overdue-after",
+        type=float,
+        default=30.0,
+        help="stage standard (s) where stage_standards has none for a site, stage and class",
+    )
+    detect.add_argument(
+        "--missing-after",
+        type=float,
+        default=30.0,
+        help="missing window (s) after the stage deadline where missing_windows has none",
+    )
+    detect.add_argument("--tick", type=float, default=1.0, help="seconds between ticks (<= 1)")
+    detect.add_argument(
+        "--skew-tolerance", type=float, default=1.0, help="device clock disagreement (s)"
+    )
+    detect.add_argument("--no-mqtt", action="store_true", help="do not publish alerts on MQTT")
+    detect.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from detect.reference import DetectConfig
+    from detect.service import Detector, DetectSettings
+
+    config = DetectConfig(
+        default_stage_s=args.overdue_after,
+        default_missing_s=args.missing_after,
+        skew_tolerance_s=args.skew_tolerance,
+    )
+    broker = None if args.no_mqtt else settings.broker()
+    detector = Detector(
+        DetectSettings(dsn=settings.dsn, broker=broker, config=config, tick_s=args.tick)
+    )
+    detector.run(stop_on_signals())
+    return 0
