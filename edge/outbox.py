@@ -42,12 +42,6 @@ class OutboxBounds:
 
 
 @dataclass(frozen=True, slots=True)
-class Pending:
-    row_id: int
-    event: ScanEvent
-
-
-@dataclass(frozen=True, slots=True)
 class PendingText:
     """An event as it will go on the wire, without decoding it (the replay path)."""
 
@@ -56,42 +50,9 @@ class PendingText:
     text: str
 
 
-def _to_json(e: ScanEvent) -> str:
-    return json.dumps(
-        {
-            "device": e.device, "boot": e.boot, "seq": e.seq, "ts": e.ts.isoformat(),
-            "site": e.site, "read_point": e.read_point, "kind": e.kind.value,
-            "code": e.code, "symbology": e.symbology, "tracking_id": e.tracking_id,
-            "epc": e.epc, "rssi": e.rssi, "antenna": e.antenna, "read_count": e.read_count,
-            "first_seen": e.first_seen.isoformat() if e.first_seen else None,
-            "last_seen": e.last_seen.isoformat() if e.last_seen else None,
-            "direction": e.direction,
-        }
-    )  # fmt: skip
-
-
-def _from_wire_json(text: str, device: str, site: str) -> ScanEvent:
-    d = json.loads(text)
-    first, last = d.get("first_seen"), d.get("last_seen")
-    return ScanEvent(
-        device=device, boot=d["boot"], seq=d["seq"], ts=datetime.fromisoformat(d["ts"]),
-        site=site, read_point=d["read_point"], kind=EventKind(d["kind"]), code=d.get("code"),
-        symbology=d.get("symbology"), tracking_id=d.get("tracking_id"), epc=d.get("epc"),
-        rssi=d.get("rssi"), antenna=d.get("antenna"), read_count=d.get("read_count", 1),
-        first_seen=datetime.fromisoformat(first) if first else None,
-        last_seen=datetime.fromisoformat(last) if last else None, direction=d.get("direction"),
-    )  # fmt: skip
-
-
-def _decode(text: str, device: str, site: str | None) -> ScanEvent:
-    """Rows are stored in wire form (see wire.event_json); rows written by an older
-    agent hold the full event instead, and still decode."""
-    if site is not None and text.startswith('{"id"'):
-        return _from_wire_json(text, device, site)
-    return _from_json(text)
-
-
 def _from_json(text: str) -> ScanEvent:
+    """A row written by an older agent, which stored the full event instead of its
+    wire form (see wire.event_json)."""
     d = json.loads(text)
     for key in ("ts", "first_seen", "last_seen"):
         if d[key] is not None:
@@ -203,23 +164,13 @@ class Outbox:
             row = self._db.execute("SELECT max(row_id) FROM outbox").fetchone()
         return int(row[0] or 0)
 
-    def oldest(self, after_row: int, limit: int, upto_row: int | None = None) -> list[Pending]:
-        """Up to `limit` events after `after_row` (and not after `upto_row`), oldest first.
-        A row that cannot be decoded is moved to the quarantine table, not returned."""
-        out: list[Pending] = []
-        for row_id, device, site, text in self._rows(after_row, limit, upto_row):
-            try:
-                out.append(Pending(row_id, _decode(text, device, site)))
-            except (ValueError, TypeError, KeyError) as exc:
-                self._quarantine(row_id, f"{type(exc).__name__}: {exc}")
-        return out
-
     def oldest_texts(
         self, after_row: int, limit: int, upto_row: int | None = None
     ) -> list[PendingText]:
-        """Like oldest(), but each event as its wire JSON text: what the publisher
-        needs. Each text is still parsed (in C) so a damaged row is quarantined
-        instead of spoiling a whole batch at the ingest."""
+        """Up to `limit` events after `after_row` (and not after `upto_row`), oldest
+        first, each as its wire JSON text: what the publisher needs. Each text is still
+        parsed (in C) so a damaged row is moved to the quarantine table instead of
+        spoiling a whole batch at the ingest."""
         out: list[PendingText] = []
         for row_id, device, site, text in self._rows(after_row, limit, upto_row):
             try:
