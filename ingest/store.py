@@ -240,7 +240,7 @@ def batch_rows(batch: ScanBatch) -> tuple[list[tuple[object, ...]], set[date], d
     partitions for (every day from the oldest to the newest) and the newest time.
 
     The hot path: straight from the validated wire events, without building
-    ScanEvent objects first (same values as scan_row(e) for to_scan_events(batch)).
+    ScanEvent objects first (the same values as scan_row of each event the batch carries).
     """
     device, site = batch.device, batch.site
     # fmt: off

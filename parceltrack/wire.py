@@ -166,32 +166,6 @@ def describe_error(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def to_scan_events(batch: ScanBatch) -> list[ScanEvent]:
-    """The domain events carried by a validated batch."""
-    return [
-        ScanEvent(
-            device=batch.device,
-            boot=e.boot,
-            seq=e.seq,
-            ts=e.ts,
-            site=batch.site,
-            read_point=e.read_point,
-            kind=e.kind,
-            code=e.code,
-            symbology=e.symbology,
-            tracking_id=e.tracking_id,
-            epc=e.epc,
-            rssi=e.rssi,
-            antenna=e.antenna,
-            read_count=e.read_count,
-            first_seen=e.first_seen,
-            last_seen=e.last_seen,
-            direction=e.direction,
-        )
-        for e in batch.events
-    ]
-
-
 def event_json(e: ScanEvent) -> str:
     """One event exactly as it appears inside a batch. The edge outbox stores this, so
     a replay joins stored texts instead of decoding and encoding every event again."""
