@@ -48,8 +48,8 @@ def agent_toml(
 ) -> str:
     """One agent's configuration: every device of `site` (default: the first site).
 
-    RFID read points are played through barcode scanners sending the tag's SSCC as a
-    GS1-128 label until virtual RFID readers exist, so every device here is 'barcode'."""
+    The simulator plays RFID read points through barcode scanners sending the tag's
+    SSCC as a GS1-128 label (it is given no TagSink), so every device here is 'barcode'."""
     site = site or scenario.site
     lines = [
         "[agent]",

@@ -23,9 +23,7 @@ from firmware_sim.clock import PlaybackClock
 from firmware_sim.epc import decode_sscc96
 from firmware_sim.faults import FaultCounts, FaultPlan, mangle
 from firmware_sim.pty import VirtualSerialPort
-from firmware_sim.rfid import TagField, VirtualMercury, VirtualR2000
 from firmware_sim.scenario import Scenario, ScheduledRead
-from firmware_sim.transport import PtyTransport, TcpTransport
 
 log = logging.getLogger(__name__)
 
@@ -82,44 +80,6 @@ class ScannerBank:
     def close(self) -> None:
         for port in self.ports.values():
             port.close()
-
-
-@dataclass
-class ReaderBank:
-    """One virtual RFID reader per device (Mercury or R2000), on a pty under `port_dir`
-    or, with `tcp`, on a local TCP port for a socket:// URL. The scenario player calls
-    `present(device, epc_hex, duration_s)` when a tagged parcel passes a read point."""
-
-    port_dir: Path
-    protocols: Mapping[str, str]  # device -> "mercury" | "r2000"
-    antennas: tuple[int, ...] = (1, 2)
-    faults: FaultPlan = field(default_factory=FaultPlan)
-    tcp: bool = False
-
-    def __post_init__(self) -> None:
-        self.readers: dict[str, VirtualMercury | VirtualR2000] = {}
-        for device, protocol in self.protocols.items():
-            transport: PtyTransport | TcpTransport = (
-                TcpTransport() if self.tcp else PtyTransport(self.port_dir / device)
-            )
-            tag_field = TagField(self.antennas, seed=len(self.readers))
-            if protocol == "mercury":
-                self.readers[device] = VirtualMercury(transport, tag_field, self.faults)
-            elif protocol == "r2000":
-                self.readers[device] = VirtualR2000(transport, tag_field, self.faults)
-            else:
-                raise ValueError(f"device {device}: unknown RFID protocol {protocol!r}")
-
-    def url(self, device: str) -> str:
-        """What the agent's TOML puts in `port` for this reader."""
-        return self.readers[device].url
-
-    def present(self, device: str, epc_hex: str, duration_s: float = 1.0) -> None:
-        self.readers[device].present(epc_hex, duration_s)
-
-    def close(self) -> None:
-        for reader in self.readers.values():
-            reader.close()
 
 
 def play(
