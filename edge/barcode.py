@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edge.framing import Framer
 from parceltrack.identifiers import is_s10
 
 GS = "\x1d"  # FNC1 in GS1-128 transmits as ASCII group separator
@@ -78,21 +79,13 @@ def decode_code(text: str, settings: BarcodeSettings) -> BarcodeRead:
 
 
 @dataclass
-class BarcodeFramer:
-    """Splits a byte stream into frames, resynchronising on the next header/terminator."""
+class BarcodeFramer(Framer[BarcodeRead]):
+    """Splits a byte stream into frames, resynchronising on the next header/terminator.
+    A good frame's bytes_framed include its header and terminator; a line has no
+    garbage between frames, so bytes_skipped stays 0 (what precedes a header is
+    discarded with the frame it spoils)."""
 
     settings: BarcodeSettings = field(default_factory=BarcodeSettings)
-    frames_ok: int = 0
-    frames_bad: int = 0
-    # Every byte fed ends up in exactly one of: a good frame with its header and
-    # terminator (bytes_framed), dropped (bytes_discarded), or still `buffered`.
-    bytes_framed: int = 0
-    bytes_discarded: int = 0
-    _buffer: bytearray = field(default_factory=bytearray)
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
 
     def feed(self, data: bytes) -> list[BarcodeRead]:
         self._buffer += data

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from edge import mercury, r2000
 from edge.barcode import BarcodeFramer, BarcodeRead, BarcodeSettings
+from edge.framing import Framer, LengthFramer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ Read = BarcodeRead | RfidRead
 # Bytes of a partial frame still buffered after the line was quiet this long are a
 # truncated frame (or a false start whose LEN promised too much): resynchronise.
 STALE_PARTIAL_S = 0.1
+F = TypeVar("F")
 
 
 @dataclass
@@ -50,6 +52,13 @@ class DriverStats:
     timeouts: int = 0  # commands the device did not answer in time (silent device)
     clock_skews: int = 0  # device timestamps too far from the host clock: re-anchored
     raw_reads: int = 0
+
+    def copy_counters(self, framer: Framer[Any]) -> None:
+        """The framer's frame and byte counters, as the health message reports them."""
+        self.frames_ok = framer.frames_ok
+        self.frames_bad = framer.frames_bad
+        self.bytes_skipped = framer.bytes_skipped
+        self.bytes_discarded = framer.bytes_discarded
 
 
 class Driver(Protocol):
@@ -76,9 +85,7 @@ class BarcodeDriver:
 
     def feed(self, data: bytes, now: float) -> list[Read]:
         reads: list[Read] = list(self._framer.feed(data))
-        self.stats.frames_ok = self._framer.frames_ok
-        self.stats.frames_bad = self._framer.frames_bad
-        self.stats.bytes_discarded = self._framer.bytes_discarded
+        self.stats.copy_counters(self._framer)
         return reads
 
     def poll(self, now: float) -> bytes:
@@ -86,6 +93,33 @@ class BarcodeDriver:
 
     def on_close(self) -> bytes:
         return b""
+
+
+class _LengthFramedDriver(Generic[F]):
+    """What the Mercury and R2000 drivers share: their framer gets the bytes, gives up
+    a partial frame once the line has been quiet, and lends the stats its counters.
+    Each driver handles the frames (`_handle`)."""
+
+    stats: DriverStats
+    _framer: LengthFramer[F]
+    _last_byte: float
+
+    def feed(self, data: bytes, now: float) -> list[Read]:
+        if data:
+            self._last_byte = now
+            frames = self._framer.feed(data)
+        elif self._framer.buffered and now - self._last_byte > STALE_PARTIAL_S:
+            frames = self._framer.resync()
+        else:
+            frames = []
+        reads: list[Read] = []
+        for frame in frames:
+            self._handle(frame, now, reads)
+        self.stats.copy_counters(self._framer)
+        return reads
+
+    def _handle(self, frame: F, now: float, reads: list[Read]) -> None:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +142,7 @@ class _Step:
 
 
 @dataclass
-class MercuryDriver:
+class MercuryDriver(_LengthFramedDriver[mercury.Frame]):
     settings: MercurySettings = field(default_factory=MercurySettings)
     stats: DriverStats = field(default_factory=DriverStats)
     firmware: str | None = None
@@ -171,23 +205,6 @@ class MercuryDriver:
             return b""
         self._sent_at = now
         return self._steps[0].frame
-
-    def feed(self, data: bytes, now: float) -> list[Read]:
-        if data:
-            self._last_byte = now
-            frames = self._framer.feed(data)
-        elif self._framer.buffered and now - self._last_byte > STALE_PARTIAL_S:
-            frames = self._framer.resync()
-        else:
-            frames = []
-        reads: list[Read] = []
-        for frame in frames:
-            self._handle(frame, now, reads)
-        self.stats.frames_ok = self._framer.frames_ok
-        self.stats.frames_bad = self._framer.frames_bad
-        self.stats.bytes_skipped = self._framer.bytes_skipped
-        self.stats.bytes_discarded = self._framer.bytes_discarded
-        return reads
 
     def _handle(self, frame: mercury.Frame, now: float, reads: list[Read]) -> None:
         if frame.is_keepalive:
@@ -268,7 +285,7 @@ class R2000Settings:
 
 
 @dataclass
-class R2000Driver:
+class R2000Driver(_LengthFramedDriver[r2000.Frame]):
     settings: R2000Settings = field(default_factory=R2000Settings)
     stats: DriverStats = field(default_factory=DriverStats)
     firmware: str | None = None
@@ -309,23 +326,6 @@ class R2000Driver:
         if len(antennas) > 1 or self.rounds == 0:
             self._steps.append(self._cmd(c.SET_WORK_ANTENNA, bytes((antenna - 1,))))
         self._steps.append(self._cmd(c.REAL_TIME_INVENTORY, bytes((self.settings.repeat,))))
-
-    def feed(self, data: bytes, now: float) -> list[Read]:
-        if data:
-            self._last_byte = now
-            frames = self._framer.feed(data)
-        elif self._framer.buffered and now - self._last_byte > STALE_PARTIAL_S:
-            frames = self._framer.resync()
-        else:
-            frames = []
-        reads: list[Read] = []
-        for frame in frames:
-            self._handle(frame, now, reads)
-        self.stats.frames_ok = self._framer.frames_ok
-        self.stats.frames_bad = self._framer.frames_bad
-        self.stats.bytes_skipped = self._framer.bytes_skipped
-        self.stats.bytes_discarded = self._framer.bytes_discarded
-        return reads
 
     def _handle(self, frame: r2000.Frame, now: float, reads: list[Read]) -> None:
         expect = self._steps[0].expect if self._steps else None

@@ -1,5 +1,7 @@
-"""What the length-prefixed serial framers (Mercury, R2000) share: their counters, the
-buffer, and giving up on a partial frame. Each subclass supplies `feed`."""
+"""What the serial framers share. Every framer (barcode, Mercury, R2000) keeps the
+same counters and buffer (`Framer`); the length-prefixed ones (Mercury, R2000) also
+give up on a partial frame the same way (`LengthFramer`). Each subclass supplies
+`feed`."""
 
 from __future__ import annotations
 
@@ -10,19 +12,20 @@ F = TypeVar("F")
 
 
 @dataclass
-class LengthFramer(Generic[F]):
-    """Counters and buffer of a framer that resynchronises on a start byte.
+class Framer(Generic[F]):
+    """Counters and buffer of a framer.
 
     Every byte fed ends up in exactly one of: a good frame (bytes_framed), dropped
-    (bytes_discarded: garbage, false starts, resyncs), or still `buffered`.
+    (bytes_discarded: garbage, false starts, resyncs, bad frames), or still `buffered`.
+    The counters are not constructor arguments: a framer always starts at zero.
     """
 
-    frames_ok: int = 0
-    frames_bad: int = 0  # bad check, or a frame cut short by the next one
-    bytes_skipped: int = 0  # garbage between frames
-    bytes_framed: int = 0
-    bytes_discarded: int = 0
-    _buffer: bytearray = field(default_factory=bytearray)
+    frames_ok: int = field(default=0, init=False)
+    frames_bad: int = field(default=0, init=False)  # bad check, cut short, undecodable
+    bytes_skipped: int = field(default=0, init=False)  # garbage between frames
+    bytes_framed: int = field(default=0, init=False)
+    bytes_discarded: int = field(default=0, init=False)
+    _buffer: bytearray = field(default_factory=bytearray, init=False)
 
     @property
     def buffered(self) -> int:
@@ -30,6 +33,19 @@ class LengthFramer(Generic[F]):
 
     def feed(self, data: bytes) -> list[F]:
         raise NotImplementedError
+
+    def _tally(self, ok: int, bad: int, skipped: int, framed: int) -> None:
+        """Add one feed's counts (kept in locals inside the hot loop)."""
+        self.frames_ok += ok
+        self.frames_bad += bad
+        self.bytes_skipped += skipped
+        self.bytes_framed += framed
+        self.bytes_discarded += skipped + bad  # each false start drops its head byte
+
+
+@dataclass
+class LengthFramer(Framer[F]):
+    """A framer that resynchronises on a start byte and trusts a length field."""
 
     def resync(self) -> list[F]:
         """Give up on the partial frame at the head of the buffer (its LEN promised
@@ -41,11 +57,3 @@ class LengthFramer(Generic[F]):
         self.bytes_discarded += 1
         del self._buffer[:1]
         return self.feed(b"")
-
-    def _tally(self, ok: int, bad: int, skipped: int, framed: int) -> None:
-        """Add one feed's counts (kept in locals inside the hot loop)."""
-        self.frames_ok += ok
-        self.frames_bad += bad
-        self.bytes_skipped += skipped
-        self.bytes_framed += framed
-        self.bytes_discarded += skipped + bad  # each false start drops its head byte
