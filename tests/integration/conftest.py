@@ -9,7 +9,7 @@ import pytest
 from composition.services import PrivateMosquitto
 from ingest.worker import IngestSettings, IngestWorker
 from parceltrack.config import BrokerAddress
-from tests.plugins.ingest_chaos import wait_until
+from tests.waiting import wait_until
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from ingest.worker import IngestWorker
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
-from tests.plugins.ingest_chaos import scan_batch, wait_until
+from tests.plugins.ingest_chaos import scan_batch
+from tests.waiting import wait_until
 
 NOW = datetime.now(UTC)
 EVENTS = topics.events("LHR1", "scan-1")

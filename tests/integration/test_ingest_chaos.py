@@ -20,8 +20,8 @@ from tests.plugins.ingest_chaos import (
     IngestProcess,
     count_scans,
     identities_hold,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 
 @pytest.fixture

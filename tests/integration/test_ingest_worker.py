@@ -11,6 +11,7 @@ from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
 from parceltrack.mqtt import connect, make_client, wait_connected
 from parceltrack.wire import encode_batch
+from tests.waiting import wait_until
 
 
 def _publish(url: str, messages: list[tuple[str, bytes]]) -> None:
@@ -47,14 +48,10 @@ def _batch(seqs: range, device: str = "scan-1") -> tuple[str, bytes]:
     return topics.events("LHR1", device), encode_batch("LHR1", device, "agent-1", events)
 
 
-def _wait_for(dsn: str, sql: str, expected: object, timeout: float = 15) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        with psycopg.connect(dsn) as conn:
-            row = conn.execute(sql).fetchone()
-        if row == expected or time.monotonic() > deadline:
-            return row
-        time.sleep(0.1)
+def _count(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_valid_batches_are_written_once_and_replays_are_counted(
@@ -62,12 +59,10 @@ def test_valid_batches_are_written_once_and_replays_are_counted(
 ) -> None:
     """Batches reach the scan table; a replayed batch adds no rows and counts duplicates."""
     _publish(mqtt_server.url, [_batch(range(0, 100)), _batch(range(100, 200))])
-    assert _wait_for(db_dsn, "SELECT count(*) FROM scans", (200,)) == (200,)
+    wait_until(lambda: _count(db_dsn, "scans") == 200, 15, "200 scans")
     _publish(mqtt_server.url, [_batch(range(50, 150))])
-    deadline = time.monotonic() + 10
-    while worker.accounts.events_duplicate < 100 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _wait_for(db_dsn, "SELECT count(*) FROM scans", (200,)) == (200,)
+    wait_until(lambda: worker.accounts.events_duplicate >= 100, 10, "100 duplicates counted")
+    assert _count(db_dsn, "scans") == 200
     a = worker.accounts
     assert (a.events_received, a.events_written, a.events_duplicate) == (300, 200, 100)
     assert a.balanced() and a.messages_in_flight == 0
@@ -84,8 +79,8 @@ def test_malformed_payloads_are_dead_lettered_without_blocking_valid_ones(
         (topics.events("LHR1", "scan-2"), _batch(range(5))[1]),  # wrong device for topic
     ]
     _publish(mqtt_server.url, [_batch(range(0, 10)), *bad, _batch(range(10, 20))])
-    assert _wait_for(db_dsn, "SELECT count(*) FROM dead_letters", (3,)) == (3,)
-    assert _wait_for(db_dsn, "SELECT count(*) FROM scans", (20,)) == (20,)
+    wait_until(lambda: _count(db_dsn, "dead_letters") == 3, 15, "3 dead letters")
+    wait_until(lambda: _count(db_dsn, "scans") == 20, 15, "20 scans")
     with psycopg.connect(db_dsn) as conn:
         reasons = [r for (r,) in conn.execute("SELECT reason FROM dead_letters ORDER BY 1")]
     assert any("Invalid JSON" in r for r in reasons)

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from firmware_sim.scenario import ScenarioConfig, ScheduledRead, generate
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(600)]
 
@@ -109,14 +110,6 @@ class HealthWatch:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float, p: Pipeline) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        p.check_alive()
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def count_scans(dsn: str) -> int:
@@ -195,7 +188,12 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
         p.respawn("edge")
         time.sleep(2)
         p.mosquitto.start()
-        wait_until(lambda: all(health.state.get(d) for d in edge_devices), "agent", 60, p)
+        wait_until(
+            lambda: all(health.state.get(d) for d in edge_devices),
+            60,
+            "the agent's devices open",
+            alive=p.check_alive,
+        )
         held = bank.release(edge_devices)
         survived.append(("Mosquitto stop/start, 3 s down", f"{before} scans before"))
         survived.append(("edge agent kill -9 with outbox backlog", f"{held} reads held"))
@@ -219,9 +217,11 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
         device = scenario.read_points[1].device
         bank.hold({device})
         bank.unplug(device)
-        wait_until(lambda: health.state.get(device) is False, "unplug seen", 30, p)
+        wait_until(
+            lambda: health.state.get(device) is False, 30, "unplug seen", alive=p.check_alive
+        )
         bank.replug(device)
-        wait_until(lambda: health.state.get(device) is True, "replug seen", 30, p)
+        wait_until(lambda: health.state.get(device) is True, 30, "replug seen", alive=p.check_alive)
         held = bank.release({device})
         survived.append((f"{device} unplugged and plugged back", f"{held} reads held"))
         player.join(timeout=duration + 120)
@@ -232,7 +232,7 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
 
     emitted = sum(bank.emitted.values())
     assert emitted == len(scenario.columns)  # every scheduled read went out in the end
-    wait_until(lambda: count_scans(p.dsn) >= emitted, "all scans stored", 180, p)
+    wait_until(lambda: count_scans(p.dsn) >= emitted, 180, "all scans stored", alive=p.check_alive)
     time.sleep(3)  # anything doubled would arrive now
     with psycopg.connect(p.dsn) as conn:
         rows = conn.execute("SELECT device_id, code, event_id FROM scans").fetchall()

@@ -1,0 +1,36 @@
+"""The one way the tests wait for something to happen: poll its real signal (a row, a
+health message, a SUBACK, a port) until it shows, and fail saying what never came."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    alive: Callable[[], object] | None = None,
+    interval: float = 0.05,
+) -> T:
+    """Poll `condition` until it returns something truthy, and return that. After
+    `timeout` seconds fail with an AssertionError naming `what` and the last value seen.
+    `alive` runs before each poll and should raise when something the wait depends on
+    (a process, a thread) has died, so a crash is reported as itself, not as a timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive is not None:
+            alive()
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what} (last seen: {value!r})"
+            )
+        time.sleep(interval)
