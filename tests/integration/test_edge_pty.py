@@ -1,9 +1,11 @@
 import json
+import logging
 import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from composition.services import PrivateMosquitto
 from edge.agent import run_agent
@@ -14,6 +16,7 @@ from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
 from parceltrack.wire import decode_batch
+from tests.waiting import wait_until
 
 
 def _agent_toml(tmp_path: Path, port: Path) -> Path:
@@ -40,11 +43,13 @@ class Collector:
         self.status: list[dict[str, object]] = []
         self.client = make_client(f"collector-{time.monotonic_ns()}", BrokerAddress.from_url(url))
         self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_a: subscribed.set()
         connect(self.client)
         self.client.loop_start()
         assert wait_connected(self.client)
         self.client.subscribe("parceltrack/v1/#", qos=1)
-        time.sleep(0.3)
+        wait_until(subscribed.is_set, 10, "the collector's SUBACK")
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.endswith("/events"):
@@ -62,12 +67,6 @@ class Collector:
         self.client.disconnect()
 
 
-def _wait(predicate: object, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.05)
-
-
 def test_scanner_on_a_real_pty_reaches_mqtt_as_events(
     tmp_path: Path, mqtt_server: PrivateMosquitto
 ) -> None:
@@ -82,16 +81,20 @@ def test_scanner_on_a_real_pty_reaches_mqtt_as_events(
     agent.start()
     try:
         # Opening a port flushes its input (pyserial, like real hosts): wait until open.
-        _wait(lambda: any(h["connected"] for h in collector.health))
+        wait_until(lambda: any(h["connected"] for h in collector.health), 10, "the port open")
         framing = ScannerFraming()
         port.write(frame([code128("RR473124829GB")], framing))
         port.write(noread_frame(framing) + b"\x00\xffgarbage\r\n")
         port.write(frame([code128("EE123456785CN")], framing))
-        _wait(lambda: len(collector.events()) >= 3)
+        wait_until(lambda: len(collector.events()) >= 3, 10, "three events")
         assert collector.events() == ["RR473124829GB", "noread", "EE123456785CN"]
         [topic] = {t for t, _ in collector.batches}
         assert topic == topics.events("LHR1", "scan-1")
-        _wait(lambda: any(h.get("frames_bad") == 1 for h in collector.health))
+        wait_until(
+            lambda: any(h.get("frames_bad") == 1 for h in collector.health),
+            10,
+            "a health message counting the bad frame",
+        )
         assert any(h["frames_bad"] == 1 and h["reads"] == 2 for h in collector.health)
         assert {"state": "online"}.items() <= collector.status[-1].items()
     finally:
@@ -110,7 +113,7 @@ def _outbox_rows(path: Path) -> int:
 
 
 def test_events_wait_in_the_outbox_while_the_broker_is_down(
-    tmp_path: Path, services_dir: Path
+    tmp_path: Path, services_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With no broker, reads stay in the outbox; when it comes up they are all delivered."""
     broker = PrivateMosquitto(services_dir / f"mq-outage-{time.monotonic_ns()}")
@@ -120,21 +123,24 @@ def test_events_wait_in_the_outbox_while_the_broker_is_down(
     agent = threading.Thread(
         target=run_agent, args=(config, BrokerAddress.from_url(broker.url), stop)
     )
+    caplog.set_level(logging.INFO, logger="edge.agent")
     agent.start()
     try:
-        _wait(lambda: config.outbox_path.exists())
-        time.sleep(1.0)  # the reader opens the port right after the outbox
+        # Opening a port flushes its input: write only once the agent has opened it.
+        wait_until(lambda: "device scan-1: opened" in caplog.text, 10, "the agent's port open")
         for n in range(20):
             port.write(frame([code128("RR473124829GB")], ScannerFraming()))
             del n
-        _wait(lambda: config.outbox_path.exists() and _outbox_rows(config.outbox_path) == 20)
-        assert _outbox_rows(config.outbox_path) == 20
+        wait_until(
+            lambda: config.outbox_path.exists() and _outbox_rows(config.outbox_path) == 20,
+            10,
+            "20 events in the outbox",
+        )
         broker.start()
         collector = Collector(broker.url)
-        _wait(lambda: len(collector.events()) >= 20, timeout=20)
+        wait_until(lambda: len(collector.events()) >= 20, 20, "20 events delivered")
         assert len(collector.events()) == 20
-        _wait(lambda: _outbox_rows(config.outbox_path) == 0)
-        assert _outbox_rows(config.outbox_path) == 0
+        wait_until(lambda: _outbox_rows(config.outbox_path) == 0, 10, "an empty outbox")
         collector.close()
     finally:
         stop.set()

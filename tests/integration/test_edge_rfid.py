@@ -28,20 +28,12 @@ from parceltrack.identifiers import S10
 from parceltrack.mqtt import wait_connected
 from parceltrack.wire import decode_batch
 from tests.integration.test_edge_pty import Collector
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SSCC_EPC = "3174257BF4499602D2000000"
 AgentRunner = Callable[[AgentConfig], tuple[threading.Event, threading.Thread]]
 TAGS = [SSCC_EPC, "3074257BF7194E4000001A85", "350000001000000200000003"]
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def _device(id_: str, protocol: str, port: str, extra: str = "") -> str:
@@ -111,14 +103,18 @@ def test_mercury_on_a_pty_and_r2000_on_a_socket_give_one_seen_event_per_pass(
     collector = Collector(mqtt_server.url)
     try:
         stop, agent = agent_runner(_config(tmp_path, devices))
-        assert _wait(lambda: mer.streaming and r2k.rounds > 0)
+        wait_until(lambda: mer.streaming and r2k.rounds > 0, 15, "both readers inventorying")
         for epc in TAGS:
             mer.present(epc, 1.0)
             r2k.present(epc, 1.5)
-        assert _wait(
-            lambda: len(_seen(collector, "gate-m")) >= 3 and len(_seen(collector, "gate-r")) >= 3
+        wait_until(
+            lambda: len(_seen(collector, "gate-m")) >= 3 and len(_seen(collector, "gate-r")) >= 3,
+            15,
+            "three passes at each gate",
         )
-        time.sleep(0.8)  # a second pass event per tag would have closed by now
+        # Kept: what is checked is that nothing more comes. A second pass event per tag
+        # would have closed and arrived within this time (quiet_s 0.4 and a health cycle).
+        time.sleep(0.8)
         for device in ("gate-m", "gate-r"):
             seen = _seen(collector, device)
             assert sorted(e["code"] for e in seen) == sorted(TAGS)
@@ -126,15 +122,23 @@ def test_mercury_on_a_pty_and_r2000_on_a_socket_give_one_seen_event_per_pass(
             assert by_code[SSCC_EPC]["epc"] == "urn:epc:id:sscc:0614141.1234567890"
             assert all(e["read_count"] > 1 and e["direction"] == "in" for e in seen)  # type: ignore[operator]
             assert all(e["first_seen"] < e["last_seen"] for e in seen)  # type: ignore[operator]
-        assert _wait(lambda: _health(collector, "gate-m").get("raw_reads", 0) > 3)  # type: ignore[operator]
-        assert _wait(lambda: _health(collector, "gate-m").get("passes_closed") == 3)
+        wait_until(
+            lambda: _health(collector, "gate-m").get("raw_reads", 0) > 3,  # type: ignore[operator]
+            15,
+            "raw reads in gate-m's health",
+        )
+        wait_until(
+            lambda: _health(collector, "gate-m").get("passes_closed") == 3,
+            15,
+            "three closed passes in gate-m's health",
+        )
         health = _health(collector, "gate-m")
         assert health["firmware"] == "01.09.00.03" and health["connected"] is True
         assert health["raw_reads"] > health["passes_closed"]  # type: ignore[operator]
         assert mer.region == 0x08 and mer.antennas == (1, 2) and mer.power_cdbm == 2700
         stop.set()
         agent.join(10)
-        assert _wait(lambda: not mer.streaming, 5)  # the agent stopped the inventory
+        wait_until(lambda: not mer.streaming, 5, "the agent to stop the inventory")
     finally:
         collector.close()
         mer.close()
@@ -163,13 +167,17 @@ def test_faulty_reader_on_a_pty_is_counted_and_reading_goes_on(
     smoothing = "[devices.smoothing]\nquiet_s = 0.4"
     try:
         agent_runner(_config(tmp_path, _device("gate-f", protocol, dev.url, smoothing)))
-        assert _wait(lambda: dev.counters.commands >= 3)
+        wait_until(lambda: dev.counters.commands >= 3, 15, "the driver's set-up commands")
         for epc in TAGS:
             dev.present(epc, 1.5)
-        assert _wait(lambda: len(_seen(collector, "gate-f")) >= 3)
-        time.sleep(0.6)
+        wait_until(lambda: len(_seen(collector, "gate-f")) >= 3, 15, "three passes")
+        time.sleep(0.6)  # kept: an extra pass event (a duplicate) would arrive within this
         assert sorted(e["code"] for e in _seen(collector, "gate-f")) == sorted(TAGS)
-        assert _wait(lambda: _health(collector, "gate-f").get("frames_bad", 0) > 0)  # type: ignore[operator]
+        wait_until(
+            lambda: _health(collector, "gate-f").get("frames_bad", 0) > 0,  # type: ignore[operator]
+            15,
+            "bad frames counted in the health",
+        )
         assert dev.counters.faults.garbled > 0 and dev.counters.faults.truncated > 0
     finally:
         collector.close()
@@ -187,11 +195,19 @@ def test_silent_reader_is_woken_by_the_driver(
     collector = Collector(mqtt_server.url)
     try:
         agent_runner(_config(tmp_path, _device("gate-s", "mercury", mer.url, extra)))
-        assert _wait(lambda: _health(collector, "gate-s").get("timeouts", 0) >= 1)  # type: ignore[operator]
+        wait_until(
+            lambda: _health(collector, "gate-s").get("timeouts", 0) >= 1,  # type: ignore[operator]
+            15,
+            "a timeout in the health",
+        )
         # Set up again by the driver: inventory restarted after the silent window.
-        assert _wait(lambda: mer.streaming and mer._stream_start - mer._started > 4.0)
+        wait_until(
+            lambda: mer.streaming and mer._stream_start - mer._started > 4.0,
+            15,
+            "the inventory restarted after the silent window",
+        )
         mer.present(SSCC_EPC, 0.6)
-        assert _wait(lambda: len(_seen(collector, "gate-s")) == 1)
+        wait_until(lambda: len(_seen(collector, "gate-s")) == 1, 15, "one pass")
     finally:
         collector.close()
         mer.close()
@@ -210,19 +226,29 @@ def test_unplugged_reader_is_reopened_while_the_scanner_keeps_working(
     collector = Collector(mqtt_server.url)
     try:
         agent_runner(_config(tmp_path, devices))
-        assert _wait(
-            lambda: mer.streaming and _health(collector, "scan-u").get("connected") is True
+        wait_until(
+            lambda: mer.streaming and _health(collector, "scan-u").get("connected") is True,
+            15,
+            "the reader inventorying and the scanner's port open",
         )
         mer.unplug()
         assert not mer.transport.plugged and not (tmp_path / "dev" / "gate-u").exists()
-        assert _wait(lambda: _health(collector, "gate-u").get("connected") is False)
+        wait_until(
+            lambda: _health(collector, "gate-u").get("connected") is False,
+            15,
+            "the reader's port reported lost",
+        )
         scanner.write(frame([code128("RR473124829GB")], ScannerFraming()))
-        assert _wait(lambda: "RR473124829GB" in collector.events())
+        wait_until(lambda: "RR473124829GB" in collector.events(), 15, "the scanner's read")
         mer.replug()
-        assert _wait(lambda: mer.streaming)
+        wait_until(lambda: mer.streaming, 15, "the reader set up again")
         mer.present(SSCC_EPC, 0.5)
-        assert _wait(lambda: len(_seen(collector, "gate-u")) == 1)
-        assert _wait(lambda: _health(collector, "gate-u").get("reopens", 0) >= 1)  # type: ignore[operator]
+        wait_until(lambda: len(_seen(collector, "gate-u")) == 1, 15, "one pass")
+        wait_until(
+            lambda: _health(collector, "gate-u").get("reopens", 0) >= 1,  # type: ignore[operator]
+            15,
+            "a reopen in the health",
+        )
     finally:
         collector.close()
         mer.close()
@@ -296,23 +322,25 @@ def test_nothing_is_lost_across_a_broker_outage_and_kill_9_of_the_agent(
     collector: Collector | None = None
     try:
         # Opening a port flushes its input: write only once the agent holds the port.
-        assert _wait(lambda: _holds(agent.pid, scanner.path), timeout=30)
+        wait_until(lambda: _holds(agent.pid, scanner.path), 30, "the agent's port open")
         for code in codes:
             scanner.write(frame([code128(code)], ScannerFraming()))
-        assert _wait(lambda: _outbox_codes(config.outbox_path) == set(codes), timeout=30)
+        wait_until(
+            lambda: _outbox_codes(config.outbox_path) == set(codes), 30, "every read in the outbox"
+        )
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         broker.start()
         collector = Collector(broker.url)
         agent = _start_agent(config_path, broker.url)
         # Replay is paced at 150 events/s: kill again once part of it has arrived.
-        assert _wait(lambda: len(_delivered(collector)[0]) >= 40, timeout=30)  # type: ignore[arg-type]
+        wait_until(lambda: len(_delivered(collector)[0]) >= 40, 30, "part of the replay")  # type: ignore[arg-type]
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         assert len(_delivered(collector)[0]) < len(codes)
         agent = _start_agent(config_path, broker.url)
-        assert _wait(lambda: len(_delivered(collector)[0]) >= len(codes), timeout=60)  # type: ignore[arg-type]
-        assert _wait(lambda: not _outbox_codes(config.outbox_path), timeout=20)
+        wait_until(lambda: len(_delivered(collector)[0]) >= len(codes), 60, "every read")  # type: ignore[arg-type]
+        wait_until(lambda: not _outbox_codes(config.outbox_path), 20, "an empty outbox")
         ids, _raw = _delivered(collector)
         assert sorted(ids.values()) == sorted(codes)  # each read once after dedupe by id
     finally:
@@ -356,7 +384,7 @@ def test_backlog_replay_is_paced_and_does_not_starve_live_events(
     publisher.start()
     try:
         assert wait_connected(publisher.client)
-        assert _wait(lambda: publisher.online)
+        wait_until(lambda: publisher.online, 15, "the publisher online")
         started = time.monotonic()
         publisher.pump()  # connected: what waits now is backlog
         outbox.append(events(10, 1000))  # live
@@ -392,11 +420,13 @@ def test_agent_with_a_corrupt_outbox_moves_it_aside_and_keeps_reading(
     collector = Collector(mqtt_server.url)
     try:
         agent_runner(config)
-        assert _wait(lambda: _health(collector, "scan-c").get("connected") is True)
+        wait_until(
+            lambda: _health(collector, "scan-c").get("connected") is True, 15, "the port open"
+        )
         moved = _health(collector, "scan-c")["outbox_corrupt_moved_to"]
         assert moved and Path(str(moved)).read_bytes().startswith(b"\x00garbage")
         scanner.write(frame([code128("RR473124829GB")], ScannerFraming()))
-        assert _wait(lambda: "RR473124829GB" in collector.events())
+        wait_until(lambda: "RR473124829GB" in collector.events(), 15, "the read delivered")
     finally:
         collector.close()
         scanner.close()
@@ -424,7 +454,8 @@ class Rfc2217Server:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"rfc2217://127.0.0.1:{self._listener.getsockname()[1]}"
         self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._threads = [threading.Thread(target=self._serve, daemon=True)]
+        self._threads[0].start()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -450,7 +481,9 @@ class Rfc2217Server:
                 if data:
                     conn.sendall(b"".join(manager.escape(data)))
 
-        threading.Thread(target=to_network, daemon=True).start()
+        pump = threading.Thread(target=to_network, daemon=True)
+        self._threads.append(pump)
+        pump.start()
         while not self._stop.is_set():
             try:
                 data = conn.recv(1024)
@@ -465,7 +498,8 @@ class Rfc2217Server:
     def close(self) -> None:
         self._stop.set()
         self._listener.close()
-        time.sleep(0.1)
+        for thread in self._threads:  # both poll the stop flag every 50 ms
+            thread.join(2)
         self._serial.close()
 
 
@@ -479,9 +513,13 @@ def test_reader_behind_an_rfc2217_serial_server(
     try:
         smoothing = "[devices.smoothing]\nquiet_s = 0.3"
         agent_runner(_config(tmp_path, _device("gate-n", "mercury", server.url, smoothing)))
-        assert _wait(lambda: mer.streaming)
+        wait_until(lambda: mer.streaming, 15, "the reader inventorying")
         mer.present(SSCC_EPC, 0.6)
-        assert _wait(lambda: [e["code"] for e in _seen(collector, "gate-n")] == [SSCC_EPC])
+        wait_until(
+            lambda: [e["code"] for e in _seen(collector, "gate-n")] == [SSCC_EPC],
+            15,
+            "the tag's one pass",
+        )
     finally:
         collector.close()
         server.close()
