@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +25,7 @@ from ingest.store import ScanPartitions
 from parceltrack.config import BrokerAddress
 from parceltrack.identifiers import S10
 from parceltrack.mqtt import make_client, wait_connected
+from tests.waiting import wait_until
 
 P1, P2, P3 = "RR473124829GB", "EE471108151FR", "EE123456785CN"
 P4 = str(S10.make("CP", 12345678, "GB"))
@@ -122,6 +124,11 @@ def _alerts(conn: psycopg.Connection[Any], kind: str) -> list[tuple[Any, ...]]:
         "WHERE kind = %s ORDER BY alert_id",
         (kind,),
     ).fetchall()
+
+
+def _count(conn: psycopg.Connection[Any], sql: str) -> int:
+    row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _started(centre: Centre, dsn: str, at: float, config: DetectConfig = PLAIN) -> Detector:
@@ -328,13 +335,12 @@ def test_service_loop_survives_a_restart_against_the_same_database(
         stop = threading.Event()
         thread = threading.Thread(target=d.run, args=(stop,))
         thread.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            row = centre.conn.execute("SELECT count(*) FROM alerts").fetchone()
-            if row and row[0] >= 2 and d.ready.is_set():
-                break
-            time.sleep(0.1)
-        time.sleep(1.5)  # a tick or two more
+        wait_until(
+            lambda: d.ready.is_set() and _count(centre.conn, "SELECT count(*) FROM alerts") >= 2,
+            20,
+            "the detector ready with its two alerts",
+        )
+        time.sleep(1.5)  # kept: a tick or two more, in which a second opening would show
         stop.set()
         thread.join(10)
 
@@ -474,7 +480,7 @@ def test_an_alert_older_than_the_replay_window_survives_a_restart_until_its_parc
 
 
 def test_a_killed_detect_process_restarts_without_touching_its_alerts(
-    centre: Centre, db_dsn: str
+    centre: Centre, db_dsn: str, tmp_path: Path
 ) -> None:
     """`parceltrack detect` killed with SIGKILL and started again leaves every alert and
     every alert event exactly as they were, then resolves what moves on."""
@@ -483,40 +489,44 @@ def test_a_killed_detect_process_restarts_without_touching_its_alerts(
     centre.scan(P1, "A1-IND1", 3000.0)
     centre.scan(P2, "A1-CHU01", 3000.0)  # mis-sorted: plan 2 is in force
 
-    def spawn() -> subprocess.Popen[bytes]:
+    def spawn(log: Path) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PARCELTRACK_DSN": db_dsn}
-        return subprocess.Popen(
-            [sys.executable, "-m", "composition.cli", "detect", "--no-mqtt",
-             "--skew-tolerance", "0", "--missing-after", "20"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        with log.open("wb") as err:
+            return subprocess.Popen(
+                [sys.executable, "-m", "composition.cli", "detect", "--no-mqtt",
+                 "--skew-tolerance", "0", "--missing-after", "20"],
+                env=env, stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
 
-    def wait_for(sql: str, expected: int) -> int:
-        deadline = time.monotonic() + 30
-        while True:
-            (count,) = centre.conn.execute(sql).fetchone() or (0,)
-            if count >= expected or time.monotonic() > deadline:
-                return int(count)
-            time.sleep(0.2)
+    def count(sql: str) -> int:
+        return _count(centre.conn, sql)
 
-    proc = spawn()
+    proc = spawn(tmp_path / "first.log")
     try:
         # Delay and missing for both (long overdue by now), missort for P2.
-        assert wait_for("SELECT count(*) FROM alerts", 5) == 5
-        time.sleep(2.5)  # a few more ticks
+        wait_until(lambda: count("SELECT count(*) FROM alerts") >= 5, 30, "five alerts")
+        assert count("SELECT count(*) FROM alerts") == 5
+        time.sleep(2.5)  # kept: a few more ticks, in which a duplicate alert would show
     finally:
         proc.kill()
         proc.wait(10)
     before = centre.conn.execute("SELECT * FROM alerts ORDER BY alert_id").fetchall()
     events = centre.conn.execute("SELECT count(*) FROM alert_events").fetchone()
-    proc = spawn()
+    second_log = tmp_path / "second.log"
+    proc = spawn(second_log)
     try:
-        time.sleep(4.0)  # start, replay and some ticks
+        wait_until(
+            lambda: "rebuilt state of" in second_log.read_text(errors="replace"),
+            30,
+            "the restarted detector to replay and adopt the alerts",
+        )
+        time.sleep(2.0)  # kept: some ticks, in which a re-opened or changed alert would show
         assert centre.conn.execute("SELECT * FROM alerts ORDER BY alert_id").fetchall() == before
         assert centre.conn.execute("SELECT count(*) FROM alert_events").fetchone() == events
         centre.scan(P2, "A1-CHU02", 3500.0)
         resolved = "SELECT count(*) FROM alerts WHERE kind = 'missort' AND state = 'resolved'"
-        assert wait_for(resolved, 1) == 1
+        wait_until(lambda: count(resolved) >= 1, 30, "the missort resolved")
+        assert count(resolved) == 1
     finally:
         proc.terminate()
         proc.wait(10)
