@@ -9,7 +9,6 @@ and a wrong key tried. Then every log file is searched for every secret.
 from __future__ import annotations
 
 import secrets
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from api.security import new_key
 from composition.pipeline import Pipeline
 from firmware_sim.scenario import ScenarioConfig, generate
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -53,14 +53,14 @@ def test_no_password_or_key_reaches_any_log(services_dir: Path) -> None:
         assert _get(f"{p.api_url}/v1/alerts", {"Authorization": f"Bearer {admin_key}"}) == 200
         assert _get(f"{p.api_url}/v1/devices", {"X-API-Key": admin_key}) == 200
         assert _get(f"{p.api_url}/v1/alerts", {"Authorization": f"Bearer {wrong_key}"}) == 401
-        deadline = time.monotonic() + 90
-        stored = 0
-        while stored < len(scenario.reads) and time.monotonic() < deadline:
+
+        def stored() -> int:
             with psycopg.connect(p.dsn) as conn:
                 row = conn.execute("SELECT count(*) FROM scans").fetchone()
-            stored = int(row[0]) if row else 0
-            time.sleep(0.5)
-        assert stored == len(scenario.reads)  # every process really used its credentials
+            return int(row[0]) if row else 0
+
+        wait_until(lambda: stored() >= len(scenario.reads), 90, "every read stored")
+        assert stored() == len(scenario.reads)  # every process really used its credentials
     finally:
         p.stop(keep_files=True)
     logs = [*p.logs.glob("*.log"), p.mosquitto.root / "mosquitto.log"]

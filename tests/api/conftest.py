@@ -4,7 +4,6 @@ and a real HTTP server in a thread (for streams and schemathesis)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ from parceltrack.events import EventKind, ScanEvent
 from storage.migrations import has_timescale
 from storage.reference import load_layout, load_manifest
 from tests.plugins.services import _drop_database, _fresh_database
+from tests.waiting import wait_until
 
 SCENARIO = generate(seed=3, parcels=8)
 SITE = "LHR1"
@@ -189,9 +189,7 @@ class ThreadedServer:
     def __enter__(self) -> ThreadedServer:
         self.thread.start()
         wait_for_port(self.port)
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: self.server.started, 10, "uvicorn started")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,6 +13,7 @@ from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
 from storage.migrations import has_timescale
 from storage.reference import load_layout, load_manifest
+from tests.waiting import wait_until
 
 SCENARIO = generate(seed=3, parcels=5)
 PARCEL = SCENARIO.manifest[0]
@@ -91,14 +92,8 @@ def test_unknown_parcel_is_404_revealing_nothing(client: TestClient) -> None:
 
 def test_healthz_reports_database_and_broker(client: TestClient) -> None:
     """With both reachable, healthz is 200 and says so."""
-    import time
-
-    deadline = time.monotonic() + 5
-    while (body := client.get("/healthz").json())["broker"] is False and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
-    assert body == {"status": "ok", "database": True, "broker": True}
+    wait_until(lambda: client.get("/healthz").json()["broker"], 5, "the API on the broker")
+    assert client.get("/healthz").json() == {"status": "ok", "database": True, "broker": True}
 
 
 def test_healthz_is_503_when_the_broker_is_unreachable(db_dsn: str) -> None:
