@@ -1,5 +1,4 @@
 import threading
-import time
 from pathlib import Path
 
 import psycopg
@@ -9,6 +8,7 @@ from composition.site import run_site
 from firmware_sim.scenario import FaultRates, ScenarioConfig
 from ingest.worker import IngestSettings, IngestWorker
 from parceltrack.config import BrokerAddress
+from tests.waiting import wait_until
 
 
 def test_sim_site_loads_its_centre_and_its_agent_delivers_the_reads(
@@ -36,7 +36,6 @@ def test_sim_site_loads_its_centre_and_its_agent_delivers_the_reads(
                 "agent-site",
                 db_dsn,
                 broker,
-                mqtt_server.url,
                 stop,
             ),
         ),
@@ -44,15 +43,15 @@ def test_sim_site_loads_its_centre_and_its_agent_delivers_the_reads(
     for t in threads:
         t.start()
     try:
-        deadline = time.monotonic() + 60
-        scans = 0
-        while scans < 50 and time.monotonic() < deadline:  # 10 parcels x 5 read points
-            time.sleep(0.5)
+
+        def count(table: str) -> int:
             with psycopg.connect(db_dsn) as conn:
-                scans = conn.execute("SELECT count(*) FROM scans").fetchone()[0]  # type: ignore[index]
-                parcels = conn.execute("SELECT count(*) FROM parcels").fetchone()[0]  # type: ignore[index]
-        assert parcels == 10
-        assert scans == 50
+                return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index, no-any-return]
+
+        # 10 parcels x 5 read points
+        wait_until(lambda: count("scans") >= 50, 60, "50 scans stored")
+        assert count("parcels") == 10
+        assert count("scans") == 50
     finally:
         stop.set()
         worker.stop()
