@@ -1,5 +1,4 @@
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +8,7 @@ import pytest
 
 from composition.pipeline import Pipeline
 from firmware_sim.scenario import ScenarioConfig, generate
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -39,15 +39,18 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
         return err.code, json.loads(err.read())
 
 
+def _count(dsn: str, sql: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _wait_rows(dsn: str, sql: str, expected: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        with psycopg.connect(dsn) as conn:
-            row = conn.execute(sql).fetchone()
-        count = int(row[0]) if row else 0
-        if count >= expected or time.monotonic() > deadline:
-            return count
-        time.sleep(0.5)
+    """Wait until `sql` counts at least `expected` rows; the count then."""
+    wait_until(
+        lambda: _count(dsn, sql) >= expected, timeout, f"{expected} from {sql!r}", interval=0.5
+    )
+    return _count(dsn, sql)
 
 
 def test_every_simulated_read_is_stored_exactly_once(pipeline: Pipeline) -> None:
@@ -69,20 +72,18 @@ def test_a_simulated_parcel_is_found_through_http(pipeline: Pipeline) -> None:
     lost = {f.tracking_id for f in SCENARIO.faults if f.kind == "lost"}
     parcel = next(m for m in SCENARIO.manifest if m.tracking_id not in lost)
     expected = [r.read_point for r in SCENARIO.reads if r.code == parcel.tracking_id]
-    deadline = time.monotonic() + 60
-    while True:
-        status, body = _get(f"{pipeline.api_url}/v1/parcels/{parcel.tracking_id}")
+    url = f"{pipeline.api_url}/v1/parcels/{parcel.tracking_id}"
+
+    def scans() -> list[dict[str, str]]:
+        status, body = _get(url)
         # Scans only: the timeline also starts with the manifest's acceptance.
-        timeline = [
-            e
-            for e in (body.get("timeline", []) if status == 200 else [])  # type: ignore[union-attr]
-            if e["kind"] != "accepted"
-        ]
-        if len(timeline) == len(expected) or time.monotonic() > deadline:  # type: ignore[arg-type]
-            break
-        time.sleep(0.5)
+        timeline = body.get("timeline", []) if status == 200 else []
+        return [e for e in timeline if e["kind"] != "accepted"]  # type: ignore[union-attr]
+
+    wait_until(lambda: len(scans()) == len(expected), 60, "the parcel's scans", interval=0.5)
+    status, body = _get(url)
     assert status == 200
-    assert [e["read_point"] for e in timeline] == expected  # type: ignore[union-attr]
+    assert [e["read_point"] for e in scans()] == expected
     assert body["last_location"]["zone"] == "door"  # type: ignore[index]
 
 
@@ -107,15 +108,18 @@ def test_lost_parcels_raise_missing_alerts(pipeline: Pipeline) -> None:
 def test_every_alert_change_is_published_on_mqtt(pipeline: Pipeline) -> None:
     """The detector's publisher gets a PUBACK for every logged alert change."""
     _wait_rows(pipeline.dsn, "SELECT count(*) FROM alerts", 1, 90)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def cursors() -> tuple[int | None, int | None]:
+        """The last logged alert change and the last one the broker acknowledged."""
         with psycopg.connect(pipeline.dsn) as conn:
             logged = conn.execute("SELECT max(event_id) FROM alert_events").fetchone()
             published = conn.execute(
                 "SELECT event_id FROM alert_publish_cursor WHERE publisher = 'detect'"
             ).fetchone()
-        if (published and logged and published[0] >= logged[0]) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert logged is not None and logged[0] is not None
-    assert published is not None and published[0] >= logged[0]
+        return (logged[0] if logged else None), (published[0] if published else None)
+
+    def caught_up() -> bool:
+        logged, published = cursors()
+        return logged is not None and published is not None and published >= logged
+
+    wait_until(caught_up, 30, "the publisher's cursor at the last alert change", interval=0.5)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -17,6 +15,7 @@ from playwright.sync_api import Page, Request, expect
 from composition.demo import controller_key
 from tests.api.conftest import SITE
 from tests.pages.conftest import Site
+from tests.waiting import wait_until
 
 
 def _sign_in(page: Page, site: Site, key: str) -> None:
@@ -34,16 +33,6 @@ def _open_alert(dsn: str, kind: str, tracking_id: str | None = None) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def _wait_for(what: str, check: Callable[[], Any], timeout_s: float = 20) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _alert_row(dsn: str, alert_id: int) -> tuple[str, str | None]:
@@ -167,7 +156,7 @@ def test_a_dropped_stream_resumes_from_the_last_event_id(page: Page, site: Site)
             ).fetchone()
         return int(row[0]) if row else None
 
-    pid = _wait_for("the stream's database session", stream_backend)
+    pid = wait_until(stream_backend, 20, "the stream's database session")
     with psycopg.connect(site.dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
     missed = _open_alert(site.dsn, "lost")  # while the page is disconnected
