@@ -397,12 +397,14 @@ def test_alerts_are_published_on_mqtt_and_the_cursor_moves(
     got: list[dict[str, Any]] = []
     sub = make_client("test-alert-sub", broker)
     sub.on_message = lambda _c, _u, m: got.append({"topic": m.topic, **json.loads(m.payload)})
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *_a: subscribed.set()
     sub.connect(broker.host, broker.port)
     sub.loop_start()
     try:
         assert wait_connected(sub)
         sub.subscribe("parceltrack/v1/+/alerts", qos=1)
-        time.sleep(0.3)
+        wait_until(subscribed.is_set, 10, "the SUBACK")
         centre.parcel(P1)
         centre.scan(P1, "A1-IND1", 0.0)
         d = _started(centre, db_dsn, 1.0)
@@ -415,9 +417,7 @@ def test_alerts_are_published_on_mqtt_and_the_cursor_moves(
         assert publisher.drain(centre.conn, pub_client) == 1
         assert publisher.drain(centre.conn, pub_client) == 0  # nothing twice
         pub_client.loop_stop()
-        deadline = time.monotonic() + 10
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: got, 10, "the alert on MQTT")
     finally:
         sub.loop_stop()
     assert [(m["topic"], m["change"], m["alert"]["kind"]) for m in got] == [

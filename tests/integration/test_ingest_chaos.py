@@ -69,7 +69,7 @@ def test_two_workers_share_the_stream_and_survive_one_killed(
         flood = Flood(broker.url, messages=400).start()
         wait_until(lambda: count_scans(db_dsn)[0] >= 5000, 60, "the first commits")
         a.kill9()
-        time.sleep(0.5)
+        time.sleep(0.5)  # the outage: b alone takes the shared stream for a while
         a.start()
         _settle(db_dsn, flood)
         assert count_scans(db_dsn) == (flood.distinct, flood.distinct)
@@ -156,7 +156,7 @@ def test_broker_restart_resumes_the_persistent_session(
     wait_until(lambda: count_scans(db_dsn)[0] >= 2000, 60, "the first commits")
     flood.resumed.clear()
     broker.stop()
-    time.sleep(1.5)
+    time.sleep(1.5)  # the outage
     broker.start()
     wait_until(worker.subscribed.is_set, 30, "the worker back on the broker")
     flood.resumed.set()

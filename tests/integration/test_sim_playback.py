@@ -20,6 +20,7 @@ from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import connect, make_client, wait_connected
 from parceltrack.wire import decode_batch
+from tests.waiting import wait_until
 
 SCENARIO = generate(
     ScenarioConfig(
@@ -35,14 +36,14 @@ SCENARIO = generate(
 
 def _drain(fds: dict[str, int], want: int, timeout: float) -> dict[str, bytes]:
     got: dict[str, bytearray] = defaultdict(bytearray)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def all_read() -> bool:
         for device, fd in fds.items():
             with contextlib.suppress(BlockingIOError):
                 got[device] += os.read(fd, 65536)
-        if sum(b.count(b"\r\n") for b in got.values()) >= want:
-            break
-        time.sleep(0.02)
+        return sum(b.count(b"\r\n") for b in got.values()) >= want
+
+    wait_until(all_read, timeout, f"{want} frames on the ptys", interval=0.02)
     return {d: bytes(b) for d, b in got.items()}
 
 
@@ -128,19 +129,22 @@ def test_publish_puts_every_read_on_the_broker_as_valid_batches(
     batches: list[tuple[str, bytes]] = []
     sub = make_client(f"collector-{time.monotonic_ns()}", BrokerAddress.from_url(mqtt_server.url))
     sub.on_message = lambda _c, _u, msg: batches.append((msg.topic, msg.payload))
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *_a: subscribed.set()
     connect(sub)
     sub.loop_start()
     try:
         assert wait_connected(sub)
         sub.subscribe("parceltrack/v1/+/+/events", qos=1)
-        time.sleep(0.3)
+        wait_until(subscribed.is_set, 10, "the SUBACK")
         clock = PlaybackClock(datetime.now(UTC) - timedelta(hours=1), speed=1.0)
         settings = PublishSettings(BrokerAddress.from_url(mqtt_server.url), boot=7)
         sent = publish(SCENARIO, settings, clock, paced=False)
-        deadline = time.monotonic() + 10
-        while sum(len(decode_batch(t, p).events) for t, p in batches) < sent:
-            assert time.monotonic() < deadline, "not every batch arrived"
-            time.sleep(0.05)
+        wait_until(
+            lambda: sum(len(decode_batch(t, p).events) for t, p in batches) >= sent,
+            10,
+            "every batch",
+        )
     finally:
         sub.loop_stop()
         sub.disconnect()
