@@ -7,13 +7,14 @@ from pathlib import Path
 
 import serial
 
-from edge.barcode import BarcodeFramer
+from edge.barcode import BarcodeFramer, BarcodeRead
 from edge.drivers import MercuryDriver, MercurySettings, R2000Driver, Read, RfidRead
 from firmware_sim.faults import FaultPlan
 from firmware_sim.player import ScannerBank
 from firmware_sim.rfid import TagField, VirtualMercury, VirtualR2000
 from firmware_sim.scenario import ScheduledRead
 from firmware_sim.transport import PtyTransport, TcpTransport
+from tests.waiting import wait_until
 
 EPC = "3174257BF4499602D2000000"
 
@@ -81,10 +82,13 @@ def test_scanner_bank_faults_reach_the_line_and_are_counted_by_the_framer(
             bank.send(ScheduledRead(0.0, "s", "RP", "RR473124829GB"))
         bank.ports["s"].write(b"]C0EE123456785CN\r\n")
         framer = BarcodeFramer()
-        reads = []
-        deadline = time.monotonic() + 5
-        while not reads and time.monotonic() < deadline:
-            reads += framer.feed(port.read(max(1, port.in_waiting)))
+        reads: list[BarcodeRead] = []
+
+        def decoded() -> list[BarcodeRead]:
+            reads.extend(framer.feed(port.read(max(1, port.in_waiting))))
+            return reads
+
+        wait_until(decoded, 5, "a code decoded from the line", interval=0)
         assert [r.tracking_id for r in reads][-1] == "EE123456785CN"
         assert bank.fault_counts.truncated == 5 and framer.frames_bad >= 1
     finally:
