@@ -1,8 +1,4 @@
-import hashlib
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -146,18 +142,3 @@ def test_damaged_files_are_refused_with_a_reason(
     path.write_text("{not json")
     with pytest.raises(ScenarioError, match="cannot read"):
         Scenario.load(path)
-
-
-def test_another_process_generates_the_same_bytes() -> None:
-    """The file does not depend on the process: another interpreter with another hash
-    seed writes the identical scenario."""
-    code = (
-        "import hashlib, sys; from tests.unit.test_scenario import CONFIG; "
-        "from firmware_sim.scenario import generate; "
-        "sys.stdout.write(hashlib.sha256(generate(CONFIG).to_json().encode()).hexdigest())"
-    )
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout == hashlib.sha256(generate(CONFIG).to_json().encode()).hexdigest()
