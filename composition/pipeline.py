@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-import paho.mqtt.client as mqtt
 import psycopg
 
 from composition.acl import render_acl
@@ -29,7 +28,7 @@ from firmware_sim.scenario import Scenario
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import ServiceError
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import Message, MqttClient
 from storage.migrations import migrate
 from storage.reference import load_layout, load_manifest, load_standards
 
@@ -81,19 +80,18 @@ def wait_devices_connected(
     drops what a port holds when it opens it, so playing starts only after this."""
     connected: dict[str, bool] = {}
 
-    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def on_message(msg: Message) -> None:
         with contextlib.suppress(ValueError, TypeError, KeyError):
             body = json.loads(msg.payload)
             connected[str(body["device"])] = bool(body["connected"])
 
-    client = make_client(f"pipeline-{os.getpid()}", broker)
-    client.on_message = on_message
-    connect(client)
-    client.loop_start()
+    client = MqttClient(f"pipeline-{os.getpid()}", broker)
+    client.on_message(on_message)
+    client.start()
     try:
-        if not wait_connected(client, timeout):
+        if not client.wait_connected(timeout):
             raise ServiceError("cannot reach the broker to watch the agents' health")
-        client.subscribe(f"{topics.PREFIX}/+/+/health", qos=0)
+        client.subscribe(topics.ALL_HEALTH, qos=0)
         deadline = time.monotonic() + timeout
         while not all(connected.get(d) for d in devices):
             check()
@@ -101,8 +99,7 @@ def wait_devices_connected(
                 raise ServiceError(f"the agents' devices were not open within {timeout:.0f}s")
             time.sleep(0.1)
     finally:
-        client.loop_stop()
-        client.disconnect()
+        client.stop()
 
 
 @dataclass
