@@ -7,8 +7,7 @@ operator would set them. Each process must then connect and do its work.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,6 +17,7 @@ from composition.pipeline import Pipeline
 from firmware_sim.scenario import ScenarioConfig, generate
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import MqttClient
+from tests.plugins.ingest_chaos import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -30,15 +30,6 @@ def _count(dsn: str, sql: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(sql).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
-
-
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.25)
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +66,11 @@ def test_edge_and_ingest_store_every_read_health_and_status(pipeline: Pipeline) 
     """Every read the edge agent published over TLS is stored by ingest, with health and status."""
     reads = len(SCENARIO.reads)
     duration = SCENARIO.reads[-1].at / SPEED
-    assert _wait(lambda: _count(pipeline.dsn, "SELECT count(*) FROM scans") >= reads, duration + 60)
+    wait_until(
+        lambda: _count(pipeline.dsn, "SELECT count(*) FROM scans") >= reads,
+        duration + 60,
+        "every read stored",
+    )
     devices = {rp.device for rp in SCENARIO.read_points}
     assert _count(pipeline.dsn, "SELECT count(*) FROM device_health") == len(devices)
     assert _count(pipeline.dsn, "SELECT count(*) FROM agent_status WHERE state = 'online'") == 1
@@ -83,16 +78,13 @@ def test_edge_and_ingest_store_every_read_health_and_status(pipeline: Pipeline) 
 
 def test_detection_publishes_its_alerts(pipeline: Pipeline) -> None:
     """The detector's alerts reach the broker: its cursor moves only on the broker's PUBACK."""
-    assert _wait(lambda: _count(pipeline.dsn, "SELECT count(*) FROM alert_events") > 0, 90)
-    assert _wait(
-        lambda: (
-            _count(
-                pipeline.dsn, "SELECT event_id FROM alert_publish_cursor WHERE publisher = 'detect'"
-            )
-            > 0
-        ),
-        30,
-    ), "detection never got a PUBACK from the TLS broker"
+    wait_until(
+        lambda: _count(pipeline.dsn, "SELECT count(*) FROM alert_events") > 0, 90, "an alert"
+    )
+    cursor = "SELECT event_id FROM alert_publish_cursor WHERE publisher = 'detect'"
+    wait_until(
+        lambda: _count(pipeline.dsn, cursor) > 0, 30, "the broker's PUBACK of a detection alert"
+    )
 
 
 def test_sim_publish_delivers_through_tls(pipeline: Pipeline) -> None:
@@ -103,4 +95,8 @@ def test_sim_publish_delivers_through_tls(pipeline: Pipeline) -> None:
                                "--agent", "sim-tls", "--quiet")  # fmt: skip
     assert publisher.wait(60) == 0, (pipeline.logs / "publish.log").read_text()[-2000:]
     expected = before + len(SCENARIO.reads)
-    assert _wait(lambda: _count(pipeline.dsn, "SELECT count(*) FROM scans") >= expected, 30)
+    wait_until(
+        lambda: _count(pipeline.dsn, "SELECT count(*) FROM scans") >= expected,
+        30,
+        "the published events stored",
+    )
