@@ -176,13 +176,57 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """The files of a TLS listener: the CA clients verify against, the broker's own pair."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_broker_certificates(folder: Path) -> BrokerTls:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost it signed,
+    made with the `openssl` command (valid for two days)."""
+    if shutil.which("openssl") is None:
+        raise ServiceError("openssl not found: install it with 'sudo apt-get install openssl'")
+    folder.mkdir(parents=True, exist_ok=True)
+    tls = BrokerTls(folder / "ca.crt", folder / "server.crt", folder / "server.key")
+    ca_key, csr, ext = folder / "ca.key", folder / "server.csr", folder / "server.ext"
+    ext.write_text(
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+        "basicConstraints = critical, CA:FALSE\n"
+        "keyUsage = critical, digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\n"
+    )
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    for command in (
+        ("req", "-x509", *key, "-keyout", str(ca_key), "-out", str(tls.ca_file), "-days", "2",
+         "-subj", "/CN=parceltrack private test CA",
+         "-addext", "basicConstraints = critical, CA:TRUE",
+         "-addext", "keyUsage = critical, keyCertSign, cRLSign"),
+        ("req", *key, "-keyout", str(tls.key_file), "-out", str(csr), "-subj", "/CN=127.0.0.1"),
+        ("x509", "-req", "-in", str(csr), "-CA", str(tls.ca_file), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(tls.cert_file), "-days", "2", "-extfile", str(ext)),
+    ):  # fmt: skip
+        done = subprocess.run(["openssl", *command], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ServiceError(f"openssl {command[0]} failed: {done.stderr.strip()}")
+    return tls
+
+
 @dataclass
 class PrivateMosquitto:
-    """A Mosquitto broker in `root`, listening on 127.0.0.1:`port`, with persistence."""
+    """A Mosquitto broker in `root`, listening on 127.0.0.1:`port`, with persistence.
+
+    With `tls`, that one listener speaks only TLS (mqtts://), as a production broker
+    that refuses plain connections does.
+    """
 
     root: Path
     port: int = field(default_factory=free_port)
     extra_conf: str = ""
+    tls: BrokerTls | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -190,13 +234,25 @@ class PrivateMosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA file a client needs to verify this broker (None: plain MQTT)."""
+        return str(self.tls.ca_file) if self.tls else None
 
     def _write_conf(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "mosquitto.conf"
+        tls = self.tls
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *(
+                (f"cafile {tls.ca_file}", f"certfile {tls.cert_file}", f"keyfile {tls.key_file}")
+                if tls
+                else ()
+            ),
             "allow_anonymous true" if "password_file" not in self.extra_conf else "",
             "persistence true",
             f"persistence_location {self.root}/",

@@ -3,8 +3,6 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from composition.services import PrivateMosquitto
 from edge.agent import run_agent
 from edge.config import load_agent_config
@@ -12,7 +10,7 @@ from firmware_sim.barcode import ScannerFraming, code128, frame, noread_frame
 from firmware_sim.pty import VirtualSerialPort
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import Message, MqttClient
 from parceltrack.wire import decode_batch
 
 
@@ -38,15 +36,14 @@ class Collector:
         self.batches: list[tuple[str, bytes]] = []
         self.health: list[dict[str, object]] = []
         self.status: list[dict[str, object]] = []
-        self.client = make_client(f"collector-{time.monotonic_ns()}", BrokerAddress.from_url(url))
-        self.client.on_message = self._on_message
-        connect(self.client)
-        self.client.loop_start()
-        assert wait_connected(self.client)
-        self.client.subscribe("parceltrack/v1/#", qos=1)
+        self.client = MqttClient(f"collector-{time.monotonic_ns()}", BrokerAddress.from_url(url))
+        self.client.on_message(self._on_message)
+        self.client.start()
+        assert self.client.wait_connected()
+        self.client.subscribe(topics.EVERYTHING, qos=1)
         time.sleep(0.3)
 
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Message) -> None:
         if msg.topic.endswith("/events"):
             self.batches.append((msg.topic, msg.payload))
         elif msg.topic.endswith("/health"):
@@ -58,8 +55,7 @@ class Collector:
         return [e.tracking_id or e.kind for t, p in self.batches for e in decode_batch(t, p).events]
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.client.stop()
 
 
 def _wait(predicate: object, timeout: float = 10) -> None:
