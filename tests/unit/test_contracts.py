@@ -5,6 +5,7 @@ by the ground's enumeration, so a new AlertKind fails here until every reader ma
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,19 @@ from api.tracking import ALERT_STATUS, STATUSES, Scan, promise, status
 from detect.core import BIT, UNTAGGED, ParcelState, tick
 from detect.devices import DeviceState, DeviceThresholds
 from parceltrack.alerts import DELAY_KINDS, DEVICE_KINDS, PARCEL_KINDS, AlertKind
+from parceltrack.events import EventKind
+from parceltrack.layout import Stage, Zone
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards" / "json"
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 KINDS = list(AlertKind)
+# A column of a contract compared with a quoted word in SQL: `a.kind = 'missort'`.
+COMPARED = re.compile(r"\b(kind|zone|stage)\s*(?:=|<>|!=)\s*'([^']*)'")
+WORDS = {
+    "kind": {*AlertKind, *EventKind},  # alerts' kinds, and scans' (read, noread ...)
+    "zone": set(Zone),
+    "stage": set(Stage),
+}
 
 
 def _kind_panels() -> list[dict[str, Any]]:
@@ -99,3 +109,18 @@ def test_every_kind_is_a_named_dashboard_series(kind: AlertKind) -> None:
         name = _series_names(panel).get(kind.value)
         assert name is not None, f"panel {panel['title']!r} has no series named for {kind}"
         assert name == ALERT_LABELS.get(kind)
+
+
+def test_the_words_dashboards_compare_with_are_the_grounds() -> None:
+    """Every kind, zone or stage a dashboard query compares with a quoted word is a
+    member of the ground's enumerations, so a renamed member cannot leave a panel empty."""
+    compared = [
+        (column, word)
+        for path in sorted(DASHBOARDS.glob("*.json"))
+        for panel in json.loads(path.read_text())["panels"]
+        for target in panel["targets"]
+        for column, word in COMPARED.findall(target["rawSql"])
+    ]
+    assert compared, "no comparison found: the pattern no longer matches the queries"
+    unknown = [(column, word) for column, word in compared if word not in WORDS[column]]
+    assert not unknown
