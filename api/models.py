@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.security import Role
 from api.tracking import Status
+from parceltrack.alerts import AlertKind
 
 # Text fields: printable, no NUL (PostgreSQL text cannot hold it), bounded.
 Text = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
@@ -141,6 +142,11 @@ class Alert(BaseModel):
     acked_by: str | None
     resolved_at: datetime | None
     details: dict[str, Any]
+
+
+class AlertKindLabel(BaseModel):
+    kind: AlertKind = Field(description="as in an alert's `kind`")
+    label: str = Field(description="what the control room and the dashboards call it")
 
 
 class AlertPage(BaseModel):

@@ -29,6 +29,7 @@ import uvloop
 from api.queries import LOOKUP
 from composition.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
 from ingest.store import ScanPartitions
+from parceltrack.layout import Stage, Zone
 from storage.migrations import migrate
 
 SITE = "BNC1"
@@ -77,9 +78,9 @@ def load(dsn: str, parcels: int, per_parcel: int) -> float:
         conn.execute("INSERT INTO sites (site_id, name) VALUES (%s, 'Bench centre')", (SITE,))
         conn.execute(
             "INSERT INTO read_points (read_point_id, site_id, zone, stage, description, position) "
-            "SELECT %s || '-RP' || lpad(k::text, 2, '0'), %s, 'sorter', 'sort', "
+            "SELECT %s || '-RP' || lpad(k::text, 2, '0'), %s, %s, %s, "
             "'Read point ' || k, k FROM generate_series(1, %s) k",
-            (SITE, SITE, per_parcel),
+            (SITE, SITE, Zone.SORTER.value, Stage.SORT.value, per_parcel),
         )
         conn.execute(
             "UPDATE read_points SET next_read_point_id = %s || '-RP' || lpad((position + 1)::text, "
@@ -87,7 +88,10 @@ def load(dsn: str, parcels: int, per_parcel: int) -> float:
             (SITE, SITE, per_parcel),
         )
         conn.execute("INSERT INTO service_classes VALUES ('standard', '', 2)")
-        conn.execute("INSERT INTO stage_standards VALUES (%s, 'sort', 'standard', 600)", (SITE,))
+        conn.execute(
+            "INSERT INTO stage_standards VALUES (%s, %s, 'standard', 600)",
+            (SITE, Stage.SORT.value),
+        )
         conn.execute(
             f"INSERT INTO parcels (tracking_id, service_class, destination, origin_site, "
             f"accepted_at) SELECT {_S10}, 'standard', 'LON', %s, "

@@ -18,14 +18,16 @@ import psycopg
 from detect.core import BIT, ParcelState, apply_reads, tick
 from detect.keys import KeyCodec
 from detect.reference import DetectConfig, ReadPointRow, Reference, build_reference
+from parceltrack.alerts import AlertKind
 from parceltrack.identifiers import S10
+from parceltrack.layout import Stage, Zone
 
 SITE = "LHR1"
 CLASSES = (("express", 1), ("priority", 2), ("standard", 3), ("economy", 5))
-STAGES = (("IND1", "induction", "induction", 1), ("TUN1", "tunnel", "tunnel", 2),
-          ("SRT1", "sorter", "sort", 3), ("CHU01", "chute", "chute", 4),
-          ("DOR01", "door", "dispatch", 5))  # fmt: skip
-STANDARD_S = {"induction": 5.0, "tunnel": 7.5, "sort": 10.0, "chute": 37.5}
+STAGES = (("IND1", Zone.INDUCTION, Stage.INDUCTION, 1), ("TUN1", Zone.TUNNEL, Stage.TUNNEL, 2),
+          ("SRT1", Zone.SORTER, Stage.SORT, 3), ("CHU01", Zone.CHUTE, Stage.CHUTE, 4),
+          ("DOR01", Zone.DOOR, Stage.DISPATCH, 5))  # fmt: skip
+STANDARD_S = {Stage.INDUCTION: 5.0, Stage.TUNNEL: 7.5, Stage.SORT: 10.0, Stage.CHUTE: 37.5}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,17 +149,20 @@ class ParcelRow:
     open: int
 
 
-def python_tick(parcels: list[ParcelRow], now: float) -> dict[str, list[str]]:
+def python_tick(parcels: list[ParcelRow], now: float) -> dict[AlertKind, list[str]]:
     """The same conditions as detect.core.tick, one parcel at a time."""
-    out: dict[str, list[str]] = {k: [] for k in BIT}
+    out: dict[AlertKind, list[str]] = {k: [] for k in BIT}
     bits = {k: int(v) for k, v in BIT.items()}
+    # Locals, so the loop costs what it did with string keys.
+    delay, missing, late = AlertKind.DELAY, AlertKind.MISSING, AlertKind.LATE
+    missort, misroute = AlertKind.MISSORT, AlertKind.MISROUTE
     for p in parcels:
         cond = {
-            "delay": p.deadline < now,
-            "missing": p.missing_at < now,
-            "late": p.late_at < now,
-            "missort": bool(p.flags & bits["missort"]),
-            "misroute": bool(p.flags & bits["misroute"]),
+            delay: p.deadline < now,
+            missing: p.missing_at < now,
+            late: p.late_at < now,
+            missort: bool(p.flags & bits[missort]),
+            misroute: bool(p.flags & bits[misroute]),
         }
         for kind, holds in cond.items():
             if holds and not p.open & bits[kind]:
@@ -221,13 +226,13 @@ def sql_baseline(n: int, now: float, repeat: int) -> tuple[float, int]:
             for c, days in CLASSES:
                 conn.execute("INSERT INTO service_classes VALUES (%s, '', %s)", (c, days))
             ref = bench_reference()
-            for si, stage in enumerate(ref.stages):
-                if stage not in STANDARD_S:
+            for si, timed in enumerate(ref.stages):
+                if timed not in STANDARD_S:
                     continue  # dispatch: the last stage has no standard
                 for ci, c in enumerate(ref.classes):
                     conn.execute(
                         "INSERT INTO stage_standards VALUES (%s, %s, %s, %s)",
-                        (SITE, stage, c, float(ref.stage_s[0, si, ci])),
+                        (SITE, timed, c, float(ref.stage_s[0, si, ci])),
                     )
             svc = rng.integers(0, len(CLASSES), n)
             with (

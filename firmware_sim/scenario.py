@@ -31,7 +31,6 @@ from firmware_sim.parcels import (
     IND,
     SRT,
     SRT2,
-    TIMED,
     TUN,
     ManifestEntry,
     Reads,
@@ -41,6 +40,7 @@ from firmware_sim.parcels import (
 from firmware_sim.standards import SERVICE_CLASSES, ServiceClass, StageStandard, stage_standards
 from firmware_sim.truth import FAULT_KINDS, Fault, record_faults, wall_clock
 from parceltrack.errors import ParceltrackError
+from parceltrack.layout import TIMED_STAGES, Stage
 
 __all__ = [
     "FORMAT",
@@ -98,10 +98,10 @@ class ScenarioConfig:
     start: str = "2026-01-05T06:00:00+00:00"  # wall clock of scenario time 0 (nominal)
     # Nominal seconds from arriving at a stage to the next read point.
     transit_s: tuple[tuple[str, float], ...] = (
-        ("induction", 4.0),
-        ("tunnel", 6.0),
-        ("sort", 8.0),
-        ("chute", 30.0),
+        (Stage.INDUCTION, 4.0),
+        (Stage.TUNNEL, 6.0),
+        (Stage.SORT, 8.0),
+        (Stage.CHUTE, 30.0),
     )
     site_factor_step: float = 0.1  # site i is (1 + i x step) slower, standards alike
     faults: FaultRates = field(default_factory=lambda: FaultRates(0.01, 0.01, 0.005, 0.02, 0.02))
@@ -152,8 +152,9 @@ class ScenarioConfig:
             raise ScenarioError("fault rates must be >= 0 and add up to at most 1")
         if self.faults.misroute > 0 and len(self.sites) < 2:
             raise ScenarioError("mis-routes need at least two sites")
-        if {k for k, _ in self.transit_s} != set(TIMED):
-            raise ScenarioError(f"transit_s needs exactly the stages {TIMED}")
+        if {k for k, _ in self.transit_s} != set(TIMED_STAGES):
+            stages = ", ".join(TIMED_STAGES)
+            raise ScenarioError(f"transit_s needs exactly the stages ({stages})")
 
 
 @dataclass
@@ -382,7 +383,7 @@ def generate(
     line_of = rng.integers(0, cfg.induction_lines, n)
     jitter = rng.uniform(0.8, 1.2, size=(n, 5))
     order = rng.permutation(n)
-    delay_stage = rng.integers(0, len(TIMED), n)
+    delay_stage = rng.integers(0, len(TIMED_STAGES), n)
     delay_extra = rng.uniform(0.1, 1.0, n)
     lost_slot = np.array([IND, TUN, SRT, CHU])[rng.integers(0, 4, n)]
     wrong_pick = rng.integers(0, chutes - 1, n)
@@ -410,7 +411,7 @@ def generate(
     missort, delay, lost, noread, recirc, misroute = (kind_of == k for k in range(len(FAULT_KINDS)))
 
     # standard[site, stage, class] and nominal[stage] in seconds
-    nominal = np.array([transit[s] for s in TIMED])
+    nominal = np.array([transit[s] for s in TIMED_STAGES])
     slack = np.array([c.slack for c in classes])
     standard = np.round(factors[:, None, None] * nominal[None, :, None] * slack[None, None, :], 3)
     # Transit after each slot: induction, tunnel, sorter, sorter loop, chute.
