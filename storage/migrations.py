@@ -440,6 +440,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         $$;
         """,
     ),
+    # -- issue 12 (one schema owner): 60-69 -----------------------------------------
+    Migration(
+        60,
+        "drop parcels.expected_tags",
+        common="""
+        -- Written only by a manifest loader that nothing called; nothing reads it.
+        ALTER TABLE parcels DROP COLUMN expected_tags;
+        """,
+    ),
 )
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
-from storage.reference import ReferenceDataError, load_manifest, load_scenario
+from storage.reference import ReferenceDataError, load, load_manifest
 
 SCENARIO = generate(
     ScenarioConfig(
@@ -23,7 +23,7 @@ def test_a_scenario_loads_everything_the_system_needs(db_dsn: str) -> None:
     """Sites, read points, devices with protocols, standards, plans and manifest land in PG."""
     clock = PlaybackClock(datetime(2026, 11, 24, 8, 0, tzinfo=UTC), speed=60.0)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        rows = load_scenario(conn, SCENARIO, clock)
+        rows = load(conn, SCENARIO.reference_data(clock))
         assert rows == len(SCENARIO.manifest)
         assert conn.execute("SELECT count(*) FROM sites").fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM read_points").fetchone() == (
@@ -59,17 +59,18 @@ def test_a_scenario_loads_everything_the_system_needs(db_dsn: str) -> None:
         ).fetchone()
         assert stored == (tagged.epc, "MAN1", tagged.destination_site, tagged.service_class)
         # Loading again is idempotent.
-        assert load_scenario(conn, SCENARIO, clock) == len(SCENARIO.manifest)
+        assert load(conn, SCENARIO.reference_data(clock)) == len(SCENARIO.manifest)
         assert conn.execute("SELECT count(*) FROM parcels").fetchone() == (len(SCENARIO.manifest),)
 
 
 def test_a_conflicting_manifest_is_refused_whole(db_dsn: str) -> None:
     """An EPC already held by another parcel is a clear error and nothing is loaded."""
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        load_scenario(conn, SCENARIO)
-        tagged = next(m for m in SCENARIO.manifest if m.epc)
-        thief = replace(SCENARIO.manifest[0], tracking_id="CP000000005GB", epc=tagged.epc)
-        other = replace(SCENARIO.manifest[1], tracking_id="CP000000019GB", epc=None)
+        data = SCENARIO.reference_data()
+        load(conn, data)
+        tagged = next(m for m in data.manifest if m.epc)
+        thief = replace(data.manifest[0], tracking_id="CP000000005GB", epc=tagged.epc)
+        other = replace(data.manifest[1], tracking_id="CP000000019GB", epc=None)
         with pytest.raises(ReferenceDataError, match="not loaded"):
             load_manifest(conn, [other, thief])
         assert conn.execute(
