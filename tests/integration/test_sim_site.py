@@ -36,7 +36,6 @@ def test_sim_site_loads_its_centre_and_its_agent_delivers_the_reads(
                 "agent-site",
                 db_dsn,
                 broker,
-                mqtt_server.url,
                 stop,
             ),
         ),
