@@ -56,6 +56,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def _link_folder(source: Path, target: Path) -> None:
+    target.mkdir(parents=True)
+    for entry in source.iterdir():
+        if not entry.name.startswith("timescaledb"):
+            (target / entry.name).symlink_to(entry)
+
+
 def relocated_postgres(prefix: Path) -> Path:
     """A copy of this machine's PostgreSQL under `prefix` whose extension folder also
     holds a not-preloaded `timescaledb`; returns its bindir."""
@@ -71,16 +78,16 @@ def relocated_postgres(prefix: Path) -> Path:
     # find its own location, and with it share/ and lib/.
     for name in ("postgres", "initdb", "pg_ctl", "pg_config"):
         _link_or_copy(bindir / name, new_bin / name)
-    new_lib.parent.mkdir(parents=True, exist_ok=True)
-    new_lib.symlink_to(libdir)
+    # Folders of links, leaving out a real TimescaleDB where one is installed: this
+    # server is the unpreloaded one on every machine, and the stand-in's files below
+    # are written into the copy, never through a link into the system's folders.
+    _link_folder(libdir, new_lib)
     new_share.mkdir(parents=True)
     for entry in sharedir.iterdir():
         if entry.name != "extension":
             (new_share / entry.name).symlink_to(entry)
     extension = new_share / "extension"
-    extension.mkdir()
-    for entry in (sharedir / "extension").iterdir():
-        (extension / entry.name).symlink_to(entry)
+    _link_folder(sharedir / "extension", extension)
     (extension / "timescaledb.control").write_text(
         "comment = 'stands in for TimescaleDB installed but not preloaded'\n"
         "default_version = '2.28.3'\nrelocatable = false\n"
