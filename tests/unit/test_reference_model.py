@@ -1,4 +1,5 @@
-"""The reference-data model refuses words outside the ground's enumerations."""
+"""The reference-data model refuses words outside the ground's enumerations; the
+repository orders read points for their foreign keys."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from parceltrack.layout import Stage, Zone, allowed
 from storage.model import ReadPoint, ReferenceDataError, SortPlan, SortPlanEntry, StageStandard
+from storage.reference import Query, save_read_points
 
 
 @pytest.mark.parametrize(
@@ -45,3 +47,16 @@ def test_a_sort_plan_needs_an_aware_time_and_distinct_destinations() -> None:
         SortPlan("LHR1", datetime(2026, 1, 5, 6, 0), (entry,))
     with pytest.raises(ReferenceDataError, match="appears twice"):
         SortPlan("LHR1", datetime.fromisoformat("2026-01-05T06:00:00+00:00"), (entry, entry))
+
+
+def test_read_points_are_stored_next_hop_first_and_a_loop_is_refused() -> None:
+    """A batch is ordered so each next hop is stored before the read point leading to it."""
+    ind = ReadPoint("IND1", "LHR1", Zone.INDUCTION, Stage.INDUCTION, next_read_point_id="TUN1")
+    tun = ReadPoint("TUN1", "LHR1", Zone.TUNNEL, Stage.TUNNEL, next_read_point_id="SRT1")
+    srt = ReadPoint("SRT1", "LHR1", Zone.SORTER, Stage.SORT)
+    statement = next(save_read_points([ind, tun, srt]))
+    assert isinstance(statement, Query) and statement.many is not None
+    assert [row[0] for row in statement.many] == ["SRT1", "TUN1", "IND1"]
+    loop = ReadPoint("SRT1", "LHR1", Zone.SORTER, Stage.SORT, next_read_point_id="IND1")
+    with pytest.raises(ReferenceDataError, match="loop"):
+        next(save_read_points([ind, tun, loop]))
