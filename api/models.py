@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from api.security import Role
 from api.tracking import Status
 from parceltrack.alerts import AlertKind
+from parceltrack.layout import Stage, Zone
 
 # Text fields: printable, no NUL (PostgreSQL text cannot hold it), bounded.
 Text = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
@@ -256,7 +257,7 @@ class ServiceClass(ServiceClassIn):
 
 class StageStandard(BaseModel):
     site_id: str = Text
-    stage: str = Text
+    stage: Stage
     service_class: str = Text
     max_seconds: float = Field(gt=0, le=30 * 86400)
 
@@ -287,8 +288,8 @@ class SiteIn(BaseModel):
 
 class ReadPointIn(BaseModel):
     site_id: str = Text
-    zone: str = Text
-    stage: str = Text
+    zone: Zone
+    stage: Stage
     description: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f]*$")
     position: int = Field(default=0, ge=0, le=1_000_000)
     next_read_point_id: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")

@@ -21,6 +21,8 @@ from detect.reference import DetectConfig, ReadPointRow, Reference, build_refere
 from parceltrack.alerts import AlertKind
 from parceltrack.identifiers import S10
 from parceltrack.layout import Stage, Zone
+from storage import model
+from storage.reference import load_layout, load_standards
 
 SITE = "LHR1"
 CLASSES = (("express", 1), ("priority", 2), ("standard", 3), ("economy", 5))
@@ -216,24 +218,23 @@ def sql_baseline(n: int, now: float, repeat: int) -> tuple[float, int]:
         rng = np.random.default_rng(2)
         ids = tracking_ids(n)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("INSERT INTO sites (site_id, name) VALUES (%s, %s)", (SITE, SITE))
-            for rp, zone, stage, pos in STAGES:
-                conn.execute(
-                    "INSERT INTO read_points (read_point_id, site_id, zone, stage, position) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    (f"{SITE}-{rp}", SITE, zone, stage, pos),
-                )
-            for c, days in CLASSES:
-                conn.execute("INSERT INTO service_classes VALUES (%s, '', %s)", (c, days))
             ref = bench_reference()
-            for si, timed in enumerate(ref.stages):
-                if timed not in STANDARD_S:
-                    continue  # dispatch: the last stage has no standard
-                for ci, c in enumerate(ref.classes):
-                    conn.execute(
-                        "INSERT INTO stage_standards VALUES (%s, %s, %s, %s)",
-                        (SITE, timed, c, float(ref.stage_s[0, si, ci])),
-                    )
+            data = model.ReferenceData(
+                sites=(model.Site(SITE, SITE),),
+                read_points=tuple(
+                    model.ReadPoint(f"{SITE}-{rp}", SITE, zone, stage, position=pos)
+                    for rp, zone, stage, pos in STAGES
+                ),
+                service_classes=tuple(model.ServiceClass(c, "", days) for c, days in CLASSES),
+                stage_standards=tuple(
+                    model.StageStandard(SITE, Stage(stage), c, float(ref.stage_s[0, si, ci]))
+                    for si, stage in enumerate(ref.stages)
+                    if stage in STANDARD_S  # dispatch: the last stage has no standard
+                    for ci, c in enumerate(ref.classes)
+                ),
+            )
+            load_layout(conn, data)
+            load_standards(conn, data)
             svc = rng.integers(0, len(CLASSES), n)
             with (
                 conn.cursor() as cur,

@@ -218,8 +218,10 @@ class Pipeline:
         scenario_file = self.workdir / "scenario.json"
         self.scenario.save(scenario_file)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            load_layout(conn, self.scenario)
-            load_manifest(conn, self.scenario.manifest, self.scenario.site)
+            # Times do not matter yet: the standards follow the playback clock below.
+            data = self.scenario.reference_data()
+            load_layout(conn, data)
+            load_manifest(conn, data.manifest)
 
     @staticmethod
     def agent_config(i: int, name: str) -> str:
@@ -295,7 +297,7 @@ class Pipeline:
         # the ground truth follow the same clock.
         self.clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=1), self.speed)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            load_standards(conn, self.scenario, self.clock)
+            load_standards(conn, self.scenario.reference_data(self.clock))
         (self.workdir / "truth.jsonl").write_text(
             self.scenario.truth_lines(self.clock.start, self.clock.speed)
         )

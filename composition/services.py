@@ -61,6 +61,46 @@ def postgres_bindir() -> Path:
     )
 
 
+def postgres_libdir(bindir: Path) -> Path:
+    """The server's library folder (`pg_config --pkglibdir`) for the binaries in `bindir`."""
+    # pg_ctl may be a link on the PATH (/usr/local/bin) to the real bindir.
+    bindir = (bindir / "pg_ctl").resolve().parent
+    pg_config = bindir / "pg_config"
+    if pg_config.exists():
+        result = subprocess.run(
+            [str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=False
+        )
+        if result.returncode == 0 and result.stdout.strip():
+            return Path(result.stdout.strip())
+    return bindir.parent / "lib"  # Debian's layout: /usr/lib/postgresql/<version>/{bin,lib}
+
+
+def has_timescale_library(libdir: Path) -> bool:
+    """True when TimescaleDB's library is installed in `libdir` (the loader
+    `timescaledb.so`, or a versioned `timescaledb-<version>.so`)."""
+    return (libdir / "timescaledb.so").exists() or any(libdir.glob("timescaledb-*.so"))
+
+
+def instance_settings(fast: bool, libdir: Path) -> list[str]:
+    """postgresql.conf lines of a private instance whose server libraries are in `libdir`."""
+    settings = [
+        "listen_addresses = '127.0.0.1'",
+        # TCP only: a socket path under a deep checkout can exceed the 107-byte limit.
+        "unix_socket_directories = ''",
+        "max_connections = 200",
+        "shared_buffers = 256MB",
+        "max_wal_size = 2GB",
+        "logging_collector = off",
+    ]
+    if fast:
+        settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
+    if has_timescale_library(libdir):
+        # Installed but not preloaded, the server lists the extension yet refuses to
+        # create it; preloaded, the demo and the tests run on TimescaleDB.
+        settings.append("shared_preload_libraries = 'timescaledb'")
+    return settings
+
+
 def _running_as_root() -> bool:
     return os.geteuid() == 0
 
@@ -132,17 +172,7 @@ class PrivatePostgres:
             "--no-sync",
             "--locale=C",
         )
-        settings = [
-            "listen_addresses = '127.0.0.1'",
-            # TCP only: a socket path under a deep checkout can exceed the 107-byte limit.
-            "unix_socket_directories = ''",
-            "max_connections = 200",
-            "shared_buffers = 256MB",
-            "max_wal_size = 2GB",
-            "logging_collector = off",
-        ]
-        if self.fast:
-            settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
+        settings = instance_settings(self.fast, postgres_libdir(self.bindir))
         conf = self.data / "postgresql.conf"
         with conf.open("a") as fh:
             fh.write("\n# parceltrack private instance\n" + "\n".join(settings) + "\n")

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak, arrival_times
+from firmware_sim.clock import PlaybackClock
 from firmware_sim.layout import (
     ReadPointSpec,
     SiteSpec,
@@ -40,7 +41,9 @@ from firmware_sim.parcels import (
 from firmware_sim.standards import SERVICE_CLASSES, ServiceClass, StageStandard, stage_standards
 from firmware_sim.truth import FAULT_KINDS, Fault, record_faults, wall_clock
 from parceltrack.errors import ParceltrackError
-from parceltrack.layout import TIMED_STAGES, Stage
+from parceltrack.layout import TIMED_STAGES, Stage, Zone
+from storage import model
+from storage.model import ReferenceData
 
 __all__ = [
     "FORMAT",
@@ -256,6 +259,54 @@ class Scenario:
 
     def save(self, path: Path) -> None:
         path.write_text(self.to_json())
+
+    def reference_data(self, clock: PlaybackClock | None = None) -> ReferenceData:
+        """What an operator would supply for this scenario, in wall-clock terms.
+
+        Times are mapped through `clock` (default: the scenario's own nominal start at
+        speed 1): sort plans take effect at clock.wall(effective_from_s) and stage
+        standards are wall-clock seconds, so an accelerated playback is judged by
+        equally accelerated standards."""
+        clock = clock or PlaybackClock(self.start)
+        return ReferenceData(
+            sites=tuple(model.Site(s.site, s.name, s.timezone) for s in self.sites),
+            read_points=tuple(
+                model.ReadPoint(
+                    r.read_point, r.site, Zone(r.zone), Stage(r.stage), r.description,
+                    r.position, r.next_read_point,
+                )
+                for r in self.read_points
+            ),
+            devices=tuple(
+                model.Device(r.device, r.site, r.read_point, r.protocol) for r in self.read_points
+            ),
+            service_classes=tuple(
+                model.ServiceClass(c.service_class, c.description, c.delivery_days)
+                for c in self.service_classes
+            ),
+            stage_standards=tuple(
+                model.StageStandard(
+                    s.site, Stage(s.stage), s.service_class, clock.wall_seconds(s.max_seconds)
+                )
+                for s in self.stage_standards
+            ),
+            sort_plans=tuple(
+                model.SortPlan(
+                    p.site,
+                    clock.wall(p.effective_from_s),
+                    tuple(model.SortPlanEntry(e.destination, e.chute, e.door) for e in p.entries),
+                    p.version,
+                )
+                for p in self.sort_plans
+            ),
+            manifest=tuple(
+                model.ManifestEntry(
+                    m.tracking_id, m.service_class, m.destination, m.destination_site or None,
+                    m.origin_site or self.site, m.epc,
+                )
+                for m in self.manifest
+            ),
+        )  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> Scenario:
