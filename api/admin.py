@@ -6,10 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, LiteralString, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
-from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -34,6 +33,19 @@ from api.models import (
 from api.security import Caller, create_key, require
 from parceltrack.errors import InvalidTrackingNumber
 from parceltrack.identifiers import parse_s10
+from storage import model
+from storage.model import ManifestEntry, ReferenceDataError
+from storage.reference import (
+    Step,
+    run_async,
+    save_devices,
+    save_manifest,
+    save_read_points,
+    save_service_classes,
+    save_sites,
+    save_sort_plan,
+    save_stage_standards,
+)
 
 router = APIRouter(tags=["administration"], prefix="/v1/admin")
 Admin = Annotated[Caller, Depends(require("admin"))]
@@ -41,6 +53,7 @@ Ident = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f
 MANIFEST_COLUMNS = ("tracking_id", "service_class", "destination")
 OPTIONAL_COLUMNS = ("destination_site", "origin_site", "epc")
 MAX_MANIFEST_BYTES = 20 * 1024 * 1024
+T = TypeVar("T")
 CONFLICT: dict[int | str, dict[str, Any]] = {
     **AUTH,
     409: {"description": "Refers to something that does not exist, or conflicts"},
@@ -52,8 +65,13 @@ def _pool(request: Request) -> AsyncConnectionPool[Any]:
     return pool
 
 
-def astuple_entry(e: SortPlanEntry) -> tuple[str, str, str | None]:
-    return e.destination, e.chute_read_point_id, e.door_read_point_id
+async def _save(request: Request, step: Step[T]) -> T:
+    """Run a repository rule on a pooled connection; what it refuses is a 422."""
+    async with _pool(request).connection() as conn:
+        try:
+            return await run_async(conn, step)
+        except ReferenceDataError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
 def parse_manifest(body: bytes, content_type: str) -> list[dict[str, Any]]:
@@ -175,32 +193,8 @@ async def upload_manifest(request: Request, _who: Admin) -> ManifestReport:
             else:
                 good.append(clean)
         if good:
-            async with conn.transaction():
-                await _load(conn, good)
+            await run_async(conn, save_manifest(ManifestEntry(**row) for row in good))
     return ManifestReport(accepted=len(good), rejected=rejected)
-
-
-async def _load(conn: AsyncConnection[Any], rows: list[dict[str, Any]]) -> None:
-    async with conn.cursor() as cur:
-        await cur.execute(
-            "CREATE TEMP TABLE manifest_upload (tracking_id text, service_class text, "
-            "destination text, destination_site text, origin_site text, epc text) "
-            "ON COMMIT DROP"
-        )
-        async with cur.copy("COPY manifest_upload FROM STDIN") as copy:
-            for r in rows:
-                await copy.write_row([r[c] for c in (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)])
-        # The last row for a tracking number wins, as a re-sent manifest corrects one.
-        await cur.execute(
-            "INSERT INTO parcels (tracking_id, service_class, destination, destination_site, "
-            "origin_site, epc) SELECT DISTINCT ON (tracking_id) tracking_id, service_class, "
-            "destination, destination_site, origin_site, epc FROM manifest_upload "
-            "ORDER BY tracking_id ON CONFLICT (tracking_id) DO UPDATE SET "
-            "service_class = EXCLUDED.service_class, destination = EXCLUDED.destination, "
-            "destination_site = EXCLUDED.destination_site, "
-            "origin_site = coalesce(EXCLUDED.origin_site, parcels.origin_site), "
-            "epc = coalesce(EXCLUDED.epc, parcels.epc)"
-        )
 
 
 @router.get("/service-classes", response_model=list[ServiceClass], responses=AUTH)
@@ -218,13 +212,12 @@ async def put_service_class(
     request: Request, _who: Admin, service_class: Ident, body: ServiceClassIn
 ) -> ServiceClass:
     """Create or change a service class and its delivery standard."""
-    async with _pool(request).connection() as conn:
-        await conn.execute(
-            "INSERT INTO service_classes (service_class, description, delivery_days) "
-            "VALUES (%s, %s, %s) ON CONFLICT (service_class) DO UPDATE SET "
-            "description = EXCLUDED.description, delivery_days = EXCLUDED.delivery_days",
-            (service_class, body.description, body.delivery_days),
-        )
+    await _save(
+        request,
+        save_service_classes(
+            [model.ServiceClass(service_class, body.description, body.delivery_days)]
+        ),
+    )
     return ServiceClass(service_class=service_class, **body.model_dump())
 
 
@@ -241,26 +234,31 @@ async def list_stage_standards(request: Request, _who: Admin) -> list[StageStand
 
 @router.put("/stage-standards", response_model=StageStandard, responses=CONFLICT)
 async def put_stage_standard(request: Request, _who: Admin, body: StageStandard) -> StageStandard:
-    """Set one stage standard (site and service class must exist)."""
-    async with _pool(request).connection() as conn:
-        await conn.execute(
-            "INSERT INTO stage_standards (site_id, stage, service_class, max_seconds) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, stage, service_class) "
-            "DO UPDATE SET max_seconds = EXCLUDED.max_seconds",
-            (body.site_id, body.stage, body.service_class, body.max_seconds),
-        )
+    """Set one stage standard (the service class must exist, and the site must have a
+    read point at the stage: 422 otherwise, as the standard would never apply)."""
+    standard = model.StageStandard(body.site_id, body.stage, body.service_class, body.max_seconds)
+    await _save(request, save_stage_standards([standard]))
     return body
 
 
-async def _plan(conn: AsyncConnection[Any], plan: dict[str, Any]) -> SortPlan:
-    async with conn.cursor(row_factory=dict_row) as cur:
+async def _plans(request: Request, where: LiteralString, value: str | int) -> list[SortPlan]:
+    """Stored sort plans with their entries; `where` is a condition written here."""
+    async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT destination, chute_read_point_id, door_read_point_id "
-            "FROM sort_plan_entries WHERE sort_plan_id = %s ORDER BY destination",
-            (plan["sort_plan_id"],),
+            "SELECT sort_plan_id, site_id, version, effective_from FROM sort_plans WHERE " + where,
+            (value,),
         )
-        entries = [SortPlanEntry(**e) for e in await cur.fetchall()]
-    return SortPlan(**plan, entries=entries)
+        plans = await cur.fetchall()
+        found = []
+        for plan in plans:
+            await cur.execute(
+                "SELECT destination, chute_read_point_id, door_read_point_id "
+                "FROM sort_plan_entries WHERE sort_plan_id = %s ORDER BY destination",
+                (plan["sort_plan_id"],),
+            )
+            entries = [SortPlanEntry(**e) for e in await cur.fetchall()]
+            found.append(SortPlan(**plan, entries=entries))
+        return found
 
 
 @router.post(
@@ -270,59 +268,31 @@ async def create_sort_plan(
     request: Request, _who: Admin, site: Ident, body: SortPlanIn
 ) -> SortPlan:
     """A new version of the site's sort plan, in force from `effective_from`."""
-    if body.effective_from.tzinfo is None:
-        raise HTTPException(status_code=422, detail="effective_from needs a UTC offset")
-    destinations = [e.destination for e in body.entries]
-    if len(set(destinations)) != len(destinations):
-        raise HTTPException(status_code=422, detail="a destination appears twice")
-    async with _pool(request).connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sort_plans'), 0)")
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "INSERT INTO sort_plans (site_id, version, effective_from) "
-                "SELECT %s, coalesce(max(version), 0) + 1, %s FROM sort_plans WHERE site_id = %s "
-                "RETURNING sort_plan_id, site_id, version, effective_from",
-                (site, body.effective_from, site),
-            )
-            plan = await cur.fetchone()
-            assert plan is not None
-            await cur.executemany(
-                "INSERT INTO sort_plan_entries (sort_plan_id, destination, "
-                "chute_read_point_id, door_read_point_id) VALUES (%s, %s, %s, %s)",
-                [(plan["sort_plan_id"], *astuple_entry(e)) for e in body.entries],
-            )
-        return await _plan(conn, plan)
+    try:
+        plan = model.SortPlan(
+            site,
+            body.effective_from,
+            tuple(
+                model.SortPlanEntry(e.destination, e.chute_read_point_id, e.door_read_point_id)
+                for e in body.entries
+            ),
+        )
+    except ReferenceDataError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+    plan_id = await _save(request, save_sort_plan(plan))
+    return (await _plans(request, "sort_plan_id = %s", plan_id))[0]
 
 
 @router.get("/sites/{site}/sort-plans", response_model=list[SortPlan], responses=AUTH)
 async def list_sort_plans(request: Request, _who: Admin, site: Ident) -> list[SortPlan]:
     """Every version of the site's sort plan, newest first."""
-    async with _pool(request).connection() as conn:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "SELECT sort_plan_id, site_id, version, effective_from FROM sort_plans "
-                "WHERE site_id = %s ORDER BY version DESC",
-                (site,),
-            )
-            plans = await cur.fetchall()
-        return [await _plan(conn, p) for p in plans]
+    return await _plans(request, "site_id = %s ORDER BY version DESC", site)
 
 
 @router.put("/sites/{site}", response_model=SiteIn, responses=AUTH)
 async def put_site(request: Request, _who: Admin, site: Ident, body: SiteIn) -> SiteIn:
     """Create or change a site (name, IANA time zone for days and shifts)."""
-    async with _pool(request).connection() as conn:
-        cur = await conn.execute(
-            "SELECT 1 FROM pg_timezone_names WHERE name = %s", (body.timezone,)
-        )
-        if await cur.fetchone() is None:
-            raise HTTPException(status_code=422, detail=f"unknown time zone {body.timezone!r}")
-        await conn.execute(
-            "INSERT INTO sites (site_id, name, timezone) VALUES (%s, %s, %s) "
-            "ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, "
-            "timezone = EXCLUDED.timezone",
-            (site, body.name, body.timezone),
-        )
+    await _save(request, save_sites([model.Site(site, body.name, body.timezone)]))
     return body
 
 
@@ -342,30 +312,21 @@ async def put_read_point(
     request: Request, _who: Admin, read_point: Ident, body: ReadPointIn
 ) -> ReadPoint:
     """Create or change a read point (its site and next read point must exist)."""
-    async with _pool(request).connection() as conn:
-        await conn.execute(
-            "INSERT INTO read_points (read_point_id, site_id, zone, stage, description, "
-            "position, next_read_point_id) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (read_point_id) DO UPDATE SET site_id = EXCLUDED.site_id, "
-            "zone = EXCLUDED.zone, stage = EXCLUDED.stage, description = EXCLUDED.description, "
-            "position = EXCLUDED.position, next_read_point_id = EXCLUDED.next_read_point_id",
-            (read_point, body.site_id, body.zone, body.stage, body.description,
-             body.position, body.next_read_point_id),
-        )  # fmt: skip
+    rp = model.ReadPoint(read_point, body.site_id, body.zone, body.stage, body.description,
+                         body.position, body.next_read_point_id)  # fmt: skip
+    await _save(request, save_read_points([rp]))
     return ReadPoint(read_point_id=read_point, **body.model_dump())
 
 
 @router.put("/devices/{device}", response_model=DeviceIn, responses=CONFLICT)
 async def put_device(request: Request, _who: Admin, device: Ident, body: DeviceIn) -> DeviceIn:
     """Register or change a device (its site and read point must exist)."""
-    async with _pool(request).connection() as conn:
-        await conn.execute(
-            "INSERT INTO devices (device_id, site_id, read_point_id, kind, description) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
-            "site_id = EXCLUDED.site_id, read_point_id = EXCLUDED.read_point_id, "
-            "kind = EXCLUDED.kind, description = EXCLUDED.description",
-            (device, body.site_id, body.read_point_id, body.kind, body.description),
-        )
+    await _save(
+        request,
+        save_devices(
+            [model.Device(device, body.site_id, body.read_point_id, body.kind, body.description)]
+        ),
+    )
     return body
 
 

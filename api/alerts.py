@@ -1,4 +1,5 @@
-"""Controllers' alerts: list with filters and keyset pages, acknowledge, live stream.
+"""Controllers' alerts: list with filters and keyset pages, acknowledge, live stream,
+and the label of every kind.
 
 The stream is Server-Sent Events whose ids are `alert_events.event_id`: a client
 reconnecting with `Last-Event-ID` gets every change after that id from the table,
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -23,8 +24,9 @@ from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from api.models import Alert, AlertPage
+from api.models import Alert, AlertKindLabel, AlertPage
 from api.security import Caller, require
+from parceltrack.alerts import AlertKind
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,18 @@ ALERT_COLUMNS = (
     "detectable_at, acked_at, acked_by, resolved_at, details"
 )
 Name = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
+
+# What controllers read for each kind: the control room's headings and announcements,
+# and the dashboards' series names (tests/unit/test_contracts.py holds them to these).
+ALERT_LABELS: Mapping[AlertKind, str] = {
+    AlertKind.DELAY: "Delayed at a stage",
+    AlertKind.MISSING: "Missing",
+    AlertKind.LATE: "Will miss its delivery standard",
+    AlertKind.MISSORT: "Mis-sorted",
+    AlertKind.MISROUTE: "Mis-routed",
+    AlertKind.SILENCE: "Device silent",
+    AlertKind.NOREAD: "No-read spike",
+}
 
 
 @router.get("/v1/alerts", response_model=AlertPage, responses=AUTH)
@@ -82,6 +96,12 @@ async def list_alerts(
         rows = await cur.fetchall()
     items = [Alert(**r) for r in rows[:limit]]
     return AlertPage(items=items, next_cursor=items[-1].alert_id if len(rows) > limit else None)
+
+
+@router.get("/v1/alerts/kinds", response_model=list[AlertKindLabel], responses=AUTH)
+async def alert_kinds(_who: Controller) -> list[AlertKindLabel]:
+    """Every kind of alert detection raises, with the label controllers read."""
+    return [AlertKindLabel(kind=kind, label=ALERT_LABELS[kind]) for kind in AlertKind]
 
 
 @router.post(

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -25,7 +24,7 @@ from api.models import Health
 from api.queries import has_detector_eta
 from api.security import RateLimiter, ensure_key
 from parceltrack.config import BrokerAddress
-from parceltrack.mqtt import connect, make_client
+from parceltrack.mqtt import MqttClient
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def settings_from_env() -> ApiSettings:
     env = Settings()
     return ApiSettings(
         dsn=env.dsn,
-        broker=BrokerAddress.from_url(env.mqtt_url, env.mqtt_ca_file),
+        broker=env.broker(),
         rate_per_s=env.api_rate_per_s,
         burst=env.api_burst,
         bootstrap_admin_key=env.api_admin_key.get_secret_value() if env.api_admin_key else None,
@@ -88,15 +87,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         if settings.bootstrap_admin_key:
             async with pool.connection() as conn:
                 await ensure_key(conn, settings.bootstrap_admin_key, "bootstrap", "admin")
-        broker = make_client(f"api-{id(app):x}", settings.broker)
-        connect(broker)
-        broker.loop_start()
+        broker = MqttClient(f"api-{id(app):x}", settings.broker)
+        broker.start()
         app.state.pool, app.state.broker = pool, broker
         try:
             yield
         finally:
-            broker.loop_stop()
-            broker.disconnect()
+            broker.stop()
             await pool.close()
 
     app = FastAPI(
@@ -139,7 +136,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     @app.get("/healthz", response_model=Health, tags=["operations"])
     async def healthz(request: Request) -> JSONResponse:
         database = await _database_ok(request.app.state.pool)
-        broker_client: mqtt.Client = request.app.state.broker
+        broker_client: MqttClient = request.app.state.broker
         broker = broker_client.is_connected()
         body = Health(
             status="ok" if database and broker else "degraded", database=database, broker=broker

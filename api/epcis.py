@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from api.tracking import DELIVERY_STAGE, DISPATCH_STAGE, Scan, upu_codes
+from api.tracking import Scan, upu_codes
+from parceltrack.layout import Stage
 
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
 OUR_VOCABULARY = "urn:parceltrack:voc:"
@@ -31,9 +32,9 @@ def parcel_uri(tracking_id: str, epc: str | None) -> str:
 
 
 def _biz_step(scan: Scan, upu: str | None) -> str:
-    if scan.stage == DELIVERY_STAGE:
+    if scan.stage == Stage.DELIVERY:
         return "accepting"
-    if scan.stage == DISPATCH_STAGE:
+    if scan.stage == Stage.DISPATCH:
         return "departing"
     if upu == "EDD":
         return "arriving"

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from api.alerts import AUTH, Name
 from api.models import Kpis, ReadPointKpi, SiteKpi, StageKpi
 from api.security import Caller, require
+from parceltrack.layout import Stage
 
 router = APIRouter(tags=["managers"])
 Manager = Annotated[Caller, Depends(require("manager"))]
@@ -52,8 +53,8 @@ PARCELS = (
     + """
 , visits AS (
     SELECT s.site_id, s.tracking_id, min(s.tz) AS tz, min(s.ts) AS arrived, max(s.ts) AS last_ts,
-           min(s.ts) FILTER (WHERE rp.stage = 'dispatch') AS dispatched,
-           min(s.ts) FILTER (WHERE rp.stage = 'delivery') AS delivered
+           min(s.ts) FILTER (WHERE rp.stage = %(dispatch)s) AS dispatched,
+           min(s.ts) FILTER (WHERE rp.stage = %(delivery)s) AS delivered
     FROM s JOIN read_points rp USING (read_point_id)
     WHERE s.tracking_id IS NOT NULL
     GROUP BY 1, 2
@@ -66,7 +67,7 @@ PARCELS = (
                AND e.destination = p.destination
              ORDER BY sp.effective_from DESC, sp.version DESC LIMIT 1) AS planned
     FROM s JOIN read_points rp USING (read_point_id) JOIN parcels p USING (tracking_id)
-    WHERE rp.stage = 'chute'
+    WHERE rp.stage = %(chute)s
     ORDER BY s.site_id, s.tracking_id, s.ts
 )
 SELECT v.site_id, shift_day(v.arrived, v.tz)::text AS day, shift_of(v.arrived, v.tz) AS shift,
@@ -86,6 +87,11 @@ LEFT JOIN chutes c ON c.site_id = v.site_id AND c.tracking_id = v.tracking_id
 GROUP BY 1, 2, 3
 """
 )
+
+# The stages PARCELS acts on, passed as its query parameters of the same names.
+_PARCEL_STAGES = {
+    stage.value: stage.value for stage in (Stage.DISPATCH, Stage.DELIVERY, Stage.CHUTE)
+}
 
 READ_POINTS = (
     _SCANS
@@ -169,7 +175,7 @@ async def _rows(conn: AsyncConnection[Any], sql: str, params: dict[str, Any]) ->
 
 
 async def compute(conn: AsyncConnection[Any], params: dict[str, Any]) -> Kpis:
-    parcels = await _rows(conn, PARCELS, params)
+    parcels = await _rows(conn, PARCELS, {**params, **_PARCEL_STAGES})
     points = await _rows(conn, READ_POINTS, params)
     stages = await _rows(conn, STAGES, params)
     alerts = await _rows(conn, ALERTS, params)

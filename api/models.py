@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 
 from api.security import Role
 from api.tracking import Status
+from parceltrack.alerts import AlertKind
+from parceltrack.layout import Stage, Zone
 
 # Text fields: printable, no NUL (PostgreSQL text cannot hold it), bounded.
 Text = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
@@ -143,6 +145,11 @@ class Alert(BaseModel):
     details: dict[str, Any]
 
 
+class AlertKindLabel(BaseModel):
+    kind: AlertKind = Field(description="as in an alert's `kind`")
+    label: str = Field(description="what the control room and the dashboards call it")
+
+
 class AlertPage(BaseModel):
     items: list[Alert]
     next_cursor: int | None = Field(description="pass as `after` for the next page")
@@ -250,7 +257,7 @@ class ServiceClass(ServiceClassIn):
 
 class StageStandard(BaseModel):
     site_id: str = Text
-    stage: str = Text
+    stage: Stage
     service_class: str = Text
     max_seconds: float = Field(gt=0, le=30 * 86400)
 
@@ -281,8 +288,8 @@ class SiteIn(BaseModel):
 
 class ReadPointIn(BaseModel):
     site_id: str = Text
-    zone: str = Text
-    stage: str = Text
+    zone: Zone
+    stage: Stage
     description: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f]*$")
     position: int = Field(default=0, ge=0, le=1_000_000)
     next_read_point_id: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")

@@ -8,9 +8,9 @@ Status, in order of precedence:
 | status | when |
 | --- | --- |
 | delivered | a scan at a read point whose stage is `delivery` |
-| exception | an open alert other than a delay (mis-sort, mis-route, lost ...) |
-| delayed | an open delay alert (`overdue`, `delayed`), an ETA past the due time, or |
-|         | longer at its stage than the stage standard allows |
+| exception | an open parcel alert other than a delay (mis-sort, mis-route, missing) |
+| delayed | an open delay alert (`parceltrack.alerts.DELAY_KINDS`: `delay`, `late`), an |
+|         | ETA past the due time, or longer at its stage than the stage standard allows |
 | dispatched | last scan at a `dispatch` stage (outbound door) |
 | sorted | last scan at a `chute` stage |
 | in_sorting | any other scan (induction, tunnel, sorter ...) |
@@ -42,6 +42,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from parceltrack.alerts import DELAY_KINDS, DEVICE_KINDS, PARCEL_KINDS
+from parceltrack.layout import Stage, Zone
+
 Status = Literal[
     "accepted", "in_sorting", "sorted", "dispatched", "delayed", "exception", "delivered"
 ]
@@ -49,7 +52,13 @@ STATUSES: tuple[Status, ...] = (
     "accepted", "in_sorting", "sorted", "dispatched", "delayed", "exception", "delivered",
 )  # fmt: skip
 
-DELAY_ALERT_KINDS = frozenset({"overdue", "delayed", "late"})
+# What an open alert of each kind tells the customer: late but on its way, or something
+# went wrong. Device alerts are never about one parcel, so they tell nothing. Keyed by
+# AlertKind; typed by str so the kinds read from the database look up directly.
+ALERT_STATUS: Mapping[str, Status | None] = {
+    **{kind: "delayed" if kind in DELAY_KINDS else "exception" for kind in PARCEL_KINDS},
+    **dict.fromkeys(DEVICE_KINDS, None),
+}
 
 UPU_EVENTS: Mapping[str, str] = {
     "EMA": "Posting/collection",
@@ -66,20 +75,18 @@ UPU_EVENTS: Mapping[str, str] = {
     "EMI": "Final delivery",
 }
 
+# Keyed by Stage; typed by str so the stages read from the database look up directly.
 STAGE_CODES: Mapping[str, str] = {
-    "exchange_out_in": "EMB",
-    "exchange_out": "EMC",
-    "exchange_in": "EMD",
-    "exchange_in_out": "EMF",
-    "customs": "EME",
-    "delivery_office": "EMG",
-    "out_for_delivery": "EDG",
-    "delivery_attempt": "EMH",
-    "delivery": "EMI",
+    Stage.EXCHANGE_OUT_IN: "EMB",
+    Stage.EXCHANGE_OUT: "EMC",
+    Stage.EXCHANGE_IN: "EMD",
+    Stage.EXCHANGE_IN_OUT: "EMF",
+    Stage.CUSTOMS: "EME",
+    Stage.DELIVERY_OFFICE: "EMG",
+    Stage.OUT_FOR_DELIVERY: "EDG",
+    Stage.DELIVERY_ATTEMPT: "EMH",
+    Stage.DELIVERY: "EMI",
 }
-
-DISPATCH_STAGE = "dispatch"
-DELIVERY_STAGE = "delivery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +154,7 @@ def upu_codes(scans: Sequence[Scan]) -> list[str | None]:
             code = "EDD"
         if scan.stage is not None and scan.stage in STAGE_CODES:
             code = STAGE_CODES[scan.stage]
-        elif scan.stage == DISPATCH_STAGE and not dispatched_here:
+        elif scan.stage == Stage.DISPATCH and not dispatched_here:
             dispatched_here = True
             code = "EDE"
         previous_site = scan.site
@@ -182,7 +189,7 @@ def lateness(
         limit = standards.get((here.site, here.stage or ""))
         if limit is not None:
             late += max(timedelta(), there.ts - here.ts - timedelta(seconds=limit))
-    if scans and scans[-1].stage != DELIVERY_STAGE:
+    if scans and scans[-1].stage != Stage.DELIVERY:
         limit = standards.get((scans[-1].site, scans[-1].stage or ""))
         if limit is not None:
             late += max(timedelta(), now - scans[-1].ts - timedelta(seconds=limit))
@@ -199,7 +206,7 @@ def promise(
     """Due time from the delivery standard; ETA = due + the lateness against stage
     standards so far, never earlier than now while not delivered (the fallback used
     until detection publishes its own ETA)."""
-    delivered = next((s.ts for s in scans if s.stage == DELIVERY_STAGE), None)
+    delivered = next((s.ts for s in scans if s.stage == Stage.DELIVERY), None)
     if accepted_at is None or delivery_days is None:
         return Promise(delivery_days, None, delivered, None, "unknown")
     due = add_working_days(accepted_at, delivery_days)
@@ -217,11 +224,13 @@ def status(
     now: datetime,
 ) -> Status:
     """The customer-facing status; the module docstring gives the rules."""
-    if any(s.stage == DELIVERY_STAGE for s in scans):
+    if any(s.stage == Stage.DELIVERY for s in scans):
         return "delivered"
-    if any(kind not in DELAY_ALERT_KINDS for kind in open_alert_kinds):
+    # A kind this version does not know is shown as the exception it may well be.
+    told = {ALERT_STATUS.get(kind, "exception") for kind in open_alert_kinds}
+    if "exception" in told:
         return "exception"
-    if any(kind in DELAY_ALERT_KINDS for kind in open_alert_kinds) or promised.on_time is False:
+    if "delayed" in told or promised.on_time is False:
         return "delayed"
     if not scans:
         return "accepted"
@@ -229,9 +238,9 @@ def status(
     limit = standards.get((last.site, last.stage or ""))
     if limit is not None and now - last.ts > timedelta(seconds=limit):
         return "delayed"
-    if last.stage == DISPATCH_STAGE:
+    if last.stage == Stage.DISPATCH:
         return "dispatched"
-    if last.stage == "chute" or last.zone == "chute":
+    if last.stage == Stage.CHUTE or last.zone == Zone.CHUTE:
         return "sorted"
     return "in_sorting"
 

@@ -35,8 +35,18 @@ from detect.devices import DeviceThresholds
 from detect.engine import Engine, ManifestFacts, ScanBatch
 from detect.reference import DetectConfig, ReadPointRow, Reference, SortPlanRow, build_reference
 from firmware_sim.scenario import Scenario
+from parceltrack.alerts import AlertKind
+from parceltrack.layout import Stage, Zone
 
-KINDS = ("delay", "missing", "missort", "misroute", "late", "silence", "noread")
+KINDS: tuple[AlertKind, ...] = tuple(AlertKind)
+# The alerts each of the simulator's faults should raise (its fault kinds are its own
+# words: a lost parcel misses its stage standard first, then goes missing).
+FAULT_ALERTS: dict[str, tuple[AlertKind, ...]] = {
+    "delay": (AlertKind.DELAY,),
+    "lost": (AlertKind.DELAY, AlertKind.MISSING),
+    "missort": (AlertKind.MISSORT,),
+    "misroute": (AlertKind.MISROUTE,),
+}
 SPIKE_SHARE = 0.6
 HEALTH_EVERY_S = 5.0
 TAIL_S = 600.0  # run on after the last read, so late alerts get their chance
@@ -122,7 +132,7 @@ def _feed(
     rp_index = {r.read_point: i for i, r in enumerate(rps)}
     door_at: dict[int, float] = {}
     for a, r, p in zip(at.tolist(), rp.tolist(), parcel.tolist(), strict=True):
-        if rps[r].zone == "door":
+        if rps[r].zone == Zone.DOOR:
             door_at[p] = a
     extra: list[tuple[float, int, int]] = []
     chosen = 0
@@ -146,12 +156,17 @@ def _feed(
         plan = [pl for pl in scenario.sort_plans if pl.site == w and pl.effective_from_s <= t][-1]
         chute = plan.chute_for(m.destination)
         door = chute.replace("CHU", "DOR")
-        hops = [(f"{w}-IND1", "induction"), (f"{w}-TUN1", "tunnel"), (f"{w}-SRT1", "sort"),
-                (chute, "chute"), (door, "")]  # fmt: skip
+        hops = [
+            (f"{w}-IND1", Stage.INDUCTION),
+            (f"{w}-TUN1", Stage.TUNNEL),
+            (f"{w}-SRT1", Stage.SORT),
+            (chute, Stage.CHUTE),
+            (door, Stage.DISPATCH),
+        ]
         for name, stage in hops:
             extra.append((t, rp_index[name], p))
             t += transit.get(stage, 0.0) * factor
-        truths.append(Truth("misroute", m.tracking_id, door_at[p] + 1800.0))
+        truths.append(Truth(AlertKind.MISROUTE, m.tracking_id, door_at[p] + 1800.0))
         chosen += 1
     if extra:
         e = np.array(extra)
@@ -166,7 +181,7 @@ def _feed(
     # Device silence: the last induction line of the first barcode site, from a third in.
     barcode_sites = [s.site for s in scenario.sites if not s.rfid]
     site0 = barcode_sites[0]
-    silent_rp = max(i for i, r in enumerate(rps) if r.site == site0 and r.zone == "induction")
+    silent_rp = max(i for i, r in enumerate(rps) if r.site == site0 and r.zone == Zone.INDUCTION)
     # Device faults while parcels still arrive (mis-routed ones trickle on for a while).
     arrivals = max(m.inducted_at_s for m in scenario.manifest)
     silent_from = arrivals / 3
@@ -178,7 +193,7 @@ def _feed(
     gone = (dev_of_rp[rp] == dev_of_rp[silent_rp]) & (at >= silent_from)
     # No-read spike: the tunnel of the last barcode site, for spike_s from two thirds in.
     spike_site = barcode_sites[-1]
-    spike_rp = next(i for i, r in enumerate(rps) if r.site == spike_site and r.zone == "tunnel")
+    spike_rp = next(i for i, r in enumerate(rps) if r.site == spike_site and r.zone == Zone.TUNNEL)
     spike_from = 2 * arrivals / 3
     in_spike = (rp == spike_rp) & (at >= spike_from) & (at < spike_from + noise.spike_s)
     converted = in_spike & ~noread & (rng.random(len(at)) < SPIKE_SHARE)
@@ -191,10 +206,12 @@ def _feed(
     last_read = at[(dev_of_rp[rp] == dev_of_rp[silent_rp])]
     last_sign = max([*health[silent_dev], *last_read[last_read < silent_from].tolist()])
     th = DeviceThresholds()
-    truths.append(Truth("silence", silent_dev, last_sign + th.silence_s))
+    truths.append(Truth(AlertKind.SILENCE, silent_dev, last_sign + th.silence_s))
     window = th.window_bins * th.bin_s
     truths.append(
-        Truth("noread", rps[spike_rp].device, spike_from + window * th.open_rate / SPIKE_SHARE)
+        Truth(
+            AlertKind.NOREAD, rps[spike_rp].device, spike_from + window * th.open_rate / SPIKE_SHARE
+        )
     )
 
     # Duplicates and clock skew.
@@ -220,15 +237,12 @@ def _feed(
             near = [f.read_point, f.details.get("next_read_point", "")]
             hidden = any((p, rp_index[r]) in blinded for r in near if r in rp_index)
         if hidden:
-            kinds = {"lost": ("delay", "missing")}.get(f.kind, (f.kind,))
+            # A fault that raises no alert still counts its parcel as left out.
+            kinds: tuple[str, ...] = FAULT_ALERTS.get(f.kind, (f.kind,))
             unobservable |= {(k, f.tracking_id) for k in kinds}
             continue
-        if f.kind in ("delay", "lost"):
-            truths.append(Truth("delay", f.tracking_id, f.detectable_at_s))
-        if f.kind == "lost":
-            truths.append(Truth("missing", f.tracking_id, f.detectable_at_s))
-        if f.kind in ("missort", "misroute"):
-            truths.append(Truth(f.kind, f.tracking_id, f.detectable_at_s))
+        for kind in FAULT_ALERTS.get(f.kind, ()):
+            truths.append(Truth(kind, f.tracking_id, f.detectable_at_s))
     return feed, truths, health, unobservable
 
 

@@ -29,7 +29,10 @@ import uvloop
 from api.queries import LOOKUP
 from composition.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
 from ingest.store import ScanPartitions
+from parceltrack.layout import Stage, Zone
+from storage import model
 from storage.migrations import migrate
+from storage.reference import load_layout, load_standards
 
 SITE = "BNC1"
 DAYS = 7
@@ -74,20 +77,20 @@ def load(dsn: str, parcels: int, per_parcel: int) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET maintenance_work_mem = '512MB'")
-        conn.execute("INSERT INTO sites (site_id, name) VALUES (%s, 'Bench centre')", (SITE,))
-        conn.execute(
-            "INSERT INTO read_points (read_point_id, site_id, zone, stage, description, position) "
-            "SELECT %s || '-RP' || lpad(k::text, 2, '0'), %s, 'sorter', 'sort', "
-            "'Read point ' || k, k FROM generate_series(1, %s) k",
-            (SITE, SITE, per_parcel),
-        )
-        conn.execute(
-            "UPDATE read_points SET next_read_point_id = %s || '-RP' || lpad((position + 1)::text, "
-            "2, '0') WHERE site_id = %s AND position < %s",
-            (SITE, SITE, per_parcel),
-        )
-        conn.execute("INSERT INTO service_classes VALUES ('standard', '', 2)")
-        conn.execute("INSERT INTO stage_standards VALUES (%s, 'sort', 'standard', 600)", (SITE,))
+        data = model.ReferenceData(
+            sites=(model.Site(SITE, "Bench centre"),),
+            read_points=tuple(
+                model.ReadPoint(
+                    f"{SITE}-RP{k:02d}", SITE, Zone.SORTER, Stage.SORT, f"Read point {k}", k,
+                    f"{SITE}-RP{k + 1:02d}" if k < per_parcel else None,
+                )
+                for k in range(1, per_parcel + 1)
+            ),
+            service_classes=(model.ServiceClass("standard", "", 2),),
+            stage_standards=(model.StageStandard(SITE, Stage.SORT, "standard", 600.0),),
+        )  # fmt: skip
+        load_layout(conn, data)
+        load_standards(conn, data)
         conn.execute(
             f"INSERT INTO parcels (tracking_id, service_class, destination, origin_site, "
             f"accepted_at) SELECT {_S10}, 'standard', 'LON', %s, "

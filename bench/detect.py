@@ -18,14 +18,18 @@ import psycopg
 from detect.core import BIT, ParcelState, apply_reads, tick
 from detect.keys import KeyCodec
 from detect.reference import DetectConfig, ReadPointRow, Reference, build_reference
+from parceltrack.alerts import AlertKind
 from parceltrack.identifiers import S10
+from parceltrack.layout import Stage, Zone
+from storage import model
+from storage.reference import load_layout, load_standards
 
 SITE = "LHR1"
 CLASSES = (("express", 1), ("priority", 2), ("standard", 3), ("economy", 5))
-STAGES = (("IND1", "induction", "induction", 1), ("TUN1", "tunnel", "tunnel", 2),
-          ("SRT1", "sorter", "sort", 3), ("CHU01", "chute", "chute", 4),
-          ("DOR01", "door", "dispatch", 5))  # fmt: skip
-STANDARD_S = {"induction": 5.0, "tunnel": 7.5, "sort": 10.0, "chute": 37.5}
+STAGES = (("IND1", Zone.INDUCTION, Stage.INDUCTION, 1), ("TUN1", Zone.TUNNEL, Stage.TUNNEL, 2),
+          ("SRT1", Zone.SORTER, Stage.SORT, 3), ("CHU01", Zone.CHUTE, Stage.CHUTE, 4),
+          ("DOR01", Zone.DOOR, Stage.DISPATCH, 5))  # fmt: skip
+STANDARD_S = {Stage.INDUCTION: 5.0, Stage.TUNNEL: 7.5, Stage.SORT: 10.0, Stage.CHUTE: 37.5}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,17 +151,20 @@ class ParcelRow:
     open: int
 
 
-def python_tick(parcels: list[ParcelRow], now: float) -> dict[str, list[str]]:
+def python_tick(parcels: list[ParcelRow], now: float) -> dict[AlertKind, list[str]]:
     """The same conditions as detect.core.tick, one parcel at a time."""
-    out: dict[str, list[str]] = {k: [] for k in BIT}
+    out: dict[AlertKind, list[str]] = {k: [] for k in BIT}
     bits = {k: int(v) for k, v in BIT.items()}
+    # Locals, so the loop costs what it did with string keys.
+    delay, missing, late = AlertKind.DELAY, AlertKind.MISSING, AlertKind.LATE
+    missort, misroute = AlertKind.MISSORT, AlertKind.MISROUTE
     for p in parcels:
         cond = {
-            "delay": p.deadline < now,
-            "missing": p.missing_at < now,
-            "late": p.late_at < now,
-            "missort": bool(p.flags & bits["missort"]),
-            "misroute": bool(p.flags & bits["misroute"]),
+            delay: p.deadline < now,
+            missing: p.missing_at < now,
+            late: p.late_at < now,
+            missort: bool(p.flags & bits[missort]),
+            misroute: bool(p.flags & bits[misroute]),
         }
         for kind, holds in cond.items():
             if holds and not p.open & bits[kind]:
@@ -211,24 +218,23 @@ def sql_baseline(n: int, now: float, repeat: int) -> tuple[float, int]:
         rng = np.random.default_rng(2)
         ids = tracking_ids(n)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("INSERT INTO sites (site_id, name) VALUES (%s, %s)", (SITE, SITE))
-            for rp, zone, stage, pos in STAGES:
-                conn.execute(
-                    "INSERT INTO read_points (read_point_id, site_id, zone, stage, position) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    (f"{SITE}-{rp}", SITE, zone, stage, pos),
-                )
-            for c, days in CLASSES:
-                conn.execute("INSERT INTO service_classes VALUES (%s, '', %s)", (c, days))
             ref = bench_reference()
-            for si, stage in enumerate(ref.stages):
-                if stage not in STANDARD_S:
-                    continue  # dispatch: the last stage has no standard
-                for ci, c in enumerate(ref.classes):
-                    conn.execute(
-                        "INSERT INTO stage_standards VALUES (%s, %s, %s, %s)",
-                        (SITE, stage, c, float(ref.stage_s[0, si, ci])),
-                    )
+            data = model.ReferenceData(
+                sites=(model.Site(SITE, SITE),),
+                read_points=tuple(
+                    model.ReadPoint(f"{SITE}-{rp}", SITE, zone, stage, position=pos)
+                    for rp, zone, stage, pos in STAGES
+                ),
+                service_classes=tuple(model.ServiceClass(c, "", days) for c, days in CLASSES),
+                stage_standards=tuple(
+                    model.StageStandard(SITE, Stage(stage), c, float(ref.stage_s[0, si, ci]))
+                    for si, stage in enumerate(ref.stages)
+                    if stage in STANDARD_S  # dispatch: the last stage has no standard
+                    for ci, c in enumerate(ref.classes)
+                ),
+            )
+            load_layout(conn, data)
+            load_standards(conn, data)
             svc = rng.integers(0, len(CLASSES), n)
             with (
                 conn.cursor() as cur,

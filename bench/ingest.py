@@ -32,7 +32,7 @@ from ingest.store import copy_scan_rows, scan_row
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import MqttClient
 from parceltrack.wire import encode_batch
 from storage.migrations import migrate
 
@@ -86,11 +86,9 @@ def _flood_payloads(events: int, per_message: int, ts: datetime) -> list[tuple[s
 
 def _publisher(url: str, mode: str, args: dict[str, Any], ready: Any, go: Any) -> None:
     """The publisher process: flood pre-encoded batches, or publish at a fixed rate."""
-    client = make_client(f"bench-pub-{os.getpid()}", BrokerAddress.from_url(url))
-    client.max_inflight_messages_set(200)
-    connect(client)
-    client.loop_start()
-    wait_connected(client, 30)
+    client = MqttClient(f"bench-pub-{os.getpid()}", BrokerAddress.from_url(url), max_inflight=200)
+    client.start()
+    client.wait_connected(30)
     if mode == "flood":
         payloads = _flood_payloads(args["events"], args["per_message"], args["ts"])
         ready.set()
@@ -117,8 +115,7 @@ def _publisher(url: str, mode: str, args: dict[str, Any], ready: Any, go: Any) -
             seq += per_message
         for info in infos:
             info.wait_for_publish(60)
-    client.loop_stop()
-    client.disconnect()
+    client.stop()
 
 
 def _ceiling(dsn: str, events: int, per_message: int, ts: datetime) -> float:

@@ -14,17 +14,17 @@ from parceltrack import topics
 
 SERVICE_RULES: dict[str, tuple[str, ...]] = {
     "ingest": (
-        f"topic read {topics.PREFIX}/+/+/events",
-        f"topic read {topics.PREFIX}/+/+/health",
-        f"topic read {topics.PREFIX}/+/agents/+/status",
+        f"topic read {topics.ALL_EVENTS}",
+        f"topic read {topics.ALL_HEALTH}",
+        f"topic read {topics.ALL_STATUS}",
     ),
     "detect": (
-        f"topic read {topics.PREFIX}/+/+/events",
-        f"topic write {topics.PREFIX}/+/alerts",
+        f"topic read {topics.ALL_EVENTS}",
+        f"topic write {topics.ALL_ALERTS}",
     ),
     "api": (
-        f"topic read {topics.PREFIX}/+/alerts",
-        f"topic read {topics.PREFIX}/+/agents/+/status",
+        f"topic read {topics.ALL_ALERTS}",
+        f"topic read {topics.ALL_STATUS}",
     ),
 }
 

@@ -31,7 +31,7 @@ def cmd_load_scenario(args: argparse.Namespace, settings: Settings) -> int:
 
     from firmware_sim.clock import PlaybackClock
     from firmware_sim.scenario import Scenario
-    from storage.reference import load_scenario
+    from storage.reference import load
 
     scenario = Scenario.load(Path(args.scenario))
     if args.clock:
@@ -43,7 +43,7 @@ def cmd_load_scenario(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--start {args.start!r} is not an ISO time") from exc
         clock = PlaybackClock(start, args.speed)
     with psycopg.connect(settings.dsn, autocommit=True) as conn:
-        rows = load_scenario(conn, scenario, clock)
+        rows = load(conn, scenario.reference_data(clock))
     print(
         f"loaded {len(scenario.sites)} sites, {len(scenario.read_points)} read points, "
         f"{len(scenario.stage_standards)} stage standards, {len(scenario.sort_plans)} sort "

@@ -18,18 +18,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-import paho.mqtt.client as mqtt
 import psycopg
 
 from composition.acl import render_acl
-from composition.services import PrivateMosquitto, PrivatePostgres, free_port
+from composition.services import (
+    PrivateMosquitto,
+    PrivatePostgres,
+    free_port,
+    make_broker_certificates,
+)
 from edge.config import load_agent_config
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import Scenario
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import ServiceError
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import Message, MqttClient
 from storage.migrations import migrate
 from storage.reference import load_layout, load_manifest, load_standards
 
@@ -81,19 +85,18 @@ def wait_devices_connected(
     drops what a port holds when it opens it, so playing starts only after this."""
     connected: dict[str, bool] = {}
 
-    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def on_message(msg: Message) -> None:
         with contextlib.suppress(ValueError, TypeError, KeyError):
             body = json.loads(msg.payload)
             connected[str(body["device"])] = bool(body["connected"])
 
-    client = make_client(f"pipeline-{os.getpid()}", broker)
-    client.on_message = on_message
-    connect(client)
-    client.loop_start()
+    client = MqttClient(f"pipeline-{os.getpid()}", broker)
+    client.on_message(on_message)
+    client.start()
     try:
-        if not wait_connected(client, timeout):
+        if not client.wait_connected(timeout):
             raise ServiceError("cannot reach the broker to watch the agents' health")
-        client.subscribe(f"{topics.PREFIX}/+/+/health", qos=0)
+        client.subscribe(topics.ALL_HEALTH, qos=0)
         deadline = time.monotonic() + timeout
         while not all(connected.get(d) for d in devices):
             check()
@@ -101,8 +104,7 @@ def wait_devices_connected(
                 raise ServiceError(f"the agents' devices were not open within {timeout:.0f}s")
             time.sleep(0.1)
     finally:
-        client.loop_stop()
-        client.disconnect()
+        client.stop()
 
 
 @dataclass
@@ -124,6 +126,9 @@ class Pipeline:
     # the ACL (composition.acl); each process connects as its own user ("ingest",
     # "detect", "api", and each agent by its id). None: an open broker.
     broker_passwords: dict[str, str] | None = None
+    # True: the broker's only listener speaks TLS, with a throwaway CA that every
+    # process gets as PARCELTRACK_MQTT_CA_FILE.
+    broker_tls: bool = False
     api_admin_key: str | None = None  # PARCELTRACK_API_ADMIN_KEY for the API
     verbose: bool = False  # every process logs at DEBUG
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -157,7 +162,11 @@ class Pipeline:
         if self.broker_passwords is None or user is None:
             return self.mosquitto.url
         password = quote(self.broker_passwords[user], safe="")
-        return self.mosquitto.url.replace("mqtt://", f"mqtt://{quote(user, safe='')}:{password}@")
+        return self.mosquitto.url.replace("://", f"://{quote(user, safe='')}:{password}@", 1)
+
+    def broker(self, user: str | None = None) -> BrokerAddress:
+        """Where `user` connects, with the CA file when the broker speaks TLS."""
+        return BrokerAddress.from_url(self.broker_url(user), self.mosquitto.ca_file)
 
     def env(self, user: str | None = None) -> dict[str, str]:
         env = {
@@ -167,6 +176,8 @@ class Pipeline:
         }
         if self.api_admin_key is not None:
             env["PARCELTRACK_API_ADMIN_KEY"] = self.api_admin_key
+        if self.mosquitto.ca_file is not None:
+            env["PARCELTRACK_MQTT_CA_FILE"] = self.mosquitto.ca_file
         return env
 
     def _write_broker_security(self) -> None:
@@ -198,6 +209,8 @@ class Pipeline:
             )
         if self.broker_passwords is not None:
             self._write_broker_security()
+        if self.broker_tls:
+            self.mosquitto.tls = make_broker_certificates(self.workdir / "tls")
         self.postgres.start()
         self.mosquitto.start()
         create_database(self.postgres.dsn(), "parceltrack")
@@ -205,8 +218,10 @@ class Pipeline:
         scenario_file = self.workdir / "scenario.json"
         self.scenario.save(scenario_file)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            load_layout(conn, self.scenario)
-            load_manifest(conn, self.scenario.manifest, self.scenario.site)
+            # Times do not matter yet: the standards follow the playback clock below.
+            data = self.scenario.reference_data()
+            load_layout(conn, data)
+            load_manifest(conn, data.manifest)
 
     @staticmethod
     def agent_config(i: int, name: str) -> str:
@@ -282,7 +297,7 @@ class Pipeline:
         # the ground truth follow the same clock.
         self.clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=1), self.speed)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            load_standards(conn, self.scenario, self.clock)
+            load_standards(conn, self.scenario.reference_data(self.clock))
         (self.workdir / "truth.jsonl").write_text(
             self.scenario.truth_lines(self.clock.start, self.clock.speed)
         )
@@ -315,9 +330,7 @@ class Pipeline:
     def wait_devices_connected(self, devices: set[str], timeout: float = 60.0) -> None:
         """Until each agent's health reports every device's port open."""
         # Health is what ingest reads: the pipeline watches with ingest's credentials.
-        wait_devices_connected(
-            BrokerAddress.from_url(self.broker_url("ingest")), devices, timeout, self.check_alive
-        )
+        wait_devices_connected(self.broker("ingest"), devices, timeout, self.check_alive)
 
     def start(self) -> None:
         self.start_services()

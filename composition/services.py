@@ -61,6 +61,46 @@ def postgres_bindir() -> Path:
     )
 
 
+def postgres_libdir(bindir: Path) -> Path:
+    """The server's library folder (`pg_config --pkglibdir`) for the binaries in `bindir`."""
+    # pg_ctl may be a link on the PATH (/usr/local/bin) to the real bindir.
+    bindir = (bindir / "pg_ctl").resolve().parent
+    pg_config = bindir / "pg_config"
+    if pg_config.exists():
+        result = subprocess.run(
+            [str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=False
+        )
+        if result.returncode == 0 and result.stdout.strip():
+            return Path(result.stdout.strip())
+    return bindir.parent / "lib"  # Debian's layout: /usr/lib/postgresql/<version>/{bin,lib}
+
+
+def has_timescale_library(libdir: Path) -> bool:
+    """True when TimescaleDB's library is installed in `libdir` (the loader
+    `timescaledb.so`, or a versioned `timescaledb-<version>.so`)."""
+    return (libdir / "timescaledb.so").exists() or any(libdir.glob("timescaledb-*.so"))
+
+
+def instance_settings(fast: bool, libdir: Path) -> list[str]:
+    """postgresql.conf lines of a private instance whose server libraries are in `libdir`."""
+    settings = [
+        "listen_addresses = '127.0.0.1'",
+        # TCP only: a socket path under a deep checkout can exceed the 107-byte limit.
+        "unix_socket_directories = ''",
+        "max_connections = 200",
+        "shared_buffers = 256MB",
+        "max_wal_size = 2GB",
+        "logging_collector = off",
+    ]
+    if fast:
+        settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
+    if has_timescale_library(libdir):
+        # Installed but not preloaded, the server lists the extension yet refuses to
+        # create it; preloaded, the demo and the tests run on TimescaleDB.
+        settings.append("shared_preload_libraries = 'timescaledb'")
+    return settings
+
+
 def _running_as_root() -> bool:
     return os.geteuid() == 0
 
@@ -132,17 +172,7 @@ class PrivatePostgres:
             "--no-sync",
             "--locale=C",
         )
-        settings = [
-            "listen_addresses = '127.0.0.1'",
-            # TCP only: a socket path under a deep checkout can exceed the 107-byte limit.
-            "unix_socket_directories = ''",
-            "max_connections = 200",
-            "shared_buffers = 256MB",
-            "max_wal_size = 2GB",
-            "logging_collector = off",
-        ]
-        if self.fast:
-            settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
+        settings = instance_settings(self.fast, postgres_libdir(self.bindir))
         conf = self.data / "postgresql.conf"
         with conf.open("a") as fh:
             fh.write("\n# parceltrack private instance\n" + "\n".join(settings) + "\n")
@@ -176,13 +206,57 @@ class PrivatePostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """The files of a TLS listener: the CA clients verify against, the broker's own pair."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_broker_certificates(folder: Path) -> BrokerTls:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost it signed,
+    made with the `openssl` command (valid for two days)."""
+    if shutil.which("openssl") is None:
+        raise ServiceError("openssl not found: install it with 'sudo apt-get install openssl'")
+    folder.mkdir(parents=True, exist_ok=True)
+    tls = BrokerTls(folder / "ca.crt", folder / "server.crt", folder / "server.key")
+    ca_key, csr, ext = folder / "ca.key", folder / "server.csr", folder / "server.ext"
+    ext.write_text(
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+        "basicConstraints = critical, CA:FALSE\n"
+        "keyUsage = critical, digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\n"
+    )
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    for command in (
+        ("req", "-x509", *key, "-keyout", str(ca_key), "-out", str(tls.ca_file), "-days", "2",
+         "-subj", "/CN=parceltrack private test CA",
+         "-addext", "basicConstraints = critical, CA:TRUE",
+         "-addext", "keyUsage = critical, keyCertSign, cRLSign"),
+        ("req", *key, "-keyout", str(tls.key_file), "-out", str(csr), "-subj", "/CN=127.0.0.1"),
+        ("x509", "-req", "-in", str(csr), "-CA", str(tls.ca_file), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(tls.cert_file), "-days", "2", "-extfile", str(ext)),
+    ):  # fmt: skip
+        done = subprocess.run(["openssl", *command], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ServiceError(f"openssl {command[0]} failed: {done.stderr.strip()}")
+    return tls
+
+
 @dataclass
 class PrivateMosquitto:
-    """A Mosquitto broker in `root`, listening on 127.0.0.1:`port`, with persistence."""
+    """A Mosquitto broker in `root`, listening on 127.0.0.1:`port`, with persistence.
+
+    With `tls`, that one listener speaks only TLS (mqtts://), as a production broker
+    that refuses plain connections does.
+    """
 
     root: Path
     port: int = field(default_factory=free_port)
     extra_conf: str = ""
+    tls: BrokerTls | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -190,13 +264,25 @@ class PrivateMosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA file a client needs to verify this broker (None: plain MQTT)."""
+        return str(self.tls.ca_file) if self.tls else None
 
     def _write_conf(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "mosquitto.conf"
+        tls = self.tls
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *(
+                (f"cafile {tls.ca_file}", f"certfile {tls.cert_file}", f"keyfile {tls.key_file}")
+                if tls
+                else ()
+            ),
             "allow_anonymous true" if "password_file" not in self.extra_conf else "",
             "persistence true",
             f"persistence_location {self.root}/",

@@ -29,7 +29,7 @@ from parceltrack.config import BrokerAddress, Settings
 from parceltrack.errors import ConfigError
 from parceltrack.process import stop_on_signals
 from storage.migrations import migrate
-from storage.reference import load_scenario
+from storage.reference import load
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def run_site(
         clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=1), speed)
         migrate(dsn)  # idempotent; the stack's own migrate step may not have run yet
         with psycopg.connect(dsn, autocommit=True) as conn:
-            rows = load_scenario(conn, scenario, clock)
+            rows = load(conn, scenario.reference_data(clock))
         log.info(
             "site %s: %d parcels in the manifest; playing at %gx", config.sites[0], rows, speed
         )

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detect.reference import ROLE_OTHER, Reference
+from parceltrack.alerts import PARCEL_KINDS, AlertKind
 
 F64 = npt.NDArray[np.float64]
 I16 = npt.NDArray[np.int16]
@@ -37,8 +38,8 @@ I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
 
-PARCEL_KINDS = ("delay", "missing", "late", "missort", "misroute")
-BIT = {k: np.uint8(1 << i) for i, k in enumerate(PARCEL_KINDS)}
+# One bit per parcel kind in `flags` and `open`, built once from the ground's kinds.
+BIT: dict[AlertKind, np.uint8] = {k: np.uint8(1 << i) for i, k in enumerate(PARCEL_KINDS)}
 UNTAGGED = np.uint8(1 << 7)  # in flags: no RFID tag, so tag-only read points miss it
 INF = np.inf
 
@@ -92,7 +93,7 @@ class ReadOutcome:
     """What a batch of reads changed: per kind, the slots whose live alert it resolves,
     and the delays seen only once the parcel arrived."""
 
-    resolved: dict[str, I64]
+    resolved: dict[AlertKind, I64]
     late: LateArrivals
 
 
@@ -237,7 +238,7 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     # reads at earlier stages (clock skew); a clearly later earlier-stage read wins
     # (recirculation, re-induction).
     eff = ts + rank * cfg.skew_tolerance_s
-    resolved: dict[str, list[I64]] = {k: [] for k in PARCEL_KINDS}
+    resolved: dict[AlertKind, list[I64]] = {k: [] for k in PARCEL_KINDS}
 
     # Sort-plan and route checks look at every read, the latest per parcel deciding.
     dest = state.dest[slots]
@@ -268,7 +269,7 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     np.maximum.at(last_right, at[~sel_wrong], sel_ts[~sel_wrong])
     _set_flag(
         state,
-        "missort",
+        AlertKind.MISSORT,
         touched[last_wrong > last_right],
         touched[last_right > last_wrong],
         resolved,
@@ -279,7 +280,7 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     u, rows = _last_per_slot(slots, ts, routed)
     bad = (site[rows] != dsite[rows]) & (site[rows] != state.origin[u])
     at_dest = site[rows] == dsite[rows]
-    _set_flag(state, "misroute", u[bad], u[at_dest], resolved)
+    _set_flag(state, AlertKind.MISROUTE, u[bad], u[at_dest], resolved)
 
     # The journey in this batch, per parcel: its reads newer than what the state has,
     # in "current" order, cut into passes (consecutive reads at one stage, no gap
@@ -330,7 +331,7 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
         & (prev_site == p_site)
         & (ref.stage_rank[p_site, p_stage] > ref.stage_rank[p_site, prev_stage])
         & (p_start > prev_start + allowed + cfg.skew_tolerance_s)
-        & ((state.open[p_slot] & BIT["delay"]) == 0)
+        & ((state.open[p_slot] & BIT[AlertKind.DELAY]) == 0)
     )
     late_first = np.flatnonzero(late_pass)
     if len(late_first):
@@ -356,13 +357,13 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     moved = np.zeros(len(u), dtype=np.bool_)
     moved[np.searchsorted(u, p_slot[p_move])] = True
     had = state.open[u]
-    resolved["missing"].append(u[(had & BIT["missing"]) != 0])
-    resolved["delay"].append(u[moved & ((had & BIT["delay"]) != 0)])
+    resolved[AlertKind.MISSING].append(u[(had & BIT[AlertKind.MISSING]) != 0])
+    resolved[AlertKind.DELAY].append(u[moved & ((had & BIT[AlertKind.DELAY]) != 0)])
     done = ref.next_stage[w_site, w_stage] < 0
-    resolved["late"].append(u[done & ((had & BIT["late"]) != 0)])
-    state.open[u] &= ~np.uint8(BIT["missing"])
-    state.open[u[moved]] &= ~np.uint8(BIT["delay"])
-    state.open[u[done]] &= ~np.uint8(BIT["late"])
+    resolved[AlertKind.LATE].append(u[done & ((had & BIT[AlertKind.LATE]) != 0)])
+    state.open[u] &= ~np.uint8(BIT[AlertKind.MISSING])
+    state.open[u[moved]] &= ~np.uint8(BIT[AlertKind.DELAY])
+    state.open[u[done]] &= ~np.uint8(BIT[AlertKind.LATE])
 
     state.rp[u], state.site[u], state.stage[u] = w_rp, w_site, w_stage
     state.last_seen[u] = np.fmax(state.last_seen[u], w_ts)
@@ -374,7 +375,11 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
 
 
 def _set_flag(
-    state: ParcelState, kind: str, set_slots: I64, clear_slots: I64, resolved: dict[str, list[I64]]
+    state: ParcelState,
+    kind: AlertKind,
+    set_slots: I64,
+    clear_slots: I64,
+    resolved: dict[AlertKind, list[I64]],
 ) -> None:
     bit = BIT[kind]
     state.flags[set_slots] |= bit
@@ -416,7 +421,7 @@ def refresh(state: ParcelState, ref: Reference, slots: I64) -> None:
     state.dirty[slots] = True
 
 
-def tick(state: ParcelState, now: float, suppress: bool = False) -> dict[str, I64]:
+def tick(state: ParcelState, now: float, suppress: bool = False) -> dict[AlertKind, I64]:
     """Slots whose condition holds and whose alert is not live yet, per kind.
 
     Marks them live unless `suppress` (used to look without acting).
@@ -425,13 +430,13 @@ def tick(state: ParcelState, now: float, suppress: bool = False) -> dict[str, I6
     opened = state.open[:n]
     flags = state.flags[:n]
     cond = {
-        "delay": state.deadline[:n] < now,
-        "missing": state.missing_at[:n] < now,
-        "late": state.late_at[:n] < now,
-        "missort": (flags & BIT["missort"]) != 0,
-        "misroute": (flags & BIT["misroute"]) != 0,
+        AlertKind.DELAY: state.deadline[:n] < now,
+        AlertKind.MISSING: state.missing_at[:n] < now,
+        AlertKind.LATE: state.late_at[:n] < now,
+        AlertKind.MISSORT: (flags & BIT[AlertKind.MISSORT]) != 0,
+        AlertKind.MISROUTE: (flags & BIT[AlertKind.MISROUTE]) != 0,
     }
-    out: dict[str, I64] = {}
+    out: dict[AlertKind, I64] = {}
     for kind, mask in cond.items():
         bit = BIT[kind]
         slots = np.flatnonzero(mask & ((opened & bit) == 0)).astype(np.int64)
@@ -441,14 +446,14 @@ def tick(state: ParcelState, now: float, suppress: bool = False) -> dict[str, I6
     return out
 
 
-def holds(state: ParcelState, kind: str, slots: I64, now: float) -> Mask:
+def holds(state: ParcelState, kind: AlertKind, slots: I64, now: float) -> Mask:
     """Whether the condition of `kind` still holds for these slots at `now`."""
     out: Mask
-    if kind == "delay":
+    if kind == AlertKind.DELAY:
         out = state.deadline[slots] < now
-    elif kind == "missing":
+    elif kind == AlertKind.MISSING:
         out = state.missing_at[slots] < now
-    elif kind == "late":
+    elif kind == AlertKind.LATE:
         out = state.late_at[slots] < now
     else:
         out = (state.flags[slots] & BIT[kind]) != 0

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from parceltrack.alerts import DEVICE_KINDS, AlertKind
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-DEVICE_KINDS = ("silence", "noread")
-_BIT = {"silence": np.uint8(1), "noread": np.uint8(2)}
+# One bit per device kind in `open`, built once from the ground's kinds.
+_BIT: dict[AlertKind, np.uint8] = {k: np.uint8(1 << i) for i, k in enumerate(DEVICE_KINDS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +102,10 @@ class DeviceState:
             return np.empty(0, dtype=np.int64)
         np.fmax.at(self.last_heard, dev, at)
         u: I64 = np.unique(dev)
-        back: I64 = u[((self.open[u] & _BIT["silence"]) != 0) & ~self._silent(u, np.nanmax(at))]
-        self.open[back] &= ~_BIT["silence"]
+        back: I64 = u[
+            ((self.open[u] & _BIT[AlertKind.SILENCE]) != 0) & ~self._silent(u, np.nanmax(at))
+        ]
+        self.open[back] &= ~_BIT[AlertKind.SILENCE]
         return back
 
     def _silent(self, dev: I64, now: float) -> npt.NDArray[np.bool_]:
@@ -140,18 +144,19 @@ class DeviceState:
             base = np.where(o_reads > 0, o_no / np.maximum(o_reads, 1), 0.0)
         return rate, base, r_reads, r_no.astype(np.float64)
 
-    def check(self, now: float) -> tuple[dict[str, I64], dict[str, I64]]:
+    def check(self, now: float) -> tuple[dict[AlertKind, I64], dict[AlertKind, I64]]:
         """(to open, to close) device indices per kind at `now`."""
         n = len(self.ids)
-        opened, closed = {}, {}
+        opened: dict[AlertKind, I64] = {}
+        closed: dict[AlertKind, I64] = {}
         if n == 0:
             e = np.empty(0, dtype=np.int64)
             return {k: e for k in DEVICE_KINDS}, {k: e for k in DEVICE_KINDS}
         idx = np.arange(n)
         silent = ~np.isnan(self.last_heard) & self._silent(idx, now)
-        live_s = (self.open & _BIT["silence"]) != 0
-        opened["silence"] = np.flatnonzero(silent & ~live_s)
-        closed["silence"] = np.flatnonzero(live_s & ~silent)
+        live_s = (self.open & _BIT[AlertKind.SILENCE]) != 0
+        opened[AlertKind.SILENCE] = np.flatnonzero(silent & ~live_s)
+        closed[AlertKind.SILENCE] = np.flatnonzero(live_s & ~silent)
         rate, base, reads, noreads = self.rates(now)
         lim = self.limits
         spike = (
@@ -160,15 +165,15 @@ class DeviceState:
             & (rate >= lim["open_rate"])
             & (rate >= lim["jump"] * base)
         )
-        live_n = (self.open & _BIT["noread"]) != 0
+        live_n = (self.open & _BIT[AlertKind.NOREAD]) != 0
         # Closing needs as much evidence as opening: a quiet spell proves nothing.
         calm = (reads >= lim["min_reads"]) & (rate <= lim["close_rate"])
-        opened["noread"] = np.flatnonzero(spike & ~live_n)
-        closed["noread"] = np.flatnonzero(live_n & calm)
+        opened[AlertKind.NOREAD] = np.flatnonzero(spike & ~live_n)
+        closed[AlertKind.NOREAD] = np.flatnonzero(live_n & calm)
         for kind in DEVICE_KINDS:
             self.open[opened[kind]] |= _BIT[kind]
             self.open[closed[kind]] &= ~_BIT[kind]
         return opened, closed
 
-    def mark_open(self, dev: I64, kind: str) -> None:
+    def mark_open(self, dev: I64, kind: AlertKind) -> None:
         self.open[dev] |= _BIT[kind]

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detect.core import BIT, PARCEL_KINDS, ParcelState, apply_reads, holds, tick
-from detect.devices import DEVICE_KINDS, DeviceState, DeviceThresholds
+from detect.core import BIT, ParcelState, apply_reads, holds, tick
+from detect.devices import DeviceState, DeviceThresholds
 from detect.keys import KeyCodec
 from detect.reference import Reference
+from parceltrack.alerts import DEVICE_KINDS, PARCEL_KINDS, AlertKind
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class ScanBatch:
 @dataclass(frozen=True, slots=True)
 class AlertChange:
     action: str  # "open" or "resolve"
-    kind: str
+    kind: AlertKind
     fingerprint: str
     site_id: str | None = None
     read_point_id: str | None = None
@@ -70,7 +71,7 @@ class AlertChange:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def fingerprint(kind: str, subject: str) -> str:
+def fingerprint(kind: AlertKind, subject: str) -> str:
     """Stable identity of an alert: one live alert per parcel (or device) and kind."""
     return f"{kind}:{subject}"
 
@@ -107,7 +108,7 @@ class Engine:
         dev = self.devices.indices(list(batch.device), list(batch.site))
         self.devices.count(dev, batch.ts, batch.noread)
         for d in self.devices.heard(dev, batch.ts).tolist():
-            changes.append(self._device_change("resolve", "silence", d))
+            changes.append(self._device_change("resolve", AlertKind.SILENCE, d))
         has_id = np.fromiter((t is not None for t in batch.tracking_id), np.bool_, len(batch))
         read = np.flatnonzero(~batch.noread & has_id)
         if len(read) == 0:
@@ -130,7 +131,7 @@ class Engine:
             tracking = self.tracking_id(s)
             rp_name = self.ref.read_points[int(late.read_point[i])]
             site = self.ref.sites[int(self.ref.rp_site[int(late.read_point[i])])]
-            fp = fingerprint("delay", tracking)
+            fp = fingerprint(AlertKind.DELAY, tracking)
             entered = float(late.entered[i])
             details = {
                 "entered_stage": _iso(entered),
@@ -138,10 +139,12 @@ class Engine:
                 "arrived_late_at": _iso(float(self.state.last_seen[s])),
             }
             changes.append(
-                AlertChange("open", "delay", fp, site, rp_name, None, tracking,
+                AlertChange("open", AlertKind.DELAY, fp, site, rp_name, None, tracking,
                             float(late.due[i]), f"{rp_name}@{entered:.3f}", details)
             )  # fmt: skip
-            changes.append(AlertChange("resolve", "delay", fp, site, rp_name, tracking_id=tracking))
+            changes.append(
+                AlertChange("resolve", AlertKind.DELAY, fp, site, rp_name, tracking_id=tracking)
+            )
         return changes
 
     def _fill(self, slots: I64) -> None:
@@ -188,7 +191,7 @@ class Engine:
     def tracking_id(self, slot: int) -> str:
         return self.codec.decode(int(self.state.key[slot]))
 
-    def _parcel_change(self, action: str, kind: str, slot: int) -> AlertChange:
+    def _parcel_change(self, action: str, kind: AlertKind, slot: int) -> AlertChange:
         st, ref = self.state, self.ref
         tracking = self.tracking_id(slot)
         rp = int(st.rp[slot])
@@ -199,25 +202,25 @@ class Engine:
                 action, kind, fingerprint(kind, tracking), site, rp_name, tracking_id=tracking
             )
         at = {
-            "delay": float(st.deadline[slot]),
-            "missing": float(st.missing_at[slot]),
-            "late": float(st.late_at[slot]),
+            AlertKind.DELAY: float(st.deadline[slot]),
+            AlertKind.MISSING: float(st.missing_at[slot]),
+            AlertKind.LATE: float(st.late_at[slot]),
         }.get(kind, float(st.last_seen[slot]))
         details: dict[str, Any] = {
             "last_seen": _iso(float(st.last_seen[slot])),
             "stage": ref.stages[int(st.stage[slot])] if rp >= 0 else None,
             "entered_stage": _iso(float(st.entered[slot])),
         }
-        if kind == "missort":
+        if kind == AlertKind.MISSORT:
             planned = int(st.planned_chute[slot])
             details["planned_chute"] = ref.read_points[planned] if planned >= 0 else None
-        if kind == "misroute":
+        if kind == AlertKind.MISROUTE:
             ds = int(st.dest_site[slot])
             details["destination_site"] = ref.sites[ds] if ds >= 0 else None
-        if kind in ("delay", "missing", "late"):
+        if kind in (AlertKind.DELAY, AlertKind.MISSING, AlertKind.LATE):
             details["deadline"] = _iso(at)
         episode = f"{rp_name}@{float(st.entered[slot]):.3f}"
-        if kind in ("missort", "misroute"):
+        if kind in (AlertKind.MISSORT, AlertKind.MISROUTE):
             episode = f"{rp_name}@{float(st.last_seen[slot]):.3f}"
         return AlertChange(
             action,
@@ -232,7 +235,7 @@ class Engine:
             details,
         )
 
-    def _device_change(self, action: str, kind: str, d: int, now: float = 0.0) -> AlertChange:
+    def _device_change(self, action: str, kind: AlertKind, d: int, now: float = 0.0) -> AlertChange:
         dev = self.devices
         device = dev.ids[d]
         if action == "resolve":
@@ -241,7 +244,7 @@ class Engine:
             )
         details: dict[str, Any] = {}
         at = now
-        if kind == "silence":
+        if kind == AlertKind.SILENCE:
             at = float(dev.last_heard[d] + dev.silence_s[d])
             details["last_heard"] = _iso(float(dev.last_heard[d]))
         else:
@@ -275,14 +278,17 @@ class Engine:
         not in the state are left alone.
         """
         changes: list[AlertChange] = []
-        parcel = [(k, s, rp) for k, s, rp in live if k in PARCEL_KINDS]
+        # Kinds come from the database as text; other kinds are not the detector's.
+        parcel = [(AlertKind(k), s, rp) for k, s, rp in live if k in PARCEL_KINDS]
         if parcel:
             keys = self.codec.encode([s for _, s, _ in parcel])
             slots = self.state.find(keys)
             for (kind, subject, rp), slot in zip(parcel, slots.tolist(), strict=True):
                 st_rp = int(self.state.rp[slot]) if slot >= 0 else -1
                 cur = self.ref.read_points[st_rp] if st_rp >= 0 else None
-                moved = kind in ("delay", "missing") and rp is not None and cur != rp
+                moved = (
+                    kind in (AlertKind.DELAY, AlertKind.MISSING) and rp is not None and cur != rp
+                )
                 if slot < 0:
                     continue  # not seen lately: left as it is until the parcel turns up
                 still = bool(holds(self.state, kind, np.array([slot]), now)[0])
@@ -294,8 +300,9 @@ class Engine:
                             "resolve", kind, fingerprint(kind, subject), tracking_id=subject
                         )
                     )
-        for kind, subject, _ in live:
-            if kind in DEVICE_KINDS:
+        for text, subject, _ in live:
+            if text in DEVICE_KINDS:
+                kind = AlertKind(text)
                 d = self.devices.index.get(subject)
                 if d is not None:
                     self.devices.mark_open(np.array([d]), kind)
@@ -309,6 +316,6 @@ class Engine:
         """Health reports: a device heard from is not silent; returns silences ended."""
         dev = self.devices.indices(devices, sites)
         return [
-            self._device_change("resolve", "silence", d)
+            self._device_change("resolve", AlertKind.SILENCE, d)
             for d in self.devices.heard(dev, at).tolist()
         ]

@@ -18,7 +18,7 @@ import stamina
 
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import MqttClient
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +46,18 @@ class AlertPublisher:
 
     @stamina.retry(on=psycopg.OperationalError, attempts=None, timeout=None, wait_max=5.0)
     def run(self, stop: threading.Event) -> None:
-        client = make_client("parceltrack-detect-alerts", self.broker)
-        client.loop_start()
-        connect(client)
+        client = MqttClient("parceltrack-detect-alerts", self.broker)
+        client.start()
         try:
             with psycopg.connect(self.dsn, autocommit=True) as conn:
                 while not stop.is_set():
-                    if client.is_connected() or wait_connected(client, 2.0):
+                    if client.is_connected() or client.wait_connected(2.0):
                         self.drain(conn, client)
                     stop.wait(self.interval_s)
         finally:
-            client.disconnect()
-            client.loop_stop()
+            client.stop()
 
-    def drain(self, conn: psycopg.Connection[Any], client: Any, batch: int = 500) -> int:
+    def drain(self, conn: psycopg.Connection[Any], client: MqttClient, batch: int = 500) -> int:
         row = conn.execute(
             "SELECT event_id FROM alert_publish_cursor WHERE publisher = %s", (PUBLISHER,)
         ).fetchone()

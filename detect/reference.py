@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from parceltrack.errors import ConfigError
+from parceltrack.layout import SKIPPABLE_STAGES, Zone
 
 F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]
@@ -46,7 +47,7 @@ class DetectConfig:
     # Stages whose read points may see a parcel without decoding it (an RFID tunnel
     # reports nothing at all): a parcel not seen there is only late once it is also
     # overdue at the stage after.
-    skippable_stages: tuple[str, ...] = ("tunnel",)
+    skippable_stages: tuple[str, ...] = SKIPPABLE_STAGES
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,7 @@ def build_reference(
     rp_site = np.array([sites[r.site] for r in read_points], dtype=np.int16)
     rp_stage = np.array([stages[r.stage] for r in read_points], dtype=np.int8)
     rp_rank = rank[rp_site, rp_stage].astype(np.int8)
-    role = {"chute": ROLE_CHUTE, "door": ROLE_DOOR}
+    role: dict[str, int] = {Zone.CHUTE: ROLE_CHUTE, Zone.DOOR: ROLE_DOOR}
     rp_role = np.array([role.get(r.zone, ROLE_OTHER) for r in read_points], dtype=np.int8)
 
     def need(index: dict[str, int], name: str, what: str) -> int:
@@ -250,7 +251,7 @@ def build_reference(
             run90 = run90 + p90[s, g]
             eta_in[s, g], eta_in90[s, g] = run50, run90
 
-    door_feeders = {stages[r.stage] for r in read_points if r.zone == "chute"}
+    door_feeders = {stages[r.stage] for r in read_points if r.zone == Zone.CHUTE}
     plans = sorted(sort_plans, key=lambda p: (sites.get(p.site, -1), p.effective_from))
     nv, nd = len(plans), max(len(dests), 1)
     plan_chute = np.full((nv, nd), -1, dtype=np.int32)

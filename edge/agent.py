@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import threading
@@ -11,7 +10,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-import paho.mqtt.client as mqtt
 import serial
 
 from edge.barcode import BarcodeRead, BarcodeSettings
@@ -23,7 +21,8 @@ from edge.smoothing import Smoother, TagPass
 from parceltrack import topics, wire
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
-from parceltrack.mqtt import connect, make_client
+from parceltrack.health import encode_health, encode_status
+from parceltrack.mqtt import MqttClient, ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -219,24 +218,20 @@ class Publisher:
         self.replayed = 0
         site, agent = config.agent.site, config.agent.id
         self._status_topic = topics.agent_status(site, agent)
-        self.client = make_client(f"agent-{agent}", broker)
-        self.client.will_set(self._status_topic, json.dumps({"state": "offline"}), 1, True)
-        self.client.on_connect = self._on_connect
-        self.client.on_publish = self._on_publish
-        self.client.on_disconnect = self._on_disconnect
+        self.client = MqttClient(f"agent-{agent}", broker)
+        self.client.set_will(self._status_topic, encode_status("offline"), qos=1, retain=True)
+        self.client.on_connect(self._on_connect)
+        self.client.on_publish(self._on_publish)
+        self.client.on_disconnect(self._on_disconnect)
 
-    def _on_connect(
-        self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
-    ) -> None:
+    def _on_connect(self, rc: ReasonCode) -> None:
         log.info("agent %s connected to broker (%s)", self.config.agent.id, rc)
-        status = {"state": "online", "since": datetime.now(UTC).isoformat()}
-        client.publish(self._status_topic, json.dumps(status), qos=1, retain=True)
+        status = encode_status("online", datetime.now(UTC))
+        self.client.publish(self._status_topic, status, qos=1, retain=True)
         self._connected_again.set()
         self._online.set()
 
-    def _on_disconnect(
-        self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
-    ) -> None:
+    def _on_disconnect(self, rc: ReasonCode) -> None:
         self._online.clear()
         log.warning("agent %s lost the broker (%s)", self.config.agent.id, rc)
 
@@ -244,14 +239,11 @@ class Publisher:
     def online(self) -> bool:
         return self._online.is_set() and self.client.is_connected()
 
-    def _on_publish(
-        self, _c: mqtt.Client, _u: object, mid: int, _rc: object, _p: object = None
-    ) -> None:
+    def _on_publish(self, mid: int, _rc: ReasonCode) -> None:
         self._acked_mids.put(mid)
 
     def start(self) -> None:
-        connect(self.client)
-        self.client.loop_start()
+        self.client.start()
 
     @property
     def backlog_remaining(self) -> int:
@@ -341,27 +333,26 @@ class Publisher:
     def publish_health(self, readers: list[DeviceReader]) -> None:
         depth, oldest = self.outbox.depth()
         for r in readers:
-            body = {
-                "device": r.device.id, "read_point": r.device.read_point,
-                "protocol": r.device.protocol, "ts": datetime.now(UTC).isoformat(),
-                **{k: v for k, v in asdict(r.health).items() if k != "last_read"},
-                "outbox_depth": depth, "outbox_oldest_s": oldest,
-                "outbox_dropped": self.outbox.dropped,
-                "outbox_quarantined": self.outbox.quarantined,
-                "outbox_corrupt_moved_to": (
+            counters = asdict(r.health)
+            del counters["last_read"]  # a datetime, which was never part of the health message
+            connected = counters.pop("connected")
+            payload = encode_health(
+                r.device.id, datetime.now(UTC), connected, read_point=r.device.read_point,
+                protocol=r.device.protocol, **counters,
+                outbox_depth=depth, outbox_oldest_s=oldest,
+                outbox_dropped=self.outbox.dropped,
+                outbox_quarantined=self.outbox.quarantined,
+                outbox_corrupt_moved_to=(
                     str(self.outbox.corrupt_moved_to) if self.outbox.corrupt_moved_to else None
                 ),
-                "backlog": self.backlog_remaining,
-            }  # fmt: skip
-            self.client.publish(
-                topics.health(self.config.agent.site, r.device.id), json.dumps(body), qos=0
-            )
+                backlog=self.backlog_remaining,
+            )  # fmt: skip
+            self.client.publish(topics.health(self.config.agent.site, r.device.id), payload, qos=0)
 
     def close(self) -> None:
-        status = {"state": "offline", "since": datetime.now(UTC).isoformat()}
-        self.client.publish(self._status_topic, json.dumps(status), qos=1, retain=True)
-        self.client.disconnect()
-        self.client.loop_stop()
+        status = encode_status("offline", datetime.now(UTC))
+        self.client.publish(self._status_topic, status, qos=1, retain=True)
+        self.client.stop()
 
 
 def _by_device(pending: list[PendingText]) -> dict[str, list[PendingText]]:

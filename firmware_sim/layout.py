@@ -6,14 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from parceltrack.layout import Stage, Zone
+
 Protocol = Literal["barcode", "mercury", "r2000"]
 RFID_PROTOCOLS: frozenset[str] = frozenset({"mercury", "r2000"})
-
-# Stages a parcel passes through in a sorting centre, in order; a read point belongs
-# to one. The time standards are set per stage (from arriving at the stage to
-# reaching the next read point); dispatch is the last one and has none.
-STAGES = ("induction", "tunnel", "sort", "chute", "dispatch")
-TIMED_STAGES = ("induction", "tunnel", "sort", "chute")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +24,8 @@ class SiteSpec:
 class ReadPointSpec:
     read_point: str
     site: str
-    zone: str  # induction, tunnel, sorter, chute, door
-    stage: str  # one of STAGES
+    zone: str  # a Zone: induction, tunnel, sorter, chute, door
+    stage: str  # a Stage of a centre (parceltrack.layout.CENTRE_STAGES)
     description: str
     position: int
     next_read_point: str | None  # the fixed next hop; None after the sorter (plan decides)
@@ -82,8 +78,8 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
         ReadPointSpec(
             f"{s}-IND{i}",
             s,
-            "induction",
-            "induction",
+            Zone.INDUCTION,
+            Stage.INDUCTION,
             f"Induction line {i}",
             1,
             f"{s}-TUN1",
@@ -95,8 +91,8 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
         ReadPointSpec(
             f"{s}-TUN1",
             s,
-            "tunnel",
-            "tunnel",
+            Zone.TUNNEL,
+            Stage.TUNNEL,
             "Scan tunnel 1" + (" (RFID gate)" if site.rfid else ""),
             2,
             f"{s}-SRT1",
@@ -108,8 +104,8 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
         ReadPointSpec(
             f"{s}-SRT1",
             s,
-            "sorter",
-            "sort",
+            Zone.SORTER,
+            Stage.SORT,
             "Tilt-tray sorter 1 induction scanner",
             3,
             None,
@@ -121,8 +117,8 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
             ReadPointSpec(
                 f"{s}-CHU{i:02d}",
                 s,
-                "chute",
-                "chute",
+                Zone.CHUTE,
+                Stage.CHUTE,
                 f"Chute {i}",
                 4,
                 f"{s}-DOR{i:02d}",
@@ -133,8 +129,8 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
             ReadPointSpec(
                 f"{s}-DOR{i:02d}",
                 s,
-                "door",
-                "dispatch",
+                Zone.DOOR,
+                Stage.DISPATCH,
                 f"Outbound door {i}" + (" (RFID gate)" if site.rfid else ""),
                 5,
                 None,

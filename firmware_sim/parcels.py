@@ -18,7 +18,6 @@ SLOTS = ("induction", "tunnel", "sorter", "sorter_again", "chute", "door")
 IND, TUN, SRT, SRT2, CHU, DOR = range(6)
 # Which slot's read starts each timed stage (induction, tunnel, sort, chute).
 STAGE_SLOT = (IND, TUN, SRT, CHU)
-TIMED = ("induction", "tunnel", "sort", "chute")
 
 
 @dataclass(frozen=True, slots=True)

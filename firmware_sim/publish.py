@@ -10,15 +10,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-import paho.mqtt.client as mqtt
-
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import Scenario
 from parceltrack import topics, wire
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import ServiceError
 from parceltrack.events import EventKind, ScanEvent
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import MqttClient, PublishInfo
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +98,12 @@ def scan_events(
 class _Batches:
     """Per-device buffers, flushed when full or old enough."""
 
-    def __init__(self, client: mqtt.Client, settings: PublishSettings) -> None:
+    def __init__(self, client: MqttClient, settings: PublishSettings) -> None:
         self.client = client
         self.settings = settings
         self.buffers: dict[str, list[ScanEvent]] = {}
         self.opened: dict[str, float] = {}
-        self.infos: list[mqtt.MQTTMessageInfo] = []
+        self.infos: list[PublishInfo] = []
         self.events = 0
         self.batches = 0
 
@@ -167,11 +165,10 @@ def publish(
     Paced: each read leaves at its wall-clock time under `clock`. Unpaced: as fast as
     the broker takes them, timestamps still from `clock`."""
     stop = stop or threading.Event()
-    client = make_client(f"sim-{settings.agent}-{settings.boot}", settings.broker)
-    connect(client)
-    client.loop_start()
+    client = MqttClient(f"sim-{settings.agent}-{settings.boot}", settings.broker)
+    client.start()
     try:
-        if not wait_connected(client, 15.0):
+        if not client.wait_connected(15.0):
             raise ServiceError(f"cannot connect to the broker at {settings.broker.host}")
         batches = _Batches(client, settings)
         origin = clock.start.timestamp()
@@ -197,5 +194,4 @@ def publish(
         log.info("published %d events in %d batches", batches.events, batches.batches)
         return batches.events
     finally:
-        client.loop_stop()
-        client.disconnect()
+        client.stop()

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak, arrival_times
+from firmware_sim.clock import PlaybackClock
 from firmware_sim.layout import (
     ReadPointSpec,
     SiteSpec,
@@ -31,7 +32,6 @@ from firmware_sim.parcels import (
     IND,
     SRT,
     SRT2,
-    TIMED,
     TUN,
     ManifestEntry,
     Reads,
@@ -41,6 +41,9 @@ from firmware_sim.parcels import (
 from firmware_sim.standards import SERVICE_CLASSES, ServiceClass, StageStandard, stage_standards
 from firmware_sim.truth import FAULT_KINDS, Fault, record_faults, wall_clock
 from parceltrack.errors import ParceltrackError
+from parceltrack.layout import TIMED_STAGES, Stage, Zone
+from storage import model
+from storage.model import ReferenceData
 
 __all__ = [
     "FORMAT",
@@ -98,10 +101,10 @@ class ScenarioConfig:
     start: str = "2026-01-05T06:00:00+00:00"  # wall clock of scenario time 0 (nominal)
     # Nominal seconds from arriving at a stage to the next read point.
     transit_s: tuple[tuple[str, float], ...] = (
-        ("induction", 4.0),
-        ("tunnel", 6.0),
-        ("sort", 8.0),
-        ("chute", 30.0),
+        (Stage.INDUCTION, 4.0),
+        (Stage.TUNNEL, 6.0),
+        (Stage.SORT, 8.0),
+        (Stage.CHUTE, 30.0),
     )
     site_factor_step: float = 0.1  # site i is (1 + i x step) slower, standards alike
     faults: FaultRates = field(default_factory=lambda: FaultRates(0.01, 0.01, 0.005, 0.02, 0.02))
@@ -152,8 +155,9 @@ class ScenarioConfig:
             raise ScenarioError("fault rates must be >= 0 and add up to at most 1")
         if self.faults.misroute > 0 and len(self.sites) < 2:
             raise ScenarioError("mis-routes need at least two sites")
-        if {k for k, _ in self.transit_s} != set(TIMED):
-            raise ScenarioError(f"transit_s needs exactly the stages {TIMED}")
+        if {k for k, _ in self.transit_s} != set(TIMED_STAGES):
+            stages = ", ".join(TIMED_STAGES)
+            raise ScenarioError(f"transit_s needs exactly the stages ({stages})")
 
 
 @dataclass
@@ -255,6 +259,54 @@ class Scenario:
 
     def save(self, path: Path) -> None:
         path.write_text(self.to_json())
+
+    def reference_data(self, clock: PlaybackClock | None = None) -> ReferenceData:
+        """What an operator would supply for this scenario, in wall-clock terms.
+
+        Times are mapped through `clock` (default: the scenario's own nominal start at
+        speed 1): sort plans take effect at clock.wall(effective_from_s) and stage
+        standards are wall-clock seconds, so an accelerated playback is judged by
+        equally accelerated standards."""
+        clock = clock or PlaybackClock(self.start)
+        return ReferenceData(
+            sites=tuple(model.Site(s.site, s.name, s.timezone) for s in self.sites),
+            read_points=tuple(
+                model.ReadPoint(
+                    r.read_point, r.site, Zone(r.zone), Stage(r.stage), r.description,
+                    r.position, r.next_read_point,
+                )
+                for r in self.read_points
+            ),
+            devices=tuple(
+                model.Device(r.device, r.site, r.read_point, r.protocol) for r in self.read_points
+            ),
+            service_classes=tuple(
+                model.ServiceClass(c.service_class, c.description, c.delivery_days)
+                for c in self.service_classes
+            ),
+            stage_standards=tuple(
+                model.StageStandard(
+                    s.site, Stage(s.stage), s.service_class, clock.wall_seconds(s.max_seconds)
+                )
+                for s in self.stage_standards
+            ),
+            sort_plans=tuple(
+                model.SortPlan(
+                    p.site,
+                    clock.wall(p.effective_from_s),
+                    tuple(model.SortPlanEntry(e.destination, e.chute, e.door) for e in p.entries),
+                    p.version,
+                )
+                for p in self.sort_plans
+            ),
+            manifest=tuple(
+                model.ManifestEntry(
+                    m.tracking_id, m.service_class, m.destination, m.destination_site or None,
+                    m.origin_site or self.site, m.epc,
+                )
+                for m in self.manifest
+            ),
+        )  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> Scenario:
@@ -382,7 +434,7 @@ def generate(
     line_of = rng.integers(0, cfg.induction_lines, n)
     jitter = rng.uniform(0.8, 1.2, size=(n, 5))
     order = rng.permutation(n)
-    delay_stage = rng.integers(0, len(TIMED), n)
+    delay_stage = rng.integers(0, len(TIMED_STAGES), n)
     delay_extra = rng.uniform(0.1, 1.0, n)
     lost_slot = np.array([IND, TUN, SRT, CHU])[rng.integers(0, 4, n)]
     wrong_pick = rng.integers(0, chutes - 1, n)
@@ -410,7 +462,7 @@ def generate(
     missort, delay, lost, noread, recirc, misroute = (kind_of == k for k in range(len(FAULT_KINDS)))
 
     # standard[site, stage, class] and nominal[stage] in seconds
-    nominal = np.array([transit[s] for s in TIMED])
+    nominal = np.array([transit[s] for s in TIMED_STAGES])
     slack = np.array([c.slack for c in classes])
     standard = np.round(factors[:, None, None] * nominal[None, :, None] * slack[None, None, :], 3)
     # Transit after each slot: induction, tunnel, sorter, sorter loop, chute.

@@ -33,10 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import psycopg
 import stamina
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
 from ingest.store import (
@@ -51,14 +49,10 @@ from ingest.store import (
 from parceltrack import health, topics, wire
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import WireFormatError
-from parceltrack.mqtt import connect, make_client
+from parceltrack.mqtt import Message, MqttClient, ReasonCode
 from storage.migrations import has_timescale
 
 log = logging.getLogger(__name__)
-
-HEALTH_SHARE = f"$share/ingest/{topics.PREFIX}/+/+/health"
-STATUS_SHARE = f"$share/ingest/{topics.PREFIX}/+/agents/+/status"
-SUBSCRIPTIONS = (topics.INGEST_SHARE, HEALTH_SHARE, STATUS_SHARE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,34 +146,29 @@ class IngestWorker:
         self._connection_lock = threading.Lock()
         self._period = _Period()
         self._merge_mode = MergeAfterConflicts()
-        self._client = make_client(
+        self._client = MqttClient(
             self.settings.client_id,
             self.settings.broker,
             persistent=True,
             receive_maximum=self.settings.max_in_flight,
+            manual_ack=True,
         )
-        self._client.manual_ack_set(True)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
+        self._client.on_connect(self._on_connect)
+        self._client.on_message(self._on_message)
+        self._client.on_disconnect(self._on_disconnect)
+        self._client.on_subscribe(self._on_subscribe)
         # Set once the broker confirmed this connection's subscriptions.
         self.subscribed = threading.Event()
 
     # -- MQTT side (paho's network thread) -------------------------------------
-    def _on_connect(
-        self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
-    ) -> None:
+    def _on_connect(self, rc: ReasonCode) -> None:
         with self._connection_lock:
             self._generation += 1
         log.info("ingest %s connected to broker (%s)", self.settings.client_id, rc)
         # Retained statuses only when a subscription is new, not on every reconnect.
-        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        client.subscribe([(topic, options) for topic in SUBSCRIPTIONS])
+        self._client.subscribe(topics.INGEST_SUBSCRIPTIONS, qos=1, retain_only_if_new=True)
 
-    def _on_disconnect(
-        self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object = None
-    ) -> None:
+    def _on_disconnect(self, rc: ReasonCode) -> None:
         with self._connection_lock:
             self._generation += 1
         self.subscribed.clear()
@@ -188,7 +177,7 @@ class IngestWorker:
     def _on_subscribe(self, *_args: object) -> None:
         self.subscribed.set()
 
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Message) -> None:
         received = _Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation)
         # Counted here, so "in flight" includes what waits in the inbox.
         self.accounts.messages_received += 1
@@ -197,8 +186,7 @@ class IngestWorker:
 
     # -- database side (the worker's own thread) --------------------------------
     def run(self) -> None:
-        connect(self._client)
-        self._client.loop_start()
+        self._client.start()
         try:
             self._serve()
         finally:
@@ -220,9 +208,9 @@ class IngestWorker:
         waits for it. (After kill -9 the share waits until it restarts: by design.)
         """
         unsub = threading.Event()
-        self._client.on_unsubscribe = lambda *_a: unsub.set()
+        self._client.on_unsubscribe(unsub.set)
         if self._client.is_connected():
-            self._client.unsubscribe(list(SUBSCRIPTIONS))
+            self._client.unsubscribe(topics.INGEST_SUBSCRIPTIONS)
             unsub.wait(5)
         time.sleep(0.2)  # messages already on the wire when the UNSUBACK was sent
         try:
@@ -233,8 +221,7 @@ class IngestWorker:
             conn.close()
         except psycopg.Error as exc:
             log.warning("could not flush on stop (%s); unacked messages will be redelivered", exc)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._client.stop()
 
     def _serve(self) -> None:
         conn, partitions = self._connect_db()

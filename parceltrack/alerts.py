@@ -13,7 +13,7 @@ class AlertKind(StrEnum):
     # About one parcel.
     DELAY = "delay"  # longer at its stage than the stage standard allows
     MISSING = "missing"  # not seen within the missing window after its deadline: lost?
-    LATE = "late"  # reached a read point after its stage deadline (closes itself)
+    LATE = "late"  # can no longer meet its delivery standard, even at median stage times
     MISSORT = "missort"  # left by a chute or door the sort plan does not assign
     MISROUTE = "misroute"  # reached a facility that is not on its way
     # About one device.

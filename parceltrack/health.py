@@ -9,7 +9,6 @@ is also the agent's Last Will, which carries no `since`.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -18,9 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from parceltrack import wire
 from parceltrack.errors import WireFormatError
-
-_HEALTH = re.compile(r"^parceltrack/v1/([^/]+)/([^/]+)/health$")
-_STATUS = re.compile(r"^parceltrack/v1/([^/]+)/agents/([^/]+)/status$")
+from parceltrack.topics import parse_health_topic, parse_status_topic
 
 Count = Annotated[int, Field(ge=0)]
 
@@ -52,10 +49,13 @@ class HealthReport(BaseModel):
     _ts_aware = field_validator("ts")(_aware)
 
 
+AgentState = Literal["online", "offline"]
+
+
 class StatusMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    state: Literal["online", "offline"]
+    state: AgentState
     since: datetime | None = None
 
     _since_aware = field_validator("since")(_aware)
@@ -89,16 +89,22 @@ class AgentStatus:
         return (self.agent, self.site, self.state, self.since, self.since_known)
 
 
-def parse_health_topic(topic: str) -> tuple[str, str] | None:
-    """(site, device) of a health topic, or None."""
-    match = _HEALTH.match(topic)
-    return (match.group(1), match.group(2)) if match else None
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
-def parse_status_topic(topic: str) -> tuple[str, str] | None:
-    """(site, agent) of an agent status topic, or None."""
-    match = _STATUS.match(topic)
-    return (match.group(1), match.group(2)) if match else None
+def encode_health(device: str, ts: datetime, connected: bool, **counters: Any) -> bytes:
+    """A device's health message; `counters` are the further fields (read point,
+    driver and outbox counters), which must be JSON values."""
+    return _json({"device": device, "ts": ts.isoformat(), "connected": connected, **counters})
+
+
+def encode_status(state: AgentState, since: datetime | None = None) -> bytes:
+    """An agent's status; the Last Will is encoded without `since` (its time is unknown)."""
+    body: dict[str, Any] = {"state": state}
+    if since is not None:
+        body["since"] = since.isoformat()
+    return _json(body)
 
 
 def _validated(model: type[BaseModel], payload: bytes) -> Any:

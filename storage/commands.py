@@ -13,6 +13,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> argparse._SubParsersAction
     db = sub.add_parser("db", help="schema migrations and reference data")
     db_sub: argparse._SubParsersAction[Any] = db.add_subparsers(dest="action", required=True)
     migrate = db_sub.add_parser("migrate", help="apply pending migrations (idempotent)")
+    migrate.add_argument(
+        "--require-timescale",
+        action="store_true",
+        help="fail unless the server gives TimescaleDB (default: fall back to plain "
+        "PostgreSQL with a warning)",
+    )
     migrate.set_defaults(func=run_migrate)
     return db_sub
 
@@ -20,6 +26,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> argparse._SubParsersAction
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from storage.migrations import migrate
 
-    applied = migrate(settings.dsn)
+    applied = migrate(settings.dsn, require_timescale=args.require_timescale)
     print(f"applied migrations {applied}" if applied else "schema is up to date")
     return 0

@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 
+from parceltrack.errors import ParceltrackError
+
 log = logging.getLogger(__name__)
 
 # Any fixed number; it serialises concurrent `db migrate` runs.
@@ -438,6 +440,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         $$;
         """,
     ),
+    # -- issue 12 (one schema owner): 60-69 -----------------------------------------
+    Migration(
+        60,
+        "drop parcels.expected_tags",
+        common="""
+        -- Written only by a manifest loader that nothing called; nothing reads it.
+        ALTER TABLE parcels DROP COLUMN expected_tags;
+        """,
+    ),
 )
 
 
@@ -447,13 +458,50 @@ def has_timescale(conn: psycopg.Connection[Any]) -> bool:
     return row is not None
 
 
-def _enable_timescale(conn: psycopg.Connection[Any]) -> bool:
-    available = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()
-    if available:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    return has_timescale(conn)
+# What an operator does about a TimescaleDB library installed but not preloaded (the
+# state right after installing Timescale's package without timescaledb-tune).
+PRELOAD_FIX = (
+    "add shared_preload_libraries = 'timescaledb' to postgresql.conf and restart "
+    "PostgreSQL, or run timescaledb-tune"
+)
+
+
+class TimescaleUnavailable(ParceltrackError):
+    """`--require-timescale` was given, but the server cannot give TimescaleDB."""
+
+
+def _enable_timescale(dsn: str, require: bool) -> bool:
+    """Create the timescaledb extension when the server offers it; True when it is there.
+
+    On its own connection: a library that is not preloaded makes TimescaleDB end the
+    session (FATAL), so the migrations must not share that connection. Such a server
+    falls back to plain PostgreSQL with a warning naming the fix, or, with `require`,
+    is refused with that same fix."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # Session lock, released when the connection closes, however it closes.
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        if has_timescale(conn):
+            return True
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+        if not available:
+            if require:
+                raise TimescaleUnavailable(
+                    "the timescaledb extension is not installed on the server"
+                )
+            return False
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        except psycopg.Error as exc:
+            if "must be preloaded" not in str(exc):
+                raise
+            problem = f"timescaledb is installed but not preloaded: {PRELOAD_FIX}"
+            if require:
+                raise TimescaleUnavailable(problem) from exc
+            log.warning("%s; migrating for plain PostgreSQL instead", problem)
+            return False
+        return True
 
 
 def applied_versions(conn: psycopg.Connection[Any]) -> set[int]:
@@ -463,36 +511,37 @@ def applied_versions(conn: psycopg.Connection[Any]) -> set[int]:
     return {int(str(v)) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
 
 
-def migrate(dsn: str) -> list[int]:
-    """Apply every pending migration; return the versions applied (none when up to date)."""
+def migrate(dsn: str, require_timescale: bool = False) -> list[int]:
+    """Apply every pending migration; return the versions applied (none when up to date).
+
+    With `require_timescale`, a server that cannot give TimescaleDB is refused
+    (TimescaleUnavailable) instead of migrated for plain PostgreSQL."""
+    timescale = _enable_timescale(dsn, require_timescale)
     applied: list[int] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
+        # Released when the connection closes: no unlock in a `finally` that could
+        # bury the real error under "the connection is closed".
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-        try:
-            timescale = _enable_timescale(conn)
-            conn.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                       version    integer PRIMARY KEY,
-                       name       text NOT NULL,
-                       flavour    text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            done = applied_versions(conn)
-            for step in MIGRATIONS:
-                if step.version in done:
-                    continue
-                flavour = "timescale" if timescale else "postgres"
-                with conn.transaction():
-                    for sql in (step.common, step.timescale if timescale else step.postgres):
-                        if sql.strip():
-                            conn.execute(sql.encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name, flavour) "
-                        "VALUES (%s, %s, %s)",
-                        (step.version, step.name, flavour),
-                    )
-                log.info("applied migration %d (%s) on %s", step.version, step.name, flavour)
-                applied.append(step.version)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   flavour    text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = applied_versions(conn)
+        for step in MIGRATIONS:
+            if step.version in done:
+                continue
+            flavour = "timescale" if timescale else "postgres"
+            with conn.transaction():
+                for sql in (step.common, step.timescale if timescale else step.postgres):
+                    if sql.strip():
+                        conn.execute(sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, flavour) VALUES (%s, %s, %s)",
+                    (step.version, step.name, flavour),
+                )
+            log.info("applied migration %d (%s) on %s", step.version, step.name, flavour)
+            applied.append(step.version)
     return applied

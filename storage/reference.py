@@ -1,190 +1,340 @@
-"""Reference data the pipeline needs, from a scenario: sites, read points, devices
-(with their protocol), service classes, stage standards, versioned sort plans and the
-manifest (bulk, with COPY)."""
+"""The reference-data repository: exactly one rule for storing each entity (site, read
+point, device, service class, stage standard, sort plan, manifest), used by the
+loader (`db load-scenario`), the demo, `sim site`, the benchmarks and the admin API.
+
+Each rule is written once, as a *step*: a generator that yields the statements to run
+(`Query`, or `Copy` for bulk rows) and is sent back each statement's rows, so the
+rule holds no I/O (the way psycopg keeps its protocol apart from I/O). Two thin
+executors run steps in one transaction: `run` on a psycopg connection (the loader,
+the demo, the tests) and `run_async` on an async one (the admin API, on its pool).
+A rule refuses what it cannot store meaningfully with ReferenceDataError (the admin
+API answers 422); the model (storage/model.py) refuses unknown zones and stages.
+
+The rules, where the loader and the admin API used to differ, are the admin API's:
+a read point may move to another site and takes the given next hop; a device takes
+the given description; a sort plan without a version becomes the site's next
+version, one with a version replaces that version whole; a manifest row for a
+parcel already known corrects it, but keeps its origin site and EPC when the row
+names none, and of one tracking number given twice the last row wins.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import psycopg
 
-from firmware_sim.clock import PlaybackClock
-from firmware_sim.scenario import ManifestEntry, Scenario
-from parceltrack.errors import ParceltrackError
+from storage.model import (
+    Device,
+    ManifestEntry,
+    ReadPoint,
+    ReferenceData,
+    ReferenceDataError,
+    ServiceClass,
+    Site,
+    SortPlan,
+    StageStandard,
+)
 
+__all__ = [
+    "Copy",
+    "Query",
+    "ReferenceDataError",
+    "Step",
+    "load",
+    "load_layout",
+    "load_manifest",
+    "load_standards",
+    "run",
+    "run_async",
+    "save_devices",
+    "save_layout",
+    "save_manifest",
+    "save_read_points",
+    "save_service_classes",
+    "save_sites",
+    "save_sort_plan",
+    "save_stage_standards",
+    "save_standards",
+]
 
-class ReferenceDataError(ParceltrackError, ValueError):
-    """Reference data that contradicts what the database already holds."""
-
-
-def load_scenario(
-    conn: psycopg.Connection[Any], scenario: Scenario, clock: PlaybackClock | None = None
-) -> int:
-    """Everything the system needs from a scenario, in one go; returns manifest rows.
-
-    Times are mapped through `clock` (default: the scenario's own nominal start at
-    speed 1): sort plans take effect at clock.wall(effective_from_s) and stage
-    standards are stored as wall-clock seconds, so an accelerated playback is judged
-    by equally accelerated standards."""
-    clock = clock or PlaybackClock(scenario.start)
-    load_layout(conn, scenario)
-    load_standards(conn, scenario, clock)
-    return load_manifest(conn, scenario.manifest, scenario.site)
-
-
-def load_layout(conn: psycopg.Connection[Any], scenario: Scenario) -> None:
-    """Upsert the scenario's sites, read points and devices (kind = protocol)."""
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO sites (site_id, name, timezone) VALUES (%s, %s, %s) "
-            "ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, "
-            "timezone = EXCLUDED.timezone",
-            [(s.site, s.name, s.timezone) for s in scenario.sites],
-        )
-        # First without next hops, then the hops: they reference each other.
-        cur.executemany(
-            "INSERT INTO read_points (read_point_id, site_id, zone, stage, description, "
-            "position) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (read_point_id) DO "
-            "UPDATE SET zone = EXCLUDED.zone, stage = EXCLUDED.stage, "
-            "description = EXCLUDED.description, position = EXCLUDED.position",
-            [
-                (r.read_point, r.site, r.zone, r.stage, r.description, r.position)
-                for r in scenario.read_points
-            ],
-        )
-        cur.executemany(
-            "UPDATE read_points SET next_read_point_id = %s WHERE read_point_id = %s",
-            [(r.next_read_point, r.read_point) for r in scenario.read_points],
-        )
-        cur.executemany(
-            "INSERT INTO devices (device_id, site_id, read_point_id, kind) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
-            "site_id = EXCLUDED.site_id, read_point_id = EXCLUDED.read_point_id, "
-            "kind = EXCLUDED.kind",
-            [(r.device, r.site, r.read_point, r.protocol) for r in scenario.read_points],
-        )
-
-
-def load_standards(conn: psycopg.Connection[Any], scenario: Scenario, clock: PlaybackClock) -> None:
-    """Upsert service classes and stage standards; replace the scenario sites' sort plans
-    by the scenario's versions (effective times mapped through `clock`)."""
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO service_classes (service_class, description, delivery_days) "
-            "VALUES (%s, %s, %s) ON CONFLICT (service_class) DO UPDATE SET "
-            "description = EXCLUDED.description, delivery_days = EXCLUDED.delivery_days",
-            [(c.service_class, c.description, c.delivery_days) for c in scenario.service_classes],
-        )
-        cur.executemany(
-            "INSERT INTO stage_standards (site_id, stage, service_class, max_seconds) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, stage, service_class) DO UPDATE "
-            "SET max_seconds = EXCLUDED.max_seconds",
-            [
-                (s.site, s.stage, s.service_class, clock.wall_seconds(s.max_seconds))
-                for s in scenario.stage_standards
-            ],
-        )
-        cur.execute(
-            "DELETE FROM sort_plans WHERE site_id = ANY(%s)", ([s.site for s in scenario.sites],)
-        )
-        for plan in scenario.sort_plans:
-            cur.execute(
-                "INSERT INTO sort_plans (site_id, version, effective_from) VALUES (%s, %s, %s) "
-                "RETURNING sort_plan_id",
-                (plan.site, plan.version, clock.wall(plan.effective_from_s)),
-            )
-            row = cur.fetchone()
-            assert row is not None
-            cur.executemany(
-                "INSERT INTO sort_plan_entries (sort_plan_id, destination, "
-                "chute_read_point_id, door_read_point_id) VALUES (%s, %s, %s, %s)",
-                [(row[0], e.destination, e.chute, e.door) for e in plan.entries],
-            )
-
-
-def load_manifest(
-    conn: psycopg.Connection[Any], entries: Iterable[ManifestEntry], origin_site: str = ""
-) -> int:
-    """Bulk-load manifest rows with COPY; existing parcels are updated. Returns rows.
-
-    `origin_site` fills in entries that name none. An EPC already held by another
-    parcel, an unknown site or a tracking id twice in one load is refused
-    (ReferenceDataError) and nothing of this load is kept."""
-    try:
-        with conn.transaction():
-            conn.execute(
-                "CREATE TEMP TABLE manifest_stage (tracking_id text, service_class text, "
-                "destination text, destination_site text, origin_site text, epc text) "
-                "ON COMMIT DROP"
-            )
-            with conn.cursor() as cur:
-                with cur.copy("COPY manifest_stage FROM STDIN") as copy:
-                    for e in entries:
-                        copy.write_row(
-                            (
-                                e.tracking_id,
-                                e.service_class,
-                                e.destination,
-                                e.destination_site or None,
-                                e.origin_site or origin_site or None,
-                                e.epc,
-                            )
-                        )
-                cur.execute(
-                    "INSERT INTO parcels (tracking_id, service_class, destination, "
-                    "destination_site, origin_site, epc) "
-                    "SELECT tracking_id, service_class, destination, destination_site, "
-                    "origin_site, epc FROM manifest_stage "
-                    "ON CONFLICT (tracking_id) DO UPDATE SET "
-                    "service_class = EXCLUDED.service_class, "
-                    "destination = EXCLUDED.destination, "
-                    "destination_site = EXCLUDED.destination_site, "
-                    "origin_site = EXCLUDED.origin_site, epc = EXCLUDED.epc"
-                )
-                return cur.rowcount
-    except (psycopg.errors.IntegrityError, psycopg.errors.CardinalityViolation) as exc:
-        raise ReferenceDataError(f"manifest not loaded: {exc.diag.message_detail or exc}") from exc
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
-class ManifestRecord:
-    """One parcel announced by a customer's manifest, with the tags it should carry."""
+class Query:
+    """One statement; with `many`, executed once per parameter row (no rows back)."""
 
-    tracking_id: str
-    service_class: str
-    destination: str
-    expected_tags: tuple[str, ...] = ()
-    destination_site: str | None = None
+    sql: str
+    params: Sequence[Any] = ()
+    many: Sequence[Sequence[Any]] | None = None
 
 
-def load_manifest_records(
-    conn: psycopg.Connection[Any], records: Iterable[ManifestRecord], origin_site: str | None
-) -> int:
-    """Bulk-load a manifest (COPY into a staging table, then one upsert). Returns rows.
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """`COPY ... FROM STDIN` of these rows."""
 
-    A parcel announced again (a corrected manifest) takes the new values.
-    """
-    with conn.transaction():
-        conn.execute(
-            "CREATE TEMP TABLE manifest_records_stage (tracking_id text, service_class text, "
-            "destination text, expected_tags text[], destination_site text) ON COMMIT DROP"
+    sql: str
+    rows: Iterable[Sequence[Any]]
+
+
+Step = Generator[Query | Copy, Rows, T]
+
+
+# -- executors --------------------------------------------------------------------
+
+
+def _sync(cur: psycopg.Cursor[Any], statement: Query | Copy) -> Rows:
+    if isinstance(statement, Copy):
+        with cur.copy(statement.sql) as copy:
+            for row in statement.rows:
+                copy.write_row(row)
+        return []
+    if statement.many is not None:
+        cur.executemany(statement.sql, statement.many)
+        return []
+    cur.execute(statement.sql, statement.params)
+    return cur.fetchall() if cur.description else []
+
+
+def run(conn: psycopg.Connection[Any], step: Step[T]) -> T:
+    """Run a step on `conn` in one transaction; its result."""
+    with conn.transaction(), conn.cursor() as cur:
+        try:
+            statement = next(step)
+            while True:
+                statement = step.send(_sync(cur, statement))
+        except StopIteration as done:
+            return cast(T, done.value)
+
+
+async def _async(cur: psycopg.AsyncCursor[Any], statement: Query | Copy) -> Rows:
+    if isinstance(statement, Copy):
+        async with cur.copy(statement.sql) as copy:
+            for row in statement.rows:
+                await copy.write_row(row)
+        return []
+    if statement.many is not None:
+        await cur.executemany(statement.sql, statement.many)
+        return []
+    await cur.execute(statement.sql, statement.params)
+    return await cur.fetchall() if cur.description else []
+
+
+async def run_async(conn: psycopg.AsyncConnection[Any], step: Step[T]) -> T:
+    """Run a step on an async `conn` in one transaction; its result."""
+    async with conn.transaction(), conn.cursor() as cur:
+        try:
+            statement = next(step)
+            while True:
+                statement = step.send(await _async(cur, statement))
+        except StopIteration as done:
+            return cast(T, done.value)
+
+
+# -- one rule per entity -------------------------------------------------------------
+
+
+def save_sites(sites: Iterable[Site]) -> Step[None]:
+    """Create or change sites; a time zone PostgreSQL does not know is refused."""
+    sites = list(sites)
+    zones = {s.timezone for s in sites}
+    known = yield Query("SELECT name FROM pg_timezone_names WHERE name = ANY(%s)", (list(zones),))
+    if unknown := zones - {str(name) for (name,) in known}:
+        raise ReferenceDataError(f"unknown time zone {sorted(unknown)[0]!r}")
+    yield Query(
+        "INSERT INTO sites (site_id, name, timezone) VALUES (%s, %s, %s) "
+        "ON CONFLICT (site_id) DO UPDATE SET name = EXCLUDED.name, timezone = EXCLUDED.timezone",
+        many=[(s.site_id, s.name, s.timezone) for s in sites],
+    )
+
+
+def _hops_first(read_points: Iterable[ReadPoint]) -> list[ReadPoint]:
+    """Read points ordered so that a next hop given in the same batch comes before the
+    read point leading to it (the foreign key needs it stored first)."""
+    by_id = {rp.read_point_id: rp for rp in read_points}
+    ordered: list[ReadPoint] = []
+    state: dict[str, bool] = {}  # False: being placed; True: placed
+    for start in by_id:
+        path: list[str] = []
+        current: str | None = start
+        while current in by_id and current not in state:
+            state[current] = False
+            path.append(current)
+            current = by_id[current].next_read_point_id
+        if current is not None and state.get(current) is False:
+            raise ReferenceDataError(f"read points form a loop through {current!r}")
+        for rp_id in reversed(path):
+            state[rp_id] = True
+            ordered.append(by_id[rp_id])
+    return ordered
+
+
+def save_read_points(read_points: Iterable[ReadPoint]) -> Step[None]:
+    """Create or change read points (site, zone, stage, description, position and next
+    hop all as given); their site and next hop must exist or come in the same batch."""
+    yield Query(
+        "INSERT INTO read_points (read_point_id, site_id, zone, stage, description, "
+        "position, next_read_point_id) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (read_point_id) DO UPDATE SET site_id = EXCLUDED.site_id, "
+        "zone = EXCLUDED.zone, stage = EXCLUDED.stage, description = EXCLUDED.description, "
+        "position = EXCLUDED.position, next_read_point_id = EXCLUDED.next_read_point_id",
+        many=[
+            (r.read_point_id, r.site_id, r.zone.value, r.stage.value, r.description,
+             r.position, r.next_read_point_id)
+            for r in _hops_first(read_points)
+        ],
+    )  # fmt: skip
+
+
+def save_devices(devices: Iterable[Device]) -> Step[None]:
+    """Register or change devices; their site and read point must exist."""
+    yield Query(
+        "INSERT INTO devices (device_id, site_id, read_point_id, kind, description) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
+        "site_id = EXCLUDED.site_id, read_point_id = EXCLUDED.read_point_id, "
+        "kind = EXCLUDED.kind, description = EXCLUDED.description",
+        many=[(d.device_id, d.site_id, d.read_point_id, d.kind, d.description) for d in devices],
+    )
+
+
+def save_service_classes(classes: Iterable[ServiceClass]) -> Step[None]:
+    """Create or change service classes and their delivery standard."""
+    yield Query(
+        "INSERT INTO service_classes (service_class, description, delivery_days) "
+        "VALUES (%s, %s, %s) ON CONFLICT (service_class) DO UPDATE SET "
+        "description = EXCLUDED.description, delivery_days = EXCLUDED.delivery_days",
+        many=[(c.service_class, c.description, c.delivery_days) for c in classes],
+    )
+
+
+def save_stage_standards(standards: Iterable[StageStandard]) -> Step[None]:
+    """Set stage standards. One for a stage the site has no read point for would never
+    apply (detection would time the stage by its default), so it is refused."""
+    standards = list(standards)
+    missing = yield Query(
+        "SELECT s.site_id, s.stage FROM unnest(%s::text[], %s::text[]) AS s (site_id, stage) "
+        "WHERE NOT EXISTS (SELECT 1 FROM read_points r "
+        "WHERE r.site_id = s.site_id AND r.stage = s.stage) LIMIT 1",
+        ([s.site_id for s in standards], [s.stage.value for s in standards]),
+    )
+    if missing:
+        site, stage = missing[0]
+        raise ReferenceDataError(
+            f"site {site!r} has no read point at stage {stage!r}: a standard for it "
+            "would never apply"
         )
-        with conn.cursor() as cur:
-            with cur.copy("COPY manifest_records_stage FROM STDIN") as copy:
-                for r in records:
-                    copy.write_row(
-                        (r.tracking_id, r.service_class, r.destination, list(r.expected_tags),
-                         r.destination_site)
-                    )  # fmt: skip
-            cur.execute(
-                "INSERT INTO parcels (tracking_id, service_class, destination, origin_site, "
-                "expected_tags, destination_site) SELECT tracking_id, service_class, "
-                "destination, %s, expected_tags, destination_site FROM manifest_records_stage "
-                "ON CONFLICT (tracking_id) DO UPDATE SET service_class = EXCLUDED.service_class, "
-                "destination = EXCLUDED.destination, expected_tags = EXCLUDED.expected_tags, "
-                "destination_site = EXCLUDED.destination_site",
-                (origin_site,),
-            )
-            return cur.rowcount
+    yield Query(
+        "INSERT INTO stage_standards (site_id, stage, service_class, max_seconds) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, stage, service_class) DO UPDATE "
+        "SET max_seconds = EXCLUDED.max_seconds",
+        many=[(s.site_id, s.stage.value, s.service_class, s.max_seconds) for s in standards],
+    )
+
+
+def save_sort_plan(plan: SortPlan) -> Step[int]:
+    """Store one version of a site's sort plan whole; returns its sort_plan_id.
+
+    Without a version it becomes the site's next one; with one, it replaces that
+    version (its time and every entry)."""
+    # Serialises "the next version" between concurrent writers.
+    yield Query("SELECT pg_advisory_xact_lock(hashtext('sort_plans'), 0)")
+    saved = yield Query(
+        "INSERT INTO sort_plans (site_id, version, effective_from) "
+        "SELECT %s, coalesce(%s::integer, max(version) + 1, 1), %s "
+        "FROM sort_plans WHERE site_id = %s "
+        "ON CONFLICT (site_id, version) DO UPDATE SET effective_from = EXCLUDED.effective_from "
+        "RETURNING sort_plan_id",
+        (plan.site_id, plan.version, plan.effective_from, plan.site_id),
+    )
+    plan_id = int(saved[0][0])
+    yield Query("DELETE FROM sort_plan_entries WHERE sort_plan_id = %s", (plan_id,))
+    yield Query(
+        "INSERT INTO sort_plan_entries (sort_plan_id, destination, chute_read_point_id, "
+        "door_read_point_id) VALUES (%s, %s, %s, %s)",
+        many=[
+            (plan_id, e.destination, e.chute_read_point_id, e.door_read_point_id)
+            for e in plan.entries
+        ],
+    )
+    return plan_id
+
+
+def save_manifest(entries: Iterable[ManifestEntry], origin_site: str | None = None) -> Step[int]:
+    """Bulk-store manifest rows (COPY, then one upsert); returns the parcels stored.
+
+    `origin_site` fills in rows that name none. An EPC already held by another parcel
+    or an unknown site fails the statement (psycopg's IntegrityError) and nothing of
+    the load is kept."""
+    yield Query(
+        "CREATE TEMP TABLE manifest_stage (n bigserial, tracking_id text, "
+        "service_class text, destination text, destination_site text, origin_site text, "
+        "epc text) ON COMMIT DROP"
+    )
+    yield Copy(
+        "COPY manifest_stage (tracking_id, service_class, destination, destination_site, "
+        "origin_site, epc) FROM STDIN",
+        (
+            (e.tracking_id, e.service_class, e.destination, e.destination_site,
+             e.origin_site or origin_site, e.epc)
+            for e in entries
+        ),
+    )  # fmt: skip
+    stored = yield Query(
+        "WITH stored AS (INSERT INTO parcels (tracking_id, service_class, destination, "
+        "destination_site, origin_site, epc) "
+        "SELECT DISTINCT ON (tracking_id) tracking_id, service_class, destination, "
+        "destination_site, origin_site, epc FROM manifest_stage ORDER BY tracking_id, n DESC "
+        "ON CONFLICT (tracking_id) DO UPDATE SET service_class = EXCLUDED.service_class, "
+        "destination = EXCLUDED.destination, destination_site = EXCLUDED.destination_site, "
+        "origin_site = coalesce(EXCLUDED.origin_site, parcels.origin_site), "
+        "epc = coalesce(EXCLUDED.epc, parcels.epc) RETURNING 1) SELECT count(*) FROM stored"
+    )
+    return int(stored[0][0])
+
+
+# -- the loader's batches ----------------------------------------------------------
+
+
+def save_layout(data: ReferenceData) -> Step[None]:
+    """Sites, then their read points, then the devices at them."""
+    yield from save_sites(data.sites)
+    yield from save_read_points(data.read_points)
+    yield from save_devices(data.devices)
+
+
+def save_standards(data: ReferenceData) -> Step[None]:
+    """Service classes, stage standards and sort plans (the layout must be stored)."""
+    yield from save_service_classes(data.service_classes)
+    yield from save_stage_standards(data.stage_standards)
+    for plan in data.sort_plans:
+        yield from save_sort_plan(plan)
+
+
+def load_layout(conn: psycopg.Connection[Any], data: ReferenceData) -> None:
+    run(conn, save_layout(data))
+
+
+def load_standards(conn: psycopg.Connection[Any], data: ReferenceData) -> None:
+    run(conn, save_standards(data))
+
+
+def load_manifest(
+    conn: psycopg.Connection[Any], entries: Iterable[ManifestEntry], origin_site: str | None = None
+) -> int:
+    """Bulk-load manifest rows; returns the parcels stored. A row that contradicts the
+    database (an EPC held by another parcel, an unknown site) refuses the whole load."""
+    try:
+        return run(conn, save_manifest(entries, origin_site))
+    except psycopg.errors.IntegrityError as exc:
+        raise ReferenceDataError(f"manifest not loaded: {exc.diag.message_detail or exc}") from exc
+
+
+def load(conn: psycopg.Connection[Any], data: ReferenceData) -> int:
+    """Everything in `data`, layout first; returns the manifest rows stored."""
+    load_layout(conn, data)
+    load_standards(conn, data)
+    return load_manifest(conn, data.manifest)

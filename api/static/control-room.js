@@ -32,6 +32,7 @@
   const alerts = new Map(); // alert_id -> alert, unresolved only
   const fresh = new Set(); // alert ids that arrived live, highlighted for a while
   const drafts = new Map(); // feedback_id -> answer being typed
+  let labels = new Map(); // alert kind -> what controllers read, from GET /v1/alerts/kinds
   let renderQueued = false;
 
   function authHeaders(extra) {
@@ -113,14 +114,17 @@
     board.hidden = false;
     signOut.hidden = false;
     clearError();
-    // One quick check first, so a wrong key gets its message before anything else.
+    // One quick check first, so a wrong key gets its message before anything else: the
+    // kinds' labels need the controller's role too, and come before the first alert.
+    let kinds;
     try {
-      await api("/v1/alerts?state=open&limit=1", { headers: authHeaders() });
+      kinds = await api("/v1/alerts/kinds", { headers: authHeaders() });
     } catch (error) {
       if (mine === session) failed(error, "open the control room");
       return;
     }
     if (mine !== session) return;
+    labels = new Map(kinds.map((k) => [k.kind, k.label]));
     openStream(mine);
     loadDevices(mine);
     loadFeedback(mine);
@@ -147,6 +151,11 @@
     clearError();
     askForKey();
   });
+
+  // A kind newer than the labels this API sent is shown by its own name.
+  function label(kind) {
+    return labels.get(kind) || kind;
+  }
 
   // ---- the alert stream -----------------------------------------------------------
 
@@ -283,7 +292,7 @@
       if (isLive && alert.state === "open" && !alerts.has(alert.alert_id)) {
         fresh.add(alert.alert_id);
         $("alerts-announce").textContent =
-          `New alert: ${alert.kind} at ${alert.site_id || "no site"}` +
+          `New alert: ${label(alert.kind)} at ${alert.site_id || "no site"}` +
           (alert.tracking_id ? `, parcel ${alert.tracking_id}` : "");
         setTimeout(() => { fresh.delete(alert.alert_id); queueRender(); }, 10000);
       }
@@ -378,7 +387,7 @@
           const list = kinds.get(kind).sort((a, b) =>
             (a.state === b.state ? 0 : a.state === "open" ? -1 : 1) || b.alert_id - a.alert_id);
           return el("div", { class: "kind-group", dataset: { kind } },
-            el("h4", {}, kind, " ", el("span", { class: "count", text: `(${list.length})` })),
+            el("h4", {}, label(kind), " ", el("span", { class: "count", text: `(${list.length})` })),
             el("ul", { class: "alert-list" }, list.map(alertItem)));
         }));
     });

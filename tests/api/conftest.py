@@ -91,7 +91,8 @@ def seed(dsn: str) -> Seeded:
             _scan("", f"{SITE}-TUN1", seq, now - timedelta(seconds=40 + i), EventKind.NOREAD)
         )
     with psycopg.connect(dsn, autocommit=True) as conn:
-        load_layout(conn, SCENARIO)
+        data = SCENARIO.reference_data()
+        load_layout(conn, data)
         classes = [c.service_class for c in SCENARIO.service_classes]
         with conn.cursor() as cur:
             cur.executemany(
@@ -104,7 +105,7 @@ def seed(dsn: str) -> Seeded:
                     "INSERT INTO stage_standards VALUES (%s, %s, %s, %s)",
                     (SITE, stage, cls, 600.0),
                 )
-        load_manifest(conn, SCENARIO.manifest, SITE)
+        load_manifest(conn, data.manifest)
         plan_id = conn.execute(
             "INSERT INTO sort_plans (site_id, version, effective_from) "
             "VALUES (%s, 1, now() - interval '1 day') RETURNING sort_plan_id",

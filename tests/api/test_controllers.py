@@ -13,6 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
+from api.alerts import ALERT_LABELS
+from parceltrack.alerts import AlertKind
 from tests.api.conftest import SITE, Seeded, ThreadedServer, auth
 
 
@@ -46,6 +48,14 @@ def test_alerts_filter_by_state_kind_and_site(
         "items"
     ]
     assert future == []
+
+
+def test_alert_kinds_lists_every_kind_with_its_label(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    """GET /v1/alerts/kinds gives every AlertKind, in order, with the label controllers read."""
+    body = client.get("/v1/alerts/kinds", headers=auth(keys["controller"])).json()
+    assert body == [{"kind": k.value, "label": ALERT_LABELS[k]} for k in AlertKind]
 
 
 def test_alert_pages_follow_the_cursor_without_gaps_or_repeats(

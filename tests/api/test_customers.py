@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import jsonschema
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from composition.services import PrivateMosquitto
+from parceltrack.alerts import AlertKind
 from tests.api.conftest import SCENARIO, SITE, Seeded, auth, settings_for
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -74,6 +76,25 @@ def test_parcel_with_an_open_missort_alert_is_an_exception(
     """An open alert other than a delay makes the status exception; a resolved one does not."""
     assert client.get(f"/v1/parcels/{seeded.missorted}").json()["status"] == "exception"
     assert client.get(f"/v1/parcels/{seeded.in_sorting}").json()["status"] == "in_sorting"
+
+
+def test_parcel_with_the_detectors_open_delay_alert_is_delayed(
+    client: TestClient, seeded: Seeded
+) -> None:
+    """A parcel whose only open alert is a delay, as the detector opens it, is delayed."""
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO alerts (fingerprint, kind, site_id, read_point_id, tracking_id) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (
+                f"delay:{seeded.in_sorting}",
+                AlertKind.DELAY,
+                SITE,
+                f"{SITE}-SRT1",
+                seeded.in_sorting,
+            ),
+        )
+    assert client.get(f"/v1/parcels/{seeded.in_sorting}").json()["status"] == "delayed"
 
 
 def test_manifest_only_parcel_is_accepted(client: TestClient, seeded: Seeded) -> None:

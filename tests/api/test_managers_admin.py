@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from api.tracking import add_working_days
+from parceltrack.layout import Stage, Zone
 from tests.api.conftest import SITE, Seeded, auth
 
 
@@ -172,6 +174,48 @@ def test_service_classes_standards_and_layout(
     assert client.put("/v1/admin/devices/CDG1-gate1", json=dev, headers=h).status_code == 200
     dev["read_point_id"] = "CDG1-NOPE"
     assert client.put("/v1/admin/devices/CDG1-gate2", json=dev, headers=h).status_code == 409
+
+
+READ_POINT = {"site_id": SITE, "zone": "chute", "stage": "chute"}
+STANDARD = {"site_id": SITE, "stage": "sort", "service_class": "economy", "max_seconds": 9}
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field", "enum"),
+    [
+        pytest.param(f"/v1/admin/read-points/{SITE}-X1", READ_POINT, "zone", Zone, id="zone"),
+        pytest.param(f"/v1/admin/read-points/{SITE}-X1", READ_POINT, "stage", Stage, id="stage"),
+        pytest.param("/v1/admin/stage-standards", STANDARD, "stage", Stage, id="standard"),
+    ],
+)
+def test_an_unknown_zone_or_stage_is_refused_listing_the_allowed_ones(
+    client: TestClient,
+    seeded: Seeded,
+    keys: dict[str, str],
+    url: str,
+    body: dict[str, object],
+    field: str,
+    enum: type[StrEnum],
+) -> None:
+    """An unknown zone or stage is a 422 naming the field and every allowed value."""
+    response = client.put(url, json=body | {field: "slide"}, headers=auth(keys["admin"]))
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", field]
+    assert all(repr(member.value) in error["msg"] for member in enum), error["msg"]
+
+
+def test_a_stage_standard_for_a_stage_the_site_lacks_is_refused(
+    client: TestClient, seeded: Seeded, keys: dict[str, str]
+) -> None:
+    """A standard for a stage no read point of the site has is a 422, not stored."""
+    standard = STANDARD | {"stage": "customs"}
+    response = client.put("/v1/admin/stage-standards", json=standard, headers=auth(keys["admin"]))
+    assert response.status_code == 422
+    assert "customs" in response.json()["detail"] and SITE in response.json()["detail"]
+    with psycopg.connect(seeded.dsn) as conn:
+        stored = conn.execute("SELECT 1 FROM stage_standards WHERE stage = 'customs'").fetchone()
+    assert stored is None
 
 
 def test_api_keys_are_shown_once_stored_hashed_and_revocable(

@@ -25,6 +25,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/alerts"): "controller",
     ("POST", "/v1/alerts/{alert_id}/ack"): "controller",
     ("GET", "/v1/alerts/stream"): "controller",
+    ("GET", "/v1/alerts/kinds"): "controller",
     ("GET", "/v1/devices"): "controller",
     ("GET", "/v1/sites/{site}/throughput"): "controller",
     ("GET", "/v1/feedback"): "controller",

@@ -93,3 +93,14 @@ def test_simulated_site_has_the_devices_the_agent_file_names() -> None:
     assert {(d.id, d.read_point) for d in agent.devices} == {
         (r.device, r.read_point) for r in scenario.read_points
     }
+
+
+def test_image_copies_every_package() -> None:
+    """The Dockerfile copies every package that pyproject.toml installs."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    assert packages <= copied, packages - copied

@@ -38,8 +38,9 @@ def client(db_dsn: str, mqtt_server: PrivateMosquitto) -> Iterator[TestClient]:
         for i, rp in enumerate(route)
     ]
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        load_layout(conn, SCENARIO)
-        load_manifest(conn, SCENARIO.manifest, "LHR1")
+        data = SCENARIO.reference_data()
+        load_layout(conn, data)
+        load_manifest(conn, data.manifest)
         with conn.transaction():
             write_scans(conn, events, ScanPartitions(has_timescale(conn)))
     app = create_app(ApiSettings(dsn=db_dsn, broker=BrokerAddress.from_url(mqtt_server.url)))

@@ -22,9 +22,10 @@ from detect.publish import AlertPublisher
 from detect.reference import DetectConfig
 from detect.service import Detector, DetectSettings
 from ingest.store import ScanPartitions
+from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.identifiers import S10
-from parceltrack.mqtt import make_client, wait_connected
+from parceltrack.mqtt import MqttClient
 from tests.waiting import wait_until
 
 P1, P2, P3 = "RR473124829GB", "EE471108151FR", "EE123456785CN"
@@ -395,33 +396,31 @@ def test_alerts_are_published_on_mqtt_and_the_cursor_moves(
     """Each alert change goes to parceltrack/v1/{site}/alerts at QoS 1, once acknowledged."""
     broker = BrokerAddress.from_url(mqtt_server.url)
     got: list[dict[str, Any]] = []
-    sub = make_client("test-alert-sub", broker)
-    sub.on_message = lambda _c, _u, m: got.append({"topic": m.topic, **json.loads(m.payload)})
+    sub = MqttClient("test-alert-sub", broker)
+    sub.on_message(lambda m: got.append({"topic": m.topic, **json.loads(m.payload)}))
     subscribed = threading.Event()
-    sub.on_subscribe = lambda *_a: subscribed.set()
-    sub.connect(broker.host, broker.port)
-    sub.loop_start()
+    sub.on_subscribe(lambda _reasons: subscribed.set())
+    sub.start()
     try:
-        assert wait_connected(sub)
-        sub.subscribe("parceltrack/v1/+/alerts", qos=1)
+        assert sub.wait_connected()
+        sub.subscribe(topics.ALL_ALERTS, qos=1)
         wait_until(subscribed.is_set, 10, "the SUBACK")
         centre.parcel(P1)
         centre.scan(P1, "A1-IND1", 0.0)
         d = _started(centre, db_dsn, 1.0)
         d.step(centre.conn, centre.base + 11.0)
-        pub_client = make_client("test-alert-pub", broker)
-        pub_client.connect(broker.host, broker.port)
-        pub_client.loop_start()
-        assert wait_connected(pub_client)
+        pub_client = MqttClient("test-alert-pub", broker)
+        pub_client.start()
+        assert pub_client.wait_connected()
         publisher = AlertPublisher(db_dsn, broker)
         assert publisher.drain(centre.conn, pub_client) == 1
         assert publisher.drain(centre.conn, pub_client) == 0  # nothing twice
-        pub_client.loop_stop()
+        pub_client.stop()
         wait_until(lambda: got, 10, "the alert on MQTT")
     finally:
-        sub.loop_stop()
+        sub.stop()
     assert [(m["topic"], m["change"], m["alert"]["kind"]) for m in got] == [
-        ("parceltrack/v1/A1/alerts", "opened", "delay")
+        (topics.alerts("A1"), "opened", "delay")
     ]
 
 

@@ -4,7 +4,6 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from composition.services import PrivateMosquitto
@@ -14,7 +13,7 @@ from firmware_sim.barcode import ScannerFraming, code128, frame, noread_frame
 from firmware_sim.pty import VirtualSerialPort
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import Message, MqttClient
 from parceltrack.wire import decode_batch
 from tests.waiting import wait_until
 
@@ -41,17 +40,16 @@ class Collector:
         self.batches: list[tuple[str, bytes]] = []
         self.health: list[dict[str, object]] = []
         self.status: list[dict[str, object]] = []
-        self.client = make_client(f"collector-{time.monotonic_ns()}", BrokerAddress.from_url(url))
-        self.client.on_message = self._on_message
+        self.client = MqttClient(f"collector-{time.monotonic_ns()}", BrokerAddress.from_url(url))
+        self.client.on_message(self._on_message)
         subscribed = threading.Event()
-        self.client.on_subscribe = lambda *_a: subscribed.set()
-        connect(self.client)
-        self.client.loop_start()
-        assert wait_connected(self.client)
-        self.client.subscribe("parceltrack/v1/#", qos=1)
+        self.client.on_subscribe(lambda _reasons: subscribed.set())
+        self.client.start()
+        assert self.client.wait_connected()
+        self.client.subscribe(topics.EVERYTHING, qos=1)
         wait_until(subscribed.is_set, 10, "the collector's SUBACK")
 
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Message) -> None:
         if msg.topic.endswith("/events"):
             self.batches.append((msg.topic, msg.payload))
         elif msg.topic.endswith("/health"):
@@ -63,8 +61,7 @@ class Collector:
         return [e.tracking_id or e.kind for t, p in self.batches for e in decode_batch(t, p).events]
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.client.stop()
 
 
 def test_scanner_on_a_real_pty_reaches_mqtt_as_events(

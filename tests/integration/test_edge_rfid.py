@@ -25,7 +25,6 @@ from firmware_sim.rfid import TagField, VirtualMercury, VirtualR2000
 from firmware_sim.transport import PtyTransport, TcpTransport
 from parceltrack.config import BrokerAddress
 from parceltrack.identifiers import S10
-from parceltrack.mqtt import wait_connected
 from parceltrack.wire import decode_batch
 from tests.integration.test_edge_pty import Collector
 from tests.waiting import wait_until
@@ -383,7 +382,7 @@ def test_backlog_replay_is_paced_and_does_not_starve_live_events(
     publisher = Publisher(config, BrokerAddress.from_url(mqtt_server.url), outbox)
     publisher.start()
     try:
-        assert wait_connected(publisher.client)
+        assert publisher.client.wait_connected()
         wait_until(lambda: publisher.online, 15, "the publisher online")
         started = time.monotonic()
         publisher.pump()  # connected: what waits now is backlog

@@ -16,7 +16,7 @@ from composition.services import PrivateMosquitto
 from ingest.worker import IngestWorker
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import MqttClient
 from tests.plugins.ingest_chaos import scan_batch
 from tests.waiting import wait_until
 
@@ -25,14 +25,12 @@ EVENTS = topics.events("LHR1", "scan-1")
 
 
 def _publish(url: str, messages: list[tuple[str, bytes]]) -> None:
-    client = make_client(f"pub-{time.monotonic_ns()}", BrokerAddress.from_url(url))
-    connect(client)
-    client.loop_start()
-    assert wait_connected(client)
+    client = MqttClient(f"pub-{time.monotonic_ns()}", BrokerAddress.from_url(url))
+    client.start()
+    assert client.wait_connected()
     for info in [client.publish(t, p, qos=1) for t, p in messages]:
         info.wait_for_publish(10)
-    client.loop_stop()
-    client.disconnect()
+    client.stop()
 
 
 def _without(payload: bytes, key: str, event: int | None = None) -> bytes:

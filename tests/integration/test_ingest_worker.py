@@ -9,21 +9,19 @@ from ingest.worker import IngestWorker
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import MqttClient
 from parceltrack.wire import encode_batch
 from tests.waiting import wait_until
 
 
 def _publish(url: str, messages: list[tuple[str, bytes]]) -> None:
-    client = make_client(f"pub-{time.monotonic_ns()}", BrokerAddress.from_url(url))
-    connect(client)
-    client.loop_start()
-    assert wait_connected(client)
+    client = MqttClient(f"pub-{time.monotonic_ns()}", BrokerAddress.from_url(url))
+    client.start()
+    assert client.wait_connected()
     infos = [client.publish(t, p, qos=1) for t, p in messages]
     for info in infos:
         info.wait_for_publish(10)
-    client.loop_stop()
-    client.disconnect()
+    client.stop()
 
 
 T0 = datetime.now(UTC)

@@ -6,7 +6,8 @@ import pytest
 from ingest.store import MergeAfterConflicts, ScanPartitions, write_scans
 from parceltrack.events import EventKind, ScanEvent
 from storage.migrations import has_timescale
-from storage.reference import ManifestRecord, load_manifest_records
+from storage.model import ManifestEntry
+from storage.reference import load_manifest
 
 NOW = datetime.now(UTC).replace(second=30, microsecond=0) - timedelta(minutes=5)
 
@@ -61,27 +62,29 @@ def test_optimistic_copy_falls_back_to_the_merge_on_replays(storage_dsn: str) ->
     assert count == (35, 35)
 
 
-def test_manifest_with_expected_tags_loads_in_bulk(storage_dsn: str) -> None:
+def test_manifest_loads_in_bulk_and_a_corrected_one_updates_it(storage_dsn: str) -> None:
     """A manifest of thousands of parcels loads with COPY; a corrected one updates them."""
-    records = [
-        ManifestRecord(f"RR{i:09d}GB", "EMS", "FR75", (f"urn:epc:id:sgtin:0614141.812345.{i}",))
+    entries = [
+        ManifestEntry(f"RR{i:09d}GB", "EMS", "FR75", epc=f"3074257BF7194E40{i:08X}")
         for i in range(5000)
     ]
     with psycopg.connect(storage_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO sites (site_id, name) VALUES ('LHR1', 'Heathrow')")
-        assert load_manifest_records(conn, records, "LHR1") == 5000
-        fixed = ManifestRecord("RR000000007GB", "PAR", "DE10", (), "FRA1")
-        assert load_manifest_records(conn, [fixed], "LHR1") == 1
+        assert load_manifest(conn, entries, "LHR1") == 5000
+        fixed = ManifestEntry("RR000000007GB", "PAR", "DE10", "FRA1")
+        assert load_manifest(conn, [fixed], "LHR1") == 1
         row = conn.execute(
-            "SELECT service_class, destination, expected_tags, destination_site FROM parcels "
+            "SELECT service_class, destination, epc, origin_site, destination_site FROM parcels "
             "WHERE tracking_id = 'RR000000008GB'"
         ).fetchone()
         fixed_row = conn.execute(
-            "SELECT service_class, expected_tags FROM parcels WHERE tracking_id = 'RR000000007GB'"
+            "SELECT service_class, destination_site, epc FROM parcels "
+            "WHERE tracking_id = 'RR000000007GB'"
         ).fetchone()
         count = conn.execute("SELECT count(*) FROM parcels").fetchone()
-    assert row == ("EMS", "FR75", ["urn:epc:id:sgtin:0614141.812345.8"], None)
-    assert fixed_row == ("PAR", [])
+    assert row == ("EMS", "FR75", "3074257BF7194E4000000008", "LHR1", None)
+    # A correction that names no EPC keeps the one the parcel has.
+    assert fixed_row == ("PAR", "FRA1", "3074257BF7194E4000000007")
     assert count == (5000,)
 
 

@@ -6,7 +6,15 @@ import pytest
 
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
-from storage.reference import ReferenceDataError, load_manifest, load_scenario
+from parceltrack.layout import Stage
+from storage.model import StageStandard
+from storage.reference import (
+    ReferenceDataError,
+    load,
+    load_layout,
+    load_manifest,
+    load_standards,
+)
 
 SCENARIO = generate(
     ScenarioConfig(
@@ -23,7 +31,7 @@ def test_a_scenario_loads_everything_the_system_needs(db_dsn: str) -> None:
     """Sites, read points, devices with protocols, standards, plans and manifest land in PG."""
     clock = PlaybackClock(datetime(2026, 11, 24, 8, 0, tzinfo=UTC), speed=60.0)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        rows = load_scenario(conn, SCENARIO, clock)
+        rows = load(conn, SCENARIO.reference_data(clock))
         assert rows == len(SCENARIO.manifest)
         assert conn.execute("SELECT count(*) FROM sites").fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM read_points").fetchone() == (
@@ -59,19 +67,47 @@ def test_a_scenario_loads_everything_the_system_needs(db_dsn: str) -> None:
         ).fetchone()
         assert stored == (tagged.epc, "MAN1", tagged.destination_site, tagged.service_class)
         # Loading again is idempotent.
-        assert load_scenario(conn, SCENARIO, clock) == len(SCENARIO.manifest)
+        assert load(conn, SCENARIO.reference_data(clock)) == len(SCENARIO.manifest)
         assert conn.execute("SELECT count(*) FROM parcels").fetchone() == (len(SCENARIO.manifest),)
 
 
 def test_a_conflicting_manifest_is_refused_whole(db_dsn: str) -> None:
     """An EPC already held by another parcel is a clear error and nothing is loaded."""
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        load_scenario(conn, SCENARIO)
-        tagged = next(m for m in SCENARIO.manifest if m.epc)
-        thief = replace(SCENARIO.manifest[0], tracking_id="CP000000005GB", epc=tagged.epc)
-        other = replace(SCENARIO.manifest[1], tracking_id="CP000000019GB", epc=None)
+        data = SCENARIO.reference_data()
+        load(conn, data)
+        tagged = next(m for m in data.manifest if m.epc)
+        thief = replace(data.manifest[0], tracking_id="CP000000005GB", epc=tagged.epc)
+        other = replace(data.manifest[1], tracking_id="CP000000019GB", epc=None)
         with pytest.raises(ReferenceDataError, match="not loaded"):
             load_manifest(conn, [other, thief])
         assert conn.execute(
             "SELECT count(*) FROM parcels WHERE tracking_id = 'CP000000019GB'"
         ).fetchone() == (0,)
+
+
+def test_the_loader_refuses_a_stage_standard_for_a_stage_the_site_lacks(db_dsn: str) -> None:
+    """The loader refuses, as the admin API does, a standard that would never apply."""
+    data = SCENARIO.reference_data()
+    stray = StageStandard("LHR1", Stage.CUSTOMS, "express", 60.0)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        load_layout(conn, data)
+        with pytest.raises(ReferenceDataError, match="'LHR1' has no read point at stage 'customs'"):
+            load_standards(conn, replace(data, stage_standards=(*data.stage_standards, stray)))
+        assert conn.execute("SELECT count(*) FROM stage_standards").fetchone() == (0,)
+
+
+def test_loading_again_with_another_clock_replaces_the_sort_plan_versions(db_dsn: str) -> None:
+    """A sort plan version loaded again is replaced whole: same versions, new times."""
+    first = PlaybackClock(datetime(2026, 11, 24, 8, 0, tzinfo=UTC))
+    later = PlaybackClock(datetime(2026, 11, 25, 8, 0, tzinfo=UTC))
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        load(conn, SCENARIO.reference_data(first))
+        load(conn, SCENARIO.reference_data(later))
+        plans = conn.execute(
+            "SELECT version, effective_from FROM sort_plans WHERE site_id = 'LHR1' ORDER BY version"
+        ).fetchall()
+        entries = conn.execute("SELECT count(*) FROM sort_plan_entries").fetchone()
+    assert [v for v, _ in plans] == [1, 2]
+    assert plans[0][1] == later.start
+    assert entries == (sum(len(p.entries) for p in SCENARIO.sort_plans),)

@@ -17,8 +17,9 @@ from firmware_sim.epc import decode_sscc96
 from firmware_sim.player import ScannerBank, play, scanner_frame
 from firmware_sim.publish import PublishSettings, publish
 from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
+from parceltrack import topics
 from parceltrack.config import BrokerAddress
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import MqttClient
 from parceltrack.wire import decode_batch
 from tests.waiting import wait_until
 
@@ -127,15 +128,14 @@ def test_publish_puts_every_read_on_the_broker_as_valid_batches(
     """Unpaced publishing delivers each read once as wire-format v1, on its device's topic,
     with scan times from the playback clock."""
     batches: list[tuple[str, bytes]] = []
-    sub = make_client(f"collector-{time.monotonic_ns()}", BrokerAddress.from_url(mqtt_server.url))
-    sub.on_message = lambda _c, _u, msg: batches.append((msg.topic, msg.payload))
+    sub = MqttClient(f"collector-{time.monotonic_ns()}", BrokerAddress.from_url(mqtt_server.url))
+    sub.on_message(lambda msg: batches.append((msg.topic, msg.payload)))
     subscribed = threading.Event()
-    sub.on_subscribe = lambda *_a: subscribed.set()
-    connect(sub)
-    sub.loop_start()
+    sub.on_subscribe(lambda _reasons: subscribed.set())
+    sub.start()
     try:
-        assert wait_connected(sub)
-        sub.subscribe("parceltrack/v1/+/+/events", qos=1)
+        assert sub.wait_connected()
+        sub.subscribe(topics.ALL_EVENTS, qos=1)
         wait_until(subscribed.is_set, 10, "the SUBACK")
         clock = PlaybackClock(datetime.now(UTC) - timedelta(hours=1), speed=1.0)
         settings = PublishSettings(BrokerAddress.from_url(mqtt_server.url), boot=7)
@@ -146,8 +146,7 @@ def test_publish_puts_every_read_on_the_broker_as_valid_batches(
             "every batch",
         )
     finally:
-        sub.loop_stop()
-        sub.disconnect()
+        sub.stop()
     events = [e for t, p in batches for e in decode_batch(t, p).events]
     assert sent == len(events) == len(SCENARIO.reads)
     assert len({e.id for e in events}) == len(events)

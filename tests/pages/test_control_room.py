@@ -12,7 +12,9 @@ import httpx
 import psycopg
 from playwright.sync_api import Page, Request, expect
 
+from api.alerts import ALERT_LABELS
 from composition.demo import controller_key
+from parceltrack.alerts import AlertKind
 from tests.api.conftest import SITE
 from tests.pages.conftest import Site
 from tests.waiting import wait_until
@@ -64,9 +66,10 @@ def test_wrong_or_insufficient_keys_get_a_clear_message(page: Page, site: Site) 
 def test_alerts_appear_live_and_are_acknowledged_from_the_page(
     page: Page, site: Site, artifacts: Path
 ) -> None:
-    """The open alert is listed under its site and kind; an alert inserted while the
-    page is open appears without a reload, one resolved disappears, and Acknowledge
-    stores the controller's acknowledgement in the database."""
+    """The open alert is listed under its site and kind, headed by the kind's label; an
+    alert inserted while the page is open appears without a reload, announced by its
+    label, one resolved disappears, and Acknowledge stores the controller's
+    acknowledgement in the database."""
     with psycopg.connect(site.dsn, autocommit=True) as conn:  # one device reports in
         healthy = conn.execute("SELECT min(device_id) FROM devices").fetchone()
         assert healthy is not None and healthy[0] is not None
@@ -80,16 +83,18 @@ def test_alerts_appear_live_and_are_acknowledged_from_the_page(
     missort, resolved = site.seeded.alert_ids
     group = page.locator(f'section[data-site="{SITE}"] div[data-kind="missort"]')
     expect(group.locator(f'li[data-alert-id="{missort}"]')).to_be_visible()
+    expect(group.locator("h4")).to_have_text(f"{ALERT_LABELS[AlertKind.MISSORT]} (1)")
     expect(page.locator(f'li[data-alert-id="{resolved}"]')).to_have_count(0)
 
-    fresh = _open_alert(site.dsn, "lost", site.seeded.on_conveyor)
-    lost = page.locator(f'section[data-site="{SITE}"] div[data-kind="lost"]')
-    item = lost.locator(f'li[data-alert-id="{fresh}"]')
+    fresh = _open_alert(site.dsn, AlertKind.MISSING, site.seeded.on_conveyor)
+    missing = page.locator(f'section[data-site="{SITE}"] div[data-kind="missing"]')
+    item = missing.locator(f'li[data-alert-id="{fresh}"]')
     expect(item).to_be_visible()
     expect(item).to_have_class(re.compile(r"\bfresh\b"))  # came by the stream, not a listing
     expect(item).to_contain_text(site.seeded.on_conveyor)
     expect(item).to_contain_text("seconds_late: 42")
-    announced = f"New alert: lost at {SITE}, parcel {site.seeded.on_conveyor}"
+    label = ALERT_LABELS[AlertKind.MISSING]
+    announced = f"New alert: {label} at {SITE}, parcel {site.seeded.on_conveyor}"
     expect(page.locator("#alerts-announce")).to_have_text(announced)  # for screen readers
     expect(page.locator("#alert-count")).to_have_text("2 open, 0 acknowledged")
 

@@ -13,14 +13,13 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import psycopg
 
 from composition.services import free_port
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import MqttClient
 from parceltrack.wire import encode_batch
 from tests.waiting import wait_until
 
@@ -59,11 +58,10 @@ class Flood:
         return self
 
     def _run(self) -> None:
-        client = make_client(f"flood-{time.monotonic_ns()}", BrokerAddress.from_url(self.url),
+        client = MqttClient(f"flood-{time.monotonic_ns()}", BrokerAddress.from_url(self.url),
                              persistent=True)  # fmt: skip
-        connect(client)
-        client.loop_start()
-        assert wait_connected(client, 30)
+        client.start()
+        assert client.wait_connected(30)
         ts = datetime.now(UTC)
         for m in range(self.messages):
             seqs = range(m * self.per_message, (m + 1) * self.per_message)
@@ -72,12 +70,11 @@ class Flood:
                 prev = range((m - 1) * self.per_message, m * self.per_message)
                 _send(client, *scan_batch("scan-1", 7, prev, ts), self.resumed)
             self.sent = m + 1
-        client.loop_stop()
-        client.disconnect()
+        client.stop()
         self.done.set()
 
 
-def _send(client: mqtt.Client, topic: str, payload: bytes, resumed: threading.Event) -> None:
+def _send(client: MqttClient, topic: str, payload: bytes, resumed: threading.Event) -> None:
     """Publish at QoS 1 until the broker acknowledges, as an edge outbox does."""
     while True:
         if not client.is_connected() or not resumed.is_set():

@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
@@ -37,7 +36,7 @@ from firmware_sim.player import ScannerBank, play
 from firmware_sim.scenario import ScenarioConfig, ScheduledRead, generate
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
-from parceltrack.mqtt import connect, make_client, wait_connected
+from parceltrack.mqtt import Message, MqttClient
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(600)]
@@ -92,14 +91,13 @@ class HealthWatch:
     changes: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.client = make_client(f"soak-health-{os.getpid()}", self.broker)
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, *_: c.subscribe(f"{topics.PREFIX}/+/+/health", 0)
-        connect(self.client)
-        self.client.loop_start()
-        assert wait_connected(self.client, 30)
+        self.client = MqttClient(f"soak-health-{os.getpid()}", self.broker)
+        self.client.on_message(self._on_message)
+        self.client.on_connect(lambda _rc: self.client.subscribe(topics.ALL_HEALTH, qos=0))
+        self.client.start()
+        assert self.client.wait_connected(30)
 
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Message) -> None:
         with contextlib.suppress(ValueError, TypeError, KeyError):
             body = json.loads(msg.payload)
             device, connected = str(body["device"]), bool(body["connected"])
@@ -108,8 +106,7 @@ class HealthWatch:
             self.state[device] = connected
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.client.stop()
 
 
 def count_scans(dsn: str) -> int:

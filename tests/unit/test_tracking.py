@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from api.tracking import Scan, add_working_days, lateness, promise, segment, status, upu_codes
+from parceltrack.alerts import DELAY_KINDS, AlertKind
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # a Monday
 
@@ -66,8 +67,8 @@ def test_lateness_sums_overruns_of_stage_standards() -> None:
         ([scan("A", "induction", 0)], [], 1, "in_sorting"),
         ([scan("A", "chute", 0)], [], 1, "sorted"),
         ([scan("A", "dispatch", 0)], [], 1, "dispatched"),
-        ([scan("A", "chute", 0)], ["overdue"], 1, "delayed"),
-        ([scan("A", "chute", 0)], ["missort", "overdue"], 1, "exception"),
+        ([scan("A", "chute", 0)], [AlertKind.DELAY], 1, "delayed"),
+        ([scan("A", "chute", 0)], [AlertKind.MISSORT, AlertKind.DELAY], 1, "exception"),
         ([scan("A", "chute", 0)], [], 30, "delayed"),  # over its 10-minute standard
     ],
     ids=["accepted", "in-sorting", "sorted", "dispatched", "delay-alert", "exception", "standard"],
@@ -80,6 +81,15 @@ def test_status_precedence(
     limits = {("LHR1", "chute"): 600.0}
     promised = promise(T0, 2, scans, limits, now)
     assert status(scans, alerts, promised, limits, now) == expected
+
+
+@pytest.mark.parametrize("kind", sorted(DELAY_KINDS), ids=str)
+def test_a_delay_alert_the_detector_opens_shows_delayed_not_exception(kind: AlertKind) -> None:
+    """A parcel whose only open alert is one of the delay kinds is `delayed` to its customer."""
+    now = T0 + timedelta(minutes=1)
+    scans = [scan("A", "chute", 0)]
+    promised = promise(T0, 2, scans, {}, now)
+    assert status(scans, [kind.value], promised, {}, now) == "delayed"
 
 
 def test_eta_past_due_makes_the_parcel_delayed() -> None:

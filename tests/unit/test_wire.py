@@ -122,7 +122,7 @@ def test_event_id_must_be_built_from_device_boot_and_sequence() -> None:
 def test_wrong_topic_shape_is_refused() -> None:
     """A payload on a topic that is not an events topic is refused."""
     with pytest.raises(WireFormatError, match="topic"):
-        decode_batch("parceltrack/v1/LHR1/scan-1/health", _payload(), NOW)
+        decode_batch(topics.health("LHR1", "scan-1"), _payload(), NOW)
 
 
 def test_broker_urls_parse_with_tls_and_never_show_the_password() -> None:
