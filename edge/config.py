@@ -107,7 +107,7 @@ class AgentSection(_Section):
     id: Name
     site: Name
     outbox: str = "outbox.sqlite"
-    mqtt_url: str | None = None  # PARCELTRACK_MQTT_URL wins when set
+    mqtt_url: str | None = None  # wins over PARCELTRACK_MQTT_URL unless `edge --env-broker`
     batch_max_events: Annotated[int, Field(ge=1, le=5000)] = 500
     health_interval_s: Annotated[float, Field(gt=0)] = 10.0
     # Outbox bounds: past either, the oldest events are dropped (counted and logged).
