@@ -464,44 +464,94 @@ PRELOAD_FIX = (
     "add shared_preload_libraries = 'timescaledb' to postgresql.conf and restart "
     "PostgreSQL, or run timescaledb-tune"
 )
+# What an operator does to move a database migrated for plain PostgreSQL to TimescaleDB:
+# its tables cannot be turned into hypertables and aggregates in place.
+TIMESCALE_MOVE = (
+    "to move it to TimescaleDB, dump its data (pg_dump --data-only), migrate a new "
+    "database with --require-timescale and restore the dump into it"
+)
+# Part of the message TimescaleDB's loader ends the session with (a FATAL) when its
+# library is not preloaded.
+_NOT_PRELOADED = "must be preloaded"
 
 
 class TimescaleUnavailable(ParceltrackError):
     """`--require-timescale` was given, but the server cannot give TimescaleDB."""
 
 
-def _enable_timescale(dsn: str, require: bool) -> bool:
-    """Create the timescaledb extension when the server offers it; True when it is there.
+def _said(diag: psycopg.errors.Diagnostic) -> str:
+    return f"{diag.severity or 'ERROR'} {diag.sqlstate or '?????'}: {diag.message_primary}"
 
-    On its own connection: a library that is not preloaded makes TimescaleDB end the
-    session (FATAL), so the migrations must not share that connection. Such a server
-    falls back to plain PostgreSQL with a warning naming the fix, or, with `require`,
-    is refused with that same fix."""
+
+def _create_timescale(dsn: str) -> str | None:
+    """CREATE EXTENSION timescaledb on a connection of its own: None when it worked, or
+    what the server said when the library is not preloaded; other failures raise.
+
+    TimescaleDB's loader refuses with a FATAL, which ends the session, so this must not
+    be the connection that holds the lock and applies the migrations. The reason is
+    looked for in the error and in the notices sent before it."""
+    # Read inside the handler: a notice's diagnostic is valid only during the call.
+    notices: list[tuple[str, str]] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        # Session lock, released when the connection closes, however it closes.
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-        if has_timescale(conn):
-            return True
-        available = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-        ).fetchone()
-        if not available:
-            if require:
-                raise TimescaleUnavailable(
-                    "the timescaledb extension is not installed on the server"
-                )
-            return False
+        conn.add_notice_handler(lambda d: notices.append((d.message_primary or "", _said(d))))
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         except psycopg.Error as exc:
-            if "must be preloaded" not in str(exc):
-                raise
-            problem = f"timescaledb is installed but not preloaded: {PRELOAD_FIX}"
-            if require:
-                raise TimescaleUnavailable(problem) from exc
-            log.warning("%s; migrating for plain PostgreSQL instead", problem)
-            return False
-        return True
+            said = [(exc.diag.message_primary or "", _said(exc.diag)), *notices]
+            said.append((str(exc), str(exc).strip()))
+            for message, report in said:
+                if _NOT_PRELOADED in message:
+                    return report
+            raise
+    return None
+
+
+def _choose_flavour(conn: psycopg.Connection[Any], dsn: str, require: bool) -> str:
+    """The flavour of a database migrated for the first time: "timescale" when the
+    server gives TimescaleDB (creating the extension), else "postgres".
+
+    A library that is installed but not preloaded falls back to plain PostgreSQL with a
+    warning naming the fix, or, with `require`, is refused with that same fix."""
+    if has_timescale(conn):
+        return "timescale"
+    if not _timescale_available(conn):
+        if require:
+            raise TimescaleUnavailable("the timescaledb extension is not installed on the server")
+        return "postgres"
+    refusal = _create_timescale(dsn)
+    if refusal is None:
+        return "timescale"
+    problem = (
+        f"timescaledb is installed but not preloaded (the server said {refusal!r}): {PRELOAD_FIX}"
+    )
+    if require:
+        raise TimescaleUnavailable(problem)
+    log.warning("%s; migrating for plain PostgreSQL instead", problem)
+    return "postgres"
+
+
+def _timescale_available(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    return row.fetchone() is not None
+
+
+def recorded_flavour(conn: psycopg.Connection[Any]) -> str | None:
+    """The flavour the database's first migration was applied with; None before any."""
+    exists = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+    if not exists or exists[0] is None:
+        return None
+    row = conn.execute("SELECT flavour FROM schema_migrations ORDER BY version LIMIT 1").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _keep_plain(conn: psycopg.Connection[Any], require: bool) -> None:
+    """A database migrated for plain PostgreSQL stays plain, even where TimescaleDB has
+    become available since: its later migrations' TimescaleDB parts assume hypertables."""
+    problem = f"this database was migrated for plain PostgreSQL; {TIMESCALE_MOVE}"
+    if require:
+        raise TimescaleUnavailable(problem)
+    if _timescale_available(conn):
+        log.warning("%s; migrating it for plain PostgreSQL", problem)
 
 
 def applied_versions(conn: psycopg.Connection[Any]) -> set[int]:
@@ -514,14 +564,22 @@ def applied_versions(conn: psycopg.Connection[Any]) -> set[int]:
 def migrate(dsn: str, require_timescale: bool = False) -> list[int]:
     """Apply every pending migration; return the versions applied (none when up to date).
 
-    With `require_timescale`, a server that cannot give TimescaleDB is refused
-    (TimescaleUnavailable) instead of migrated for plain PostgreSQL."""
-    timescale = _enable_timescale(dsn, require_timescale)
+    The flavour (TimescaleDB or plain PostgreSQL) is chosen when the first migration is
+    applied and recorded; later runs keep it. With `require_timescale`, a database or
+    server that cannot give TimescaleDB is refused (TimescaleUnavailable) instead of
+    migrated for plain PostgreSQL."""
     applied: list[int] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        # Released when the connection closes: no unlock in a `finally` that could
-        # bury the real error under "the connection is closed".
+        # Held until this connection closes, however it closes (no unlock in a
+        # `finally` that could bury the real error), and over the flavour choice too,
+        # so two first runs cannot choose differently.
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        flavour = recorded_flavour(conn)
+        if flavour is None:
+            flavour = _choose_flavour(conn, dsn, require_timescale)
+        elif flavour == "postgres":
+            _keep_plain(conn, require_timescale)
+        timescale = flavour == "timescale"
         conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    version    integer PRIMARY KEY,
@@ -533,7 +591,6 @@ def migrate(dsn: str, require_timescale: bool = False) -> list[int]:
         for step in MIGRATIONS:
             if step.version in done:
                 continue
-            flavour = "timescale" if timescale else "postgres"
             with conn.transaction():
                 for sql in (step.common, step.timescale if timescale else step.postgres):
                     if sql.strip():

@@ -28,16 +28,35 @@ from composition.services import (
     postgres_bindir,
     postgres_libdir,
 )
-from storage.migrations import MIGRATIONS, PRELOAD_FIX, TimescaleUnavailable, migrate
+from storage.migrations import (
+    MIGRATIONS,
+    PRELOAD_FIX,
+    TIMESCALE_MOVE,
+    TimescaleUnavailable,
+    migrate,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# What TimescaleDB's loader says when the library is not preloaded (its hint, shortened).
+# TimescaleDB's loader refuses CREATE EXTENSION without preloading with a FATAL
+# (`extension_load_without_preload`: "must be preloaded", and a hint), which ends the
+# session. SQL cannot raise a FATAL with its own text, so the stand-in sends the real
+# message as a WARNING and then ends its own backend: the client sees the session end
+# with a FATAL during CREATE EXTENSION, as with the real thing. A database with
+# `parceltrack.stand_in_preloaded = on` plays a server whose preloading was fixed: the
+# extension is then created (empty).
 NOT_PRELOADED_SQL = """\
 DO $$ BEGIN
-    RAISE EXCEPTION 'extension "timescaledb" must be preloaded'
-        USING ERRCODE = 'XX000',
-              HINT = 'Please preload the timescaledb library via shared_preload_libraries.';
+    IF current_setting('parceltrack.stand_in_preloaded', true) = 'on' THEN
+        RETURN;
+    END IF;
+    RAISE WARNING 'extension "timescaledb" must be preloaded'
+        USING HINT = 'Please preload the timescaledb library via shared_preload_libraries.';
+    PERFORM pg_terminate_backend(pg_backend_pid());
+    -- The termination is served at the next interrupt check, at the latest in the sleep;
+    -- should it not be, the ERROR keeps the extension uncreated and the tests fail.
+    PERFORM pg_sleep(5);
+    RAISE EXCEPTION 'the stand-in outlived the end of its own session';
 END $$;
 """
 
@@ -125,15 +144,27 @@ def unpreloaded_dsn(unpreloaded_server: PrivatePostgres) -> Iterator[str]:
     yield unpreloaded_server.dsn("unpreloaded")
 
 
-def test_the_server_lists_timescaledb_but_refuses_to_create_it(unpreloaded_dsn: str) -> None:
-    """The relocated server is in the state under test: listed, and 'must be preloaded'."""
+def test_the_server_lists_timescaledb_but_ends_the_session_creating_it(
+    unpreloaded_dsn: str,
+) -> None:
+    """The relocated server is in the state under test: listed, 'must be preloaded', a FATAL."""
+    notices: list[str] = []
     with psycopg.connect(unpreloaded_dsn, autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         listed = conn.execute(
             "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
         ).fetchone()
         assert listed == (1,)
-        with pytest.raises(psycopg.Error, match="must be preloaded"):
+        with pytest.raises(psycopg.OperationalError) as raised:
             conn.execute("CREATE EXTENSION timescaledb")
+        assert raised.value.diag.severity_nonlocalized == "FATAL"
+        assert conn.closed
+    assert any("must be preloaded" in n for n in notices), notices
+    with psycopg.connect(unpreloaded_dsn) as conn:
+        assert (
+            conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+            is None
+        )
 
 
 def test_migrate_falls_back_to_plain_postgres_with_a_warning_naming_the_fix(
@@ -143,7 +174,7 @@ def test_migrate_falls_back_to_plain_postgres_with_a_warning_naming_the_fix(
     with caplog.at_level(logging.WARNING, logger="storage.migrations"):
         assert migrate(unpreloaded_dsn) == [m.version for m in MIGRATIONS]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(PRELOAD_FIX in w for w in warnings), warnings
+    assert any(PRELOAD_FIX in w and "must be preloaded" in w for w in warnings), warnings
     assert "shared_preload_libraries = 'timescaledb'" in PRELOAD_FIX
     assert "timescaledb-tune" in PRELOAD_FIX
     with psycopg.connect(unpreloaded_dsn) as conn:
@@ -154,7 +185,7 @@ def test_migrate_falls_back_to_plain_postgres_with_a_warning_naming_the_fix(
 
 def test_require_timescale_refuses_such_a_server_with_the_fix(unpreloaded_dsn: str) -> None:
     """`db migrate --require-timescale` exits 2 with the fix and no traceback."""
-    with pytest.raises(TimescaleUnavailable, match="not preloaded"):
+    with pytest.raises(TimescaleUnavailable, match=r"not preloaded.*must be preloaded"):
         migrate(unpreloaded_dsn, require_timescale=True)
     result = subprocess.run(
         [sys.executable, "-m", "composition.cli", "db", "migrate", "--require-timescale"],
@@ -167,9 +198,37 @@ def test_require_timescale_refuses_such_a_server_with_the_fix(unpreloaded_dsn: s
     )
     assert result.returncode == 2, result.stderr
     assert PRELOAD_FIX in result.stderr
+    assert "must be preloaded" in result.stderr
     assert "Traceback" not in result.stderr
     with psycopg.connect(unpreloaded_dsn) as conn:
         assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
+
+
+def test_a_database_migrated_for_plain_postgres_stays_plain_once_timescaledb_works(
+    unpreloaded_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database recorded as plain PostgreSQL stays plain: no extension, a warning how to move."""
+    migrate(unpreloaded_dsn)
+    with psycopg.connect(unpreloaded_dsn, autocommit=True) as conn:
+        conn.execute("ALTER DATABASE unpreloaded SET parceltrack.stand_in_preloaded = 'on'")
+    with psycopg.connect(unpreloaded_dsn) as conn:
+        # The preloading is fixed: a new session could now create the extension.
+        conn.execute("CREATE EXTENSION timescaledb")
+        conn.rollback()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="storage.migrations"):
+        assert migrate(unpreloaded_dsn) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(TIMESCALE_MOVE in w for w in warnings), warnings
+    with pytest.raises(TimescaleUnavailable, match="migrated for plain PostgreSQL"):
+        migrate(unpreloaded_dsn, require_timescale=True)
+    with psycopg.connect(unpreloaded_dsn) as conn:
+        assert (
+            conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+            is None
+        )
+        flavours = conn.execute("SELECT DISTINCT flavour FROM schema_migrations").fetchall()
+        assert flavours == [("postgres",)]
 
 
 def test_a_private_instance_preloads_nothing_without_the_library(
