@@ -215,9 +215,12 @@ def save_stage_standards(standards: Iterable[StageStandard]) -> Step[None]:
     """Set stage standards. One for a stage the site has no read point for would never
     apply (detection would time the stage by its default), so it is refused."""
     standards = list(standards)
+    # Only known sites: an unknown one is left to the foreign key, so it stays the
+    # conflict it is for every other reference (409 naming the site in the API).
     missing = yield Query(
         "SELECT s.site_id, s.stage FROM unnest(%s::text[], %s::text[]) AS s (site_id, stage) "
-        "WHERE NOT EXISTS (SELECT 1 FROM read_points r "
+        "WHERE EXISTS (SELECT 1 FROM sites WHERE sites.site_id = s.site_id) "
+        "AND NOT EXISTS (SELECT 1 FROM read_points r "
         "WHERE r.site_id = s.site_id AND r.stage = s.stage) LIMIT 1",
         ([s.site_id for s in standards], [s.stage.value for s in standards]),
     )

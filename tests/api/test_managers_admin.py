@@ -218,6 +218,17 @@ def test_a_stage_standard_for_a_stage_the_site_lacks_is_refused(
     assert stored is None
 
 
+def test_a_stage_standard_for_an_unknown_site_is_a_conflict_naming_it(
+    client: TestClient, seeded: Seeded, keys: dict[str, str]
+) -> None:
+    """A standard for a site that does not exist is a 409 naming the site, as any missing
+    reference is, not the 422 of a known site without a read point at the stage."""
+    standard = STANDARD | {"site_id": "NOPE1", "service_class": "express"}
+    response = client.put("/v1/admin/stage-standards", json=standard, headers=auth(keys["admin"]))
+    assert response.status_code == 409
+    assert "NOPE1" in response.json()["detail"]
+
+
 def test_api_keys_are_shown_once_stored_hashed_and_revocable(
     client: TestClient, seeded: Seeded, keys: dict[str, str]
 ) -> None:
