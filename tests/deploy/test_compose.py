@@ -41,6 +41,12 @@ def test_each_project_service_command_is_a_real_parceltrack_command(name: str) -
     assert callable(args.func)
 
 
+def test_the_stack_migrates_only_onto_timescaledb() -> None:
+    """The stack's migrate step refuses a server without TimescaleDB instead of falling back."""
+    args = build_parser().parse_args(OURS["migrate"]["command"])
+    assert args.require_timescale
+
+
 def test_dockerfile_entrypoint_is_the_console_script() -> None:
     """The image runs `parceltrack`, so a service's command is its subcommand."""
     dockerfile = (ROOT / "Dockerfile").read_text()
