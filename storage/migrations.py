@@ -568,37 +568,44 @@ def migrate(dsn: str, require_timescale: bool = False) -> list[int]:
     applied and recorded; later runs keep it. With `require_timescale`, a database or
     server that cannot give TimescaleDB is refused (TimescaleUnavailable) instead of
     migrated for plain PostgreSQL."""
-    applied: list[int] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as lock:
         # Held until this connection closes, however it closes (no unlock in a
         # `finally` that could bury the real error), and over the flavour choice too,
         # so two first runs cannot choose differently.
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-        flavour = recorded_flavour(conn)
+        lock.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        flavour = recorded_flavour(lock)
         if flavour is None:
-            flavour = _choose_flavour(conn, dsn, require_timescale)
+            flavour = _choose_flavour(lock, dsn, require_timescale)
         elif flavour == "postgres":
-            _keep_plain(conn, require_timescale)
-        timescale = flavour == "timescale"
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
-                   version    integer PRIMARY KEY,
-                   name       text NOT NULL,
-                   flavour    text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
-        done = applied_versions(conn)
-        for step in MIGRATIONS:
-            if step.version in done:
-                continue
-            with conn.transaction():
-                for sql in (step.common, step.timescale if timescale else step.postgres):
-                    if sql.strip():
-                        conn.execute(sql.encode())
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, flavour) VALUES (%s, %s, %s)",
-                    (step.version, step.name, flavour),
-                )
-            log.info("applied migration %d (%s) on %s", step.version, step.name, flavour)
-            applied.append(step.version)
+            _keep_plain(lock, require_timescale)
+        # A session opened after CREATE EXTENSION, as TimescaleDB's loader expects.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return _apply(conn, flavour)
+
+
+def _apply(conn: psycopg.Connection[Any], flavour: str) -> list[int]:
+    """Apply the pending migrations in `flavour`, each in its own transaction."""
+    timescale = flavour == "timescale"
+    applied: list[int] = []
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS schema_migrations (
+               version    integer PRIMARY KEY,
+               name       text NOT NULL,
+               flavour    text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    done = applied_versions(conn)
+    for step in MIGRATIONS:
+        if step.version in done:
+            continue
+        with conn.transaction():
+            for sql in (step.common, step.timescale if timescale else step.postgres):
+                if sql.strip():
+                    conn.execute(sql.encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, flavour) VALUES (%s, %s, %s)",
+                (step.version, step.name, flavour),
+            )
+        log.info("applied migration %d (%s) on %s", step.version, step.name, flavour)
+        applied.append(step.version)
     return applied
