@@ -65,6 +65,30 @@ def test_imports_inside_functions_and_from_imports_are_seen() -> None:
     assert imported_packages(source) == [(1, "os"), (3, "edge"), (4, "api")]
 
 
+def _as_written(allowed: frozenset[str]) -> str:
+    """How the doc's "may import" column words a rule (before any parenthesis)."""
+    if not allowed:
+        return "nothing of the project"
+    if allowed == PROJECT:
+        return "everything"
+    words = {"parceltrack": "the ground"}
+    order = ["parceltrack", "storage", *STAGES]
+    return ", ".join(words.get(p, p) for p in order if p in allowed)
+
+
+def test_the_architecture_doc_states_the_same_rules() -> None:
+    """Each package's "may import" in docs/architecture.md says what MAY_IMPORT allows."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    written: dict[str, str] = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].count("/") == 1:
+            package = cells[0].split("/")[0].strip("`")
+            written[package] = cells[2].split(" (")[0]
+    expected = {package: _as_written(allowed) for package, allowed in MAY_IMPORT.items()}
+    assert {p: w for p, w in written.items() if p in MAY_IMPORT} == expected
+
+
 def test_every_project_package_is_covered() -> None:
     """Each package on disk has an explicit rule, so a new one cannot slip past the test."""
     on_disk = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
