@@ -86,6 +86,8 @@ def _flood_payloads(events: int, per_message: int, ts: datetime) -> list[tuple[s
 
 def _publisher(url: str, mode: str, args: dict[str, Any], ready: Any, go: Any) -> None:
     """The publisher process: flood pre-encoded batches, or publish at a fixed rate."""
+    # `url` is the benchmark's own private broker, plain MQTT on a local port: no
+    # Settings, no TLS to carry, so not Settings.broker().
     client = MqttClient(f"bench-pub-{os.getpid()}", BrokerAddress.from_url(url), max_inflight=200)
     client.start()
     client.wait_connected(30)

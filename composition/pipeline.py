@@ -4,7 +4,6 @@ ingest, detection and API. The demo runs it; the end-to-end tests run it too."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -32,7 +31,8 @@ from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import Scenario
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
-from parceltrack.errors import ServiceError
+from parceltrack.errors import ServiceError, WireFormatError
+from parceltrack.health import decode_health
 from parceltrack.mqtt import Message, MqttClient
 from storage.migrations import migrate
 from storage.reference import load_layout, load_manifest, load_standards
@@ -86,9 +86,9 @@ def wait_devices_connected(
     connected: dict[str, bool] = {}
 
     def on_message(msg: Message) -> None:
-        with contextlib.suppress(ValueError, TypeError, KeyError):
-            body = json.loads(msg.payload)
-            connected[str(body["device"])] = bool(body["connected"])
+        with contextlib.suppress(WireFormatError):
+            health = decode_health(msg.topic, bytes(msg.payload))
+            connected[health.device] = health.connected
 
     client = MqttClient(f"pipeline-{os.getpid()}", broker)
     client.on_message(on_message)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from parceltrack.config import BrokerAddress, Settings
+from parceltrack.config import Settings
 from parceltrack.process import stop_on_signals
 
 
@@ -26,9 +26,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from edge.config import load_agent_config
 
     config = load_agent_config(Path(args.config))
-    if config.agent.mqtt_url and not args.env_broker:
-        broker = BrokerAddress.from_url(config.agent.mqtt_url, settings.mqtt_ca_file)
-    else:
-        broker = settings.broker()
+    # The TOML's broker wins over PARCELTRACK_MQTT_URL unless --env-broker.
+    url = None if args.env_broker else (config.agent.mqtt_url or None)
+    broker = settings.broker(url)
     run_agent(config, broker, stop_on_signals())
     return 0

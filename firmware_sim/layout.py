@@ -24,8 +24,8 @@ class SiteSpec:
 class ReadPointSpec:
     read_point: str
     site: str
-    zone: str  # a Zone: induction, tunnel, sorter, chute, door
-    stage: str  # a Stage of a centre (parceltrack.layout.CENTRE_STAGES)
+    zone: Zone
+    stage: Stage  # of a centre: parceltrack.layout.CENTRE_STAGES
     description: str
     position: int
     next_read_point: str | None  # the fixed next hop; None after the sorter (plan decides)

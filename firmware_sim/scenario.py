@@ -357,7 +357,10 @@ class Scenario:
             config=ScenarioConfig(**cfg),
             start=datetime.fromisoformat(raw["clock"]["start"]),
             sites=[SiteSpec(**s) for s in raw["sites"]],
-            read_points=[ReadPointSpec(**r) for r in raw["read_points"]],
+            read_points=[
+                ReadPointSpec(**{**r, "zone": Zone(r["zone"]), "stage": Stage(r["stage"])})
+                for r in raw["read_points"]
+            ],
             service_classes=[ServiceClass(**c) for c in raw["service_classes"]],
             stage_standards=[StageStandard(**s) for s in raw["stage_standards"]],
             sort_plans=[

@@ -97,18 +97,20 @@ class _Decoded:
 
     def _add(self, item: _Received, now: datetime) -> None:
         topic = item.topic
-        if topic.endswith("/events"):
+        # The ground's topic parsers pick the decoder (each parses the topic again
+        # for the site and device it names): no topic shape is written twice.
+        if topics.parse_events_topic(topic) is not None:
             batch = wire.decode_batch(topic, item.payload, now)
             rows, days, newest = batch_rows(batch)
             self.rows.extend(rows)
             self.days |= days
             self.newest.append(newest)
-        elif topic.endswith("/health"):
+        elif topics.parse_health_topic(topic) is not None:
             report = health.decode_health(topic, item.payload, now)
             old = self.reports.get(report.device)
             if old is None or old.reported_at <= report.reported_at:
                 self.reports[report.device] = report
-        elif topic.endswith("/status"):
+        elif topics.parse_status_topic(topic) is not None:
             status = health.decode_status(topic, item.payload, now)
             old_status = self.statuses.get(status.agent)
             if old_status is None or old_status.since <= status.since:

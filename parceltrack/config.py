@@ -25,9 +25,11 @@ class Settings(BaseSettings):
     api_burst: float = 20.0
     mqtt_ca_file: str | None = None  # CA bundle for mqtts:// when not the system one
 
-    def broker(self) -> BrokerAddress:
-        """The broker address with its TLS settings: every process connects through this."""
-        return BrokerAddress.from_url(self.mqtt_url, self.mqtt_ca_file)
+    def broker(self, url: str | None = None) -> BrokerAddress:
+        """The broker address with its TLS settings: every process connects through this.
+        `url` names another broker than PARCELTRACK_MQTT_URL (an agent's TOML does);
+        the CA file applies to it all the same."""
+        return BrokerAddress.from_url(self.mqtt_url if url is None else url, self.mqtt_ca_file)
 
 
 @dataclass(frozen=True, slots=True)

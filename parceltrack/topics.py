@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 PREFIX = "parceltrack/v1"
-EVERYTHING = f"{PREFIX}/#"
 AGENTS = "agents"  # the topic level that sets agent topics apart from device topics
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -65,7 +64,6 @@ def _pattern(topic_filter: str) -> re.Pattern[str]:
 _EVENTS = _pattern(ALL_EVENTS)
 _HEALTH = _pattern(ALL_HEALTH)
 _STATUS = _pattern(ALL_STATUS)
-_ALERTS = _pattern(ALL_ALERTS)
 
 
 def _pair(pattern: re.Pattern[str], topic: str) -> tuple[str, str] | None:
@@ -86,9 +84,3 @@ def parse_health_topic(topic: str) -> tuple[str, str] | None:
 def parse_status_topic(topic: str) -> tuple[str, str] | None:
     """(site, agent) of an agent status topic, or None."""
     return _pair(_STATUS, topic)
-
-
-def parse_alerts_topic(topic: str) -> str | None:
-    """The site of an alerts topic, or None."""
-    match = _ALERTS.match(topic)
-    return match.group(1) if match else None

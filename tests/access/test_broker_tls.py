@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from composition.pipeline import Pipeline
 from firmware_sim.scenario import ScenarioConfig, generate
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import MqttClient
+from tests.counting import count
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.e2e
 # Lost parcels make the detector open `missing` alerts, which it must publish.
 SCENARIO = generate(ScenarioConfig.barcode_only(seed=3, parcels=12, rate_per_s=4.0, lost_rate=0.3))
 SPEED = 10.0
-
-
-def _count(dsn: str, sql: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(sql).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
 
 
 @pytest.fixture(scope="module")
@@ -67,36 +61,34 @@ def test_edge_and_ingest_store_every_read_health_and_status(pipeline: Pipeline) 
     reads = len(SCENARIO.reads)
     duration = SCENARIO.reads[-1].at / SPEED
     wait_until(
-        lambda: _count(pipeline.dsn, "SELECT count(*) FROM scans") >= reads,
+        lambda: count(pipeline.dsn, "SELECT count(*) FROM scans") >= reads,
         duration + 60,
         "every read stored",
     )
     devices = {rp.device for rp in SCENARIO.read_points}
-    assert _count(pipeline.dsn, "SELECT count(*) FROM device_health") == len(devices)
-    assert _count(pipeline.dsn, "SELECT count(*) FROM agent_status WHERE state = 'online'") == 1
+    assert count(pipeline.dsn, "SELECT count(*) FROM device_health") == len(devices)
+    assert count(pipeline.dsn, "SELECT count(*) FROM agent_status WHERE state = 'online'") == 1
 
 
 def test_detection_publishes_its_alerts(pipeline: Pipeline) -> None:
     """The detector's alerts reach the broker: its cursor moves only on the broker's PUBACK."""
-    wait_until(
-        lambda: _count(pipeline.dsn, "SELECT count(*) FROM alert_events") > 0, 90, "an alert"
-    )
+    wait_until(lambda: count(pipeline.dsn, "SELECT count(*) FROM alert_events") > 0, 90, "an alert")
     cursor = "SELECT event_id FROM alert_publish_cursor WHERE publisher = 'detect'"
     wait_until(
-        lambda: _count(pipeline.dsn, cursor) > 0, 30, "the broker's PUBACK of a detection alert"
+        lambda: count(pipeline.dsn, cursor) > 0, 30, "the broker's PUBACK of a detection alert"
     )
 
 
 def test_sim_publish_delivers_through_tls(pipeline: Pipeline) -> None:
     """`parceltrack sim publish` connects with the CA file too; ingest stores what it sent."""
-    before = _count(pipeline.dsn, "SELECT count(*) FROM scans")
+    before = count(pipeline.dsn, "SELECT count(*) FROM scans")
     scenario = str(pipeline.workdir / "scenario.json")
     publisher = pipeline.spawn("publish", "sim", "publish", "--scenario", scenario, "--speed", "0",
                                "--agent", "sim-tls", "--quiet")  # fmt: skip
     assert publisher.wait(60) == 0, (pipeline.logs / "publish.log").read_text()[-2000:]
     expected = before + len(SCENARIO.reads)
     wait_until(
-        lambda: _count(pipeline.dsn, "SELECT count(*) FROM scans") >= expected,
+        lambda: count(pipeline.dsn, "SELECT count(*) FROM scans") >= expected,
         30,
         "the published events stored",
     )

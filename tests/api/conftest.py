@@ -19,6 +19,7 @@ from api.security import ROLES, key_hash, new_key
 from composition.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
 from firmware_sim.scenario import generate
 from ingest.store import ScanPartitions, write_scans
+from parceltrack.alerts import AlertKind
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
 from storage.migrations import has_timescale
@@ -120,7 +121,9 @@ def seed(dsn: str) -> Seeded:
         with conn.transaction():
             write_scans(conn, events, ScanPartitions(has_timescale(conn)))
         alert_ids = []
-        for i, (tracking, kind) in enumerate([(missorted, "missort"), (in_sorting, "overdue")]):
+        for i, (tracking, kind) in enumerate(
+            [(missorted, AlertKind.MISSORT), (in_sorting, AlertKind.DELAY)]
+        ):
             row = conn.execute(
                 "INSERT INTO alerts (fingerprint, kind, site_id, read_point_id, tracking_id) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING alert_id",
@@ -128,7 +131,7 @@ def seed(dsn: str) -> Seeded:
             ).fetchone()
             assert row is not None
             alert_ids.append(int(row[0]))
-        # The overdue alert is resolved: only the mis-sort stays open.
+        # The delay alert is resolved: only the mis-sort stays open.
         conn.execute(
             "UPDATE alerts SET state = 'resolved', resolved_at = now() WHERE alert_id = %s",
             (alert_ids[1],),

@@ -18,7 +18,7 @@ from parceltrack.alerts import AlertKind
 from tests.api.conftest import SITE, Seeded, ThreadedServer, auth
 
 
-def _open_alerts(dsn: str, n: int, kind: str = "overdue") -> list[int]:
+def _open_alerts(dsn: str, n: int, kind: AlertKind = AlertKind.DELAY) -> list[int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return [
             int(
@@ -35,13 +35,13 @@ def _open_alerts(dsn: str, n: int, kind: str = "overdue") -> list[int]:
 def test_alerts_filter_by_state_kind_and_site(
     client: TestClient, seeded: Seeded, keys: dict[str, str]
 ) -> None:
-    """Filters select the open mis-sort alert and the resolved overdue one separately."""
+    """Filters select the open mis-sort alert and the resolved delay one separately."""
     h = auth(keys["controller"])
     open_ = client.get("/v1/alerts", params={"state": "open"}, headers=h).json()["items"]
     assert [a["kind"] for a in open_] == ["missort"]
-    resolved = client.get("/v1/alerts", params={"kind": "overdue", "site": SITE}, headers=h).json()[
-        "items"
-    ]
+    resolved = client.get(
+        "/v1/alerts", params={"kind": AlertKind.DELAY.value, "site": SITE}, headers=h
+    ).json()["items"]
     assert [a["state"] for a in resolved] == ["resolved"]
     assert client.get("/v1/alerts", params={"site": "NOPE"}, headers=h).json()["items"] == []
     future = client.get("/v1/alerts", params={"since": "2999-01-01T00:00:00Z"}, headers=h).json()[

@@ -8,6 +8,7 @@ import pytest
 
 from composition.pipeline import Pipeline
 from firmware_sim.scenario import ScenarioConfig, generate
+from tests.counting import count
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -39,18 +40,12 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
         return err.code, json.loads(err.read())
 
 
-def _count(dsn: str, sql: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(sql).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _wait_rows(dsn: str, sql: str, expected: int, timeout: float) -> int:
     """Wait until `sql` counts at least `expected` rows; the count then."""
     wait_until(
-        lambda: _count(dsn, sql) >= expected, timeout, f"{expected} from {sql!r}", interval=0.5
+        lambda: count(dsn, sql) >= expected, timeout, f"{expected} from {sql!r}", interval=0.5
     )
-    return _count(dsn, sql)
+    return count(dsn, sql)
 
 
 def test_every_simulated_read_is_stored_exactly_once(pipeline: Pipeline) -> None:

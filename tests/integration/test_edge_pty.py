@@ -46,7 +46,7 @@ class Collector:
         self.client.on_subscribe(lambda _reasons: subscribed.set())
         self.client.start()
         assert self.client.wait_connected()
-        self.client.subscribe(topics.EVERYTHING, qos=1)
+        self.client.subscribe(f"{topics.PREFIX}/#", qos=1)
         wait_until(subscribed.is_set, 10, "the collector's SUBACK")
 
     def _on_message(self, msg: Message) -> None:

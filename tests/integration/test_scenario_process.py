@@ -7,14 +7,14 @@ import subprocess
 import sys
 
 from firmware_sim.scenario import generate
-from tests.unit.test_scenario import CONFIG
+from tests.scenarios import CONFIG
 
 
 def test_another_process_generates_the_same_bytes() -> None:
     """The file does not depend on the process: another interpreter with another hash
     seed writes the identical scenario."""
     code = (
-        "import hashlib, sys; from tests.unit.test_scenario import CONFIG; "
+        "import hashlib, sys; from tests.scenarios import CONFIG; "
         "from firmware_sim.scenario import generate; "
         "sys.stdout.write(hashlib.sha256(generate(CONFIG).to_json().encode()).hexdigest())"
     )

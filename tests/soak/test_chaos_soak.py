@@ -17,7 +17,6 @@ scanners wrote is counted, frame by frame, as it is written.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -36,6 +35,8 @@ from firmware_sim.player import ScannerBank, play
 from firmware_sim.scenario import ScenarioConfig, ScheduledRead, generate
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
+from parceltrack.errors import WireFormatError
+from parceltrack.health import decode_health
 from parceltrack.mqtt import Message, MqttClient
 from tests.waiting import wait_until
 
@@ -98,9 +99,9 @@ class HealthWatch:
         assert self.client.wait_connected(30)
 
     def _on_message(self, msg: Message) -> None:
-        with contextlib.suppress(ValueError, TypeError, KeyError):
-            body = json.loads(msg.payload)
-            device, connected = str(body["device"]), bool(body["connected"])
+        with contextlib.suppress(WireFormatError):
+            health = decode_health(msg.topic, bytes(msg.payload))
+            device, connected = health.device, health.connected
             if self.state.get(device) != connected:
                 self.changes[device] += 1
             self.state[device] = connected

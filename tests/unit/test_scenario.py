@@ -18,11 +18,7 @@ from firmware_sim.scenario import (
 )
 from firmware_sim.truth import FAULT_KINDS, TruthFileError, read_truth_lines
 from parceltrack.identifiers import is_s10
-
-RATES = FaultRates(
-    missort=0.03, delay=0.02, lost=0.02, noread=0.04, recirculation=0.03, misroute=0.02
-)
-CONFIG = ScenarioConfig(seed=5, parcels=3000, faults=RATES, rfid_sites=("MAN1",))
+from tests.scenarios import CONFIG, RATES
 
 
 @pytest.fixture(scope="module")

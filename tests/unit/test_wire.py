@@ -136,6 +136,21 @@ def test_broker_urls_parse_with_tls_and_never_show_the_password() -> None:
     assert "s3cret" not in repr(secure)
 
 
+def test_a_broker_url_given_to_the_settings_keeps_their_ca_file() -> None:
+    """Settings.broker(url) connects to that URL instead, with the settings' CA file."""
+    from parceltrack.config import Settings
+
+    settings = Settings(mqtt_url="mqtts://env-broker", mqtt_ca_file="/etc/ca.pem")
+    toml = settings.broker("mqtts://toml-broker:8884")
+    assert (toml.host, toml.port, toml.tls, toml.ca_file) == (
+        "toml-broker",
+        8884,
+        True,
+        "/etc/ca.pem",
+    )
+    assert settings.broker().host == "env-broker"
+
+
 def test_bad_broker_url_is_a_clear_error_without_the_password() -> None:
     """A URL with the wrong scheme is refused, and the message hides its password."""
     from parceltrack.config import BrokerAddress
