@@ -3,8 +3,11 @@ as udev does for real adapters (/dev/serial/by-id/...)."""
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import os
+import termios
 import tty
 from pathlib import Path
 
@@ -27,6 +30,12 @@ class VirtualSerialPort:
         while view:
             written = os.write(self.master, view)
             view = view[written:]
+
+    def unread(self) -> int:
+        """Bytes written to the line that the host has not read yet (the slave's queue)."""
+        count = array.array("i", [0])
+        fcntl.ioctl(self._slave, termios.FIONREAD, count)
+        return count[0]
 
     def read(self, limit: int = 4096) -> bytes:
         return os.read(self.master, limit)

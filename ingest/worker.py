@@ -177,6 +177,8 @@ class IngestWorker:
         log.warning("ingest %s lost the broker (%s); reconnecting", self.settings.client_id, rc)
 
     def _on_subscribe(self, *_args: object) -> None:
+        # Operators (and the soak) see when the worker takes its share again.
+        log.info("ingest %s subscribed", self.settings.client_id)
         self.subscribed.set()
 
     def _on_message(self, msg: Message) -> None:

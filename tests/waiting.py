@@ -3,8 +3,10 @@ health message, a SUBACK, a port) until it shows, and fail saying what never cam
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -34,3 +36,19 @@ def wait_until(
                 f"timed out after {timeout:g}s waiting for {what} (last seen: {value!r})"
             )
         time.sleep(interval)
+
+
+def holds(pid: int, port: Path) -> bool:
+    """Whether process `pid` has the pty behind `port` open (the agent holds the line)."""
+    target = os.path.realpath(port)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False

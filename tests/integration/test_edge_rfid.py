@@ -27,7 +27,7 @@ from parceltrack.config import BrokerAddress
 from parceltrack.identifiers import S10
 from parceltrack.wire import decode_batch
 from tests.integration.test_edge_pty import Collector
-from tests.waiting import wait_until
+from tests.waiting import holds, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SSCC_EPC = "3174257BF4499602D2000000"
@@ -276,22 +276,6 @@ def _delivered(collector: Collector) -> tuple[dict[str, str], int]:
     return ids, raw
 
 
-def _holds(pid: int, port: Path) -> bool:
-    """Whether process `pid` has the pty behind `port` open."""
-    target = os.path.realpath(port)
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def _start_agent(config_path: Path, broker_url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PARCELTRACK_MQTT_URL": broker_url}
     return subprocess.Popen(
@@ -321,7 +305,7 @@ def test_nothing_is_lost_across_a_broker_outage_and_kill_9_of_the_agent(
     collector: Collector | None = None
     try:
         # Opening a port flushes its input: write only once the agent holds the port.
-        wait_until(lambda: _holds(agent.pid, scanner.path), 30, "the agent's port open")
+        wait_until(lambda: holds(agent.pid, scanner.path), 30, "the agent's port open")
         for code in codes:
             scanner.write(frame([code128(code)], ScannerFraming()))
         wait_until(

@@ -20,6 +20,7 @@ import contextlib
 import os
 import re
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -38,7 +39,7 @@ from parceltrack.config import BrokerAddress
 from parceltrack.errors import WireFormatError
 from parceltrack.health import decode_health
 from parceltrack.mqtt import Message, MqttClient
-from tests.waiting import wait_until
+from tests.waiting import holds, wait_until
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(600)]
 
@@ -81,6 +82,27 @@ class HoldingBank(ScannerBank):
                     self.emitted[(read.device, read.code)] += 1
                     n += 1
             return n
+
+
+def _subscriptions(p: Pipeline, name: str) -> int:
+    """How often ingest worker `name` has logged that the broker confirmed its subscriptions."""
+    return (p.logs / f"{name}.log").read_text(errors="replace").count(" subscribed\n")
+
+
+class OutboxSettled:
+    """True once the agent's outbox row count has not changed for `quiet_s`: with its
+    lines drained, the agent has then committed the last read it took off them."""
+
+    def __init__(self, path: Path, quiet_s: float = 0.3) -> None:
+        self.path, self.quiet_s = path, quiet_s
+        self.rows, self.since = -1, time.monotonic()
+
+    def __call__(self) -> bool:
+        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        if rows != self.rows:
+            self.rows, self.since = rows, time.monotonic()
+        return time.monotonic() - self.since >= self.quiet_s
 
 
 @dataclass
@@ -181,11 +203,41 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
         p.mosquitto.stop()
         time.sleep(3)
         bank.hold(edge_devices)
-        time.sleep(1)  # reads already on the line reach the outbox
+        # Reads already on the line must reach the outbox before the kill: the agent
+        # has taken every byte off its lines, and the outbox stopped growing.
+        wait_until(
+            lambda: not any(bank.ports[d].unread() for d in edge_devices),
+            10,
+            "the agent to read its lines",
+        )
+        wait_until(
+            OutboxSettled(p.workdir / "outbox.sqlite"), 10, "the outbox to take the last reads"
+        )
         p.stop_process("edge", signal.SIGKILL)
-        p.respawn("edge")
-        time.sleep(2)
-        p.mosquitto.start()
+        agent = p.respawn("edge")
+        # Back while the broker is still down: it holds its lines before the broker returns.
+        wait_until(
+            lambda: all(holds(agent.pid, p.port_dir / d) for d in edge_devices),
+            30,
+            "the respawned agent to open its ports",
+            alive=p.check_alive,
+        )
+        # Known limit until commit receipts (docs/reliability.md): Mosquitto 2.0.11 does
+        # not restore the ingest's shared subscriptions across a restart, so what the
+        # agent replays before the workers subscribe again is acknowledged and dropped.
+        # The agent is frozen until every worker has subscribed again.
+        subscriptions = {n: _subscriptions(p, n) for n in p.ingest_names()}
+        os.kill(agent.pid, signal.SIGSTOP)
+        try:
+            p.mosquitto.start()
+            wait_until(
+                lambda: all(_subscriptions(p, n) > k for n, k in subscriptions.items()),
+                60,
+                "every ingest worker subscribed again",
+                alive=p.check_alive,
+            )
+        finally:
+            os.kill(agent.pid, signal.SIGCONT)
         wait_until(
             lambda: all(health.state.get(d) for d in edge_devices),
             60,
@@ -255,9 +307,14 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
             ).fetchall()
         return Counter((str(t), str(k), str(r)) for t, k, r in got)
 
-    while time.time() < alert_deadline and any(alerts()[w] < 1 for w in wanted):
-        p.check_alive()
-        time.sleep(1)
+    with contextlib.suppress(AssertionError):  # the comparison below says what is missing
+        wait_until(
+            lambda: all(alerts()[w] >= 1 for w in wanted),
+            max(0.0, alert_deadline - time.time()),
+            "an alert for every injected fault",
+            alive=p.check_alive,
+            interval=1.0,
+        )
     got = alerts()
 
     p.stop(keep_files=True)  # SIGTERM: each ingest worker logs its final accounting
