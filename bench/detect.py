@@ -280,7 +280,7 @@ def run_performance(args: argparse.Namespace) -> int:
     ref = bench_reference()
     n = args.parcels
     state, timings = build_state(n, ref, now)
-    late = {k: len(v) for k, v in tick(state, now, suppress=True).items()}
+    late = {str(k): len(v) for k, v in tick(state, now, suppress=True).items()}
     numpy_s = _timed(lambda: tick(state, now, suppress=True), args.repeat)
     per_parcel = state.bytes_per_parcel()
     allocated = (

@@ -112,9 +112,14 @@ class MqttClient:
         self._paho.loop_start()
 
     def stop(self) -> None:
-        """Disconnect cleanly (no Last Will) and stop the network thread."""
-        self._paho.disconnect()
+        """Stop the network thread, then disconnect cleanly (no Last Will).
+
+        In this order paho writes the DISCONNECT from this thread; the other way round
+        the network thread runs once more after closing the socket and logs "Client is
+        not connected" as an error. Callers wait for their QoS 1 PUBACKs first.
+        """
         self._paho.loop_stop()
+        self._paho.disconnect()
 
     def is_connected(self) -> bool:
         return self._paho.is_connected()
