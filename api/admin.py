@@ -29,6 +29,7 @@ from api.models import (
     SortPlanEntry,
     SortPlanIn,
     StageStandard,
+    StageStandardIn,
 )
 from api.security import Caller, create_key, require
 from parceltrack.errors import InvalidTrackingNumber
@@ -233,12 +234,12 @@ async def list_stage_standards(request: Request, _who: Admin) -> list[StageStand
 
 
 @router.put("/stage-standards", response_model=StageStandard, responses=CONFLICT)
-async def put_stage_standard(request: Request, _who: Admin, body: StageStandard) -> StageStandard:
+async def put_stage_standard(request: Request, _who: Admin, body: StageStandardIn) -> StageStandard:
     """Set one stage standard (the service class must exist, and the site must have a
     read point at the stage: 422 otherwise, as the standard would never apply)."""
     standard = model.StageStandard(body.site_id, body.stage, body.service_class, body.max_seconds)
     await _save(request, save_stage_standards([standard]))
-    return body
+    return StageStandard(**body.model_dump())
 
 
 async def _plans(request: Request, where: LiteralString, value: str | int) -> list[SortPlan]:

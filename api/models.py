@@ -255,11 +255,19 @@ class ServiceClass(ServiceClassIn):
     service_class: str
 
 
-class StageStandard(BaseModel):
+class _StageStandardFields(BaseModel):
     site_id: str = Text
-    stage: Stage
     service_class: str = Text
     max_seconds: float = Field(gt=0, le=30 * 86400)
+
+
+class StageStandardIn(_StageStandardFields):
+    stage: Stage
+
+
+class StageStandard(_StageStandardFields):
+    # Rows stored before stages were a fixed set are shown as they are, not refused.
+    stage: Stage | str
 
 
 class SortPlanEntry(BaseModel):
@@ -286,17 +294,23 @@ class SiteIn(BaseModel):
     timezone: str = Field(default="UTC", max_length=64, pattern=r"^[A-Za-z0-9_/+-]+$")
 
 
-class ReadPointIn(BaseModel):
+class _ReadPointFields(BaseModel):
     site_id: str = Text
-    zone: Zone
-    stage: Stage
     description: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f]*$")
     position: int = Field(default=0, ge=0, le=1_000_000)
     next_read_point_id: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")
 
 
-class ReadPoint(ReadPointIn):
+class ReadPointIn(_ReadPointFields):
+    zone: Zone
+    stage: Stage
+
+
+class ReadPoint(_ReadPointFields):
     read_point_id: str
+    # Rows stored before zones and stages were fixed sets are shown as they are.
+    zone: Zone | str
+    stage: Stage | str
 
 
 class DeviceIn(BaseModel):

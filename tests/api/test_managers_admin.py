@@ -247,3 +247,32 @@ def test_api_keys_are_shown_once_stored_hashed_and_revocable(
     assert key not in dump
     assert client.delete(f"/v1/admin/api-keys/{key_id}", headers=h).status_code == 200
     assert client.get("/v1/alerts", headers=auth(key)).status_code == 401
+
+
+def test_words_stored_before_the_enumerations_are_listed_as_they_are(
+    client: TestClient, seeded: Seeded, keys: dict[str, str]
+) -> None:
+    """A read point or standard stored with a word outside the enumerations (before they
+    were fixed) is listed as stored, not turned into a 500."""
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO read_points (read_point_id, site_id, zone, stage) "
+            "VALUES ('LEGACY-RP1', %s, 'Bench', 'manual sort')",
+            (SITE,),
+        )
+        conn.execute(
+            "INSERT INTO stage_standards (site_id, stage, service_class, max_seconds) "
+            "VALUES (%s, 'manual sort', 'express', 60)",
+            (SITE,),
+        )
+        try:
+            h = auth(keys["admin"])
+            points = client.get("/v1/admin/read-points", headers=h)
+            standards = client.get("/v1/admin/stage-standards", headers=h)
+        finally:
+            conn.execute("DELETE FROM stage_standards WHERE stage = 'manual sort'")
+            conn.execute("DELETE FROM read_points WHERE read_point_id = 'LEGACY-RP1'")
+    assert points.status_code == 200 and standards.status_code == 200
+    legacy = next(r for r in points.json() if r["read_point_id"] == "LEGACY-RP1")
+    assert (legacy["zone"], legacy["stage"]) == ("Bench", "manual sort")
+    assert any(s["stage"] == "manual sort" for s in standards.json())
