@@ -23,6 +23,7 @@ from composition.acl import render_acl
 from composition.services import (
     PrivateMosquitto,
     PrivatePostgres,
+    end_process,
     free_port,
     make_broker_certificates,
 )
@@ -357,15 +358,7 @@ class Pipeline:
                 raise ServiceError(f"{name} exited with {proc.returncode}:\n{tail}")
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.processes.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(self.processes.pop(name, None), 15, sig)
 
     def stop(self, keep_files: bool = False) -> None:
         # Producers first, so what is in flight can still land.

@@ -29,6 +29,20 @@ log = logging.getLogger(__name__)
 PG_USER = "postgres"
 
 
+def end_process(
+    proc: subprocess.Popen[bytes] | None, timeout: float, sig: int = signal.SIGTERM
+) -> None:
+    """Send `sig` to a running process, wait up to `timeout` s, then SIGKILL it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -323,13 +337,7 @@ class PrivateMosquitto:
             raise ServiceError(f"mosquitto did not start: {log_text}") from None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, 10)
         self.process = None
 
     def kill(self) -> None:

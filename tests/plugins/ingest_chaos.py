@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from composition.services import free_port
+from composition.services import end_process, free_port
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
@@ -124,13 +124,7 @@ class IngestProcess:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, 20)
 
     def metrics(self) -> dict[str, float] | None:
         """Prometheus samples by name and labels, or None when not serving (yet)."""
