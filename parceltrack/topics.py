@@ -28,6 +28,12 @@ def health(site: str, device: str) -> str:
     return f"{PREFIX}/{site}/{device}/health"
 
 
+def receipts(site: str, device: str) -> str:
+    """Where the ingest tells a device's agent how far its events are committed
+    (issue 13: the edge keeps an event until a receipt covers it)."""
+    return f"{PREFIX}/{site}/{device}/receipts"
+
+
 def agent_status(site: str, agent: str) -> str:
     return f"{PREFIX}/{site}/{AGENTS}/{agent}/status"
 
@@ -41,6 +47,7 @@ ALL_EVENTS = events("+", "+")
 ALL_HEALTH = health("+", "+")
 ALL_STATUS = agent_status("+", "+")
 ALL_ALERTS = alerts("+")
+ALL_RECEIPTS = receipts("+", "+")
 
 
 def shared(group: str, topic_filter: str) -> str:
@@ -64,6 +71,7 @@ def _pattern(topic_filter: str) -> re.Pattern[str]:
 _EVENTS = _pattern(ALL_EVENTS)
 _HEALTH = _pattern(ALL_HEALTH)
 _STATUS = _pattern(ALL_STATUS)
+_RECEIPTS = _pattern(ALL_RECEIPTS)
 
 
 def _pair(pattern: re.Pattern[str], topic: str) -> tuple[str, str] | None:
@@ -84,3 +92,8 @@ def parse_health_topic(topic: str) -> tuple[str, str] | None:
 def parse_status_topic(topic: str) -> tuple[str, str] | None:
     """(site, agent) of an agent status topic, or None."""
     return _pair(_STATUS, topic)
+
+
+def parse_receipts_topic(topic: str) -> tuple[str, str] | None:
+    """(site, device) of a receipts topic, or None."""
+    return _pair(_RECEIPTS, topic)
