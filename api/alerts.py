@@ -24,9 +24,11 @@ from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from api.language import DOMAIN, declared_language, language
 from api.models import Alert, AlertKindLabel, AlertPage
 from api.security import Caller, require
 from parceltrack.alerts import AlertKind
+from parceltrack.i18n import N_, gettext_for
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,13 @@ Name = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 # What controllers read for each kind: the control room's headings and announcements,
 # and the dashboards' series names (tests/unit/test_contracts.py holds them to these).
 ALERT_LABELS: Mapping[AlertKind, str] = {
-    AlertKind.DELAY: "Delayed at a stage",
-    AlertKind.MISSING: "Missing",
-    AlertKind.LATE: "Will miss its delivery standard",
-    AlertKind.MISSORT: "Mis-sorted",
-    AlertKind.MISROUTE: "Mis-routed",
-    AlertKind.SILENCE: "Device silent",
-    AlertKind.NOREAD: "No-read spike",
+    AlertKind.DELAY: N_("Delayed at a stage"),
+    AlertKind.MISSING: N_("Missing"),
+    AlertKind.LATE: N_("Will miss its delivery standard"),
+    AlertKind.MISSORT: N_("Mis-sorted"),
+    AlertKind.MISROUTE: N_("Mis-routed"),
+    AlertKind.SILENCE: N_("Device silent"),
+    AlertKind.NOREAD: N_("No-read spike"),
 }
 
 
@@ -98,10 +100,17 @@ async def list_alerts(
     return AlertPage(items=items, next_cursor=items[-1].alert_id if len(rows) > limit else None)
 
 
-@router.get("/v1/alerts/kinds", response_model=list[AlertKindLabel], responses=AUTH)
-async def alert_kinds(_who: Controller) -> list[AlertKindLabel]:
-    """Every kind of alert detection raises, with the label controllers read."""
-    return [AlertKindLabel(kind=kind, label=ALERT_LABELS[kind]) for kind in AlertKind]
+@router.get(
+    "/v1/alerts/kinds",
+    response_model=list[AlertKindLabel],
+    responses=AUTH,
+    dependencies=[Depends(declared_language)],
+)
+async def alert_kinds(request: Request, _who: Controller) -> list[AlertKindLabel]:
+    """Every kind of alert detection raises, with the label controllers read (in the
+    request's language; the dashboards use the English ones)."""
+    say = gettext_for(DOMAIN, language(request)).gettext
+    return [AlertKindLabel(kind=kind, label=say(ALERT_LABELS[kind])) for kind in AlertKind]
 
 
 @router.post(

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api import admin, alerts, customers, feedback, kpis, operations, pages
+from api import admin, alerts, customers, feedback, kpis, language, operations, pages
 from api.models import Health
 from api.queries import has_detector_eta
 from api.security import RateLimiter, ensure_key
@@ -40,6 +40,7 @@ class ApiSettings:
     lost_after_s: float = 3600.0  # KPI: parcel unseen this long, never dispatched, is lost
     pool_max: int = 10
     bootstrap_admin_key: str | None = None  # registered as an admin key at start-up
+    language: str = "en"  # of pages and messages when the request names none we speak
 
     def __repr__(self) -> str:  # never show the bootstrap key
         return f"ApiSettings(broker={self.broker!r}, rate_per_s={self.rate_per_s})"
@@ -56,6 +57,7 @@ def settings_from_env() -> ApiSettings:
         rate_per_s=env.api_rate_per_s,
         burst=env.api_burst,
         bootstrap_admin_key=env.api_admin_key.get_secret_value() if env.api_admin_key else None,
+        language=env.language,
     )
 
 
@@ -118,6 +120,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     ):
         app.include_router(router)
     pages.install(app)  # the tracking page and the control room (api/pages.py)
+    language.install(app)  # errors in the caller's language (api/language.py)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import queries, tracking
 from api.epcis import document
+from api.language import Problem, declared_language
 from api.models import (
     DeliveryPromise,
     FeedbackIn,
@@ -30,11 +31,14 @@ from api.models import (
 )
 from api.security import rate_limited
 from parceltrack.errors import InvalidTrackingNumber
+from parceltrack.i18n import N_
 from parceltrack.identifiers import parse_s10
 
-router = APIRouter(tags=["customers"], dependencies=[Depends(rate_limited)])
+router = APIRouter(
+    tags=["customers"], dependencies=[Depends(rate_limited), Depends(declared_language)]
+)
 
-NOT_FOUND = "no parcel with that tracking number"
+NOT_FOUND = N_("no parcel with that tracking number")
 RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown parcel (reveals nothing else)"},
     422: {"description": "Malformed or check-digit-invalid S10 number; the detail says which"},
@@ -47,7 +51,7 @@ def s10_or_422(tracking_id: str) -> str:
     try:
         return str(parse_s10(tracking_id))
     except InvalidTrackingNumber as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from exc
+        raise Problem(422, exc.template, **exc.params) from exc  # said in the caller's language
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +167,7 @@ async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
     async with _pool(request).connection() as conn:
         record = await read_parcel(conn, s10, request.app.state.detector_eta)
     if record is None:
-        raise HTTPException(status_code=404, detail=NOT_FOUND)
+        raise Problem(404, NOT_FOUND)
     # Built as a ParcelView already: serialise once instead of re-validating it.
     view = parcel_view(s10, record, datetime.now(UTC))
     return Response(view.model_dump_json(), media_type="application/json")
@@ -185,7 +189,7 @@ async def get_parcel_epcis(request: Request, tracking_id: TrackingId) -> JSONRes
     async with _pool(request).connection() as conn:
         record = await read_parcel(conn, s10, request.app.state.detector_eta)
     if record is None:
-        raise HTTPException(status_code=404, detail=NOT_FOUND)
+        raise Problem(404, NOT_FOUND)
     epc = record.manifest["epc"] if record.manifest else None
     body = document(s10, epc, record.scans, [r["event_id"] for r in record.rows], datetime.now(UTC))
     return JSONResponse(body, media_type="application/ld+json")
@@ -207,7 +211,7 @@ async def post_feedback(
     async with _pool(request).connection() as conn:
         record = await read_parcel(conn, s10, request.app.state.detector_eta)
         if record is None or record.manifest is None:
-            raise HTTPException(status_code=404, detail=NOT_FOUND)
+            raise Problem(404, NOT_FOUND)
         view = parcel_view(s10, record, now)
         site = view.last_location.site if view.last_location else record.manifest["origin_site"]
         cur = await conn.execute(

@@ -15,17 +15,36 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import HTTPException, Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
+
+from api.language import Problem
+from parceltrack.i18n import N_
 
 Role = Literal["customer", "controller", "manager", "admin"]
 ROLES: tuple[Role, ...] = ("customer", "controller", "manager", "admin")
 # Each role may do what the roles before it may: a manager can also work alerts.
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 KEY_PREFIX = "pt_"
+
+# The two ways to present a key, as OpenAPI security schemes: every operation that
+# needs a key declares both (either will do), so /docs can authorise and generated
+# clients know a key is needed. They only document: `caller` reads the headers.
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKey",
+    description="An API key (`pt_...`, from `parceltrack api create-key`).",
+    auto_error=False,
+)
+BEARER = HTTPBearer(
+    scheme_name="Bearer",
+    description="The same API key as `Authorization: Bearer <key>`.",
+    auto_error=False,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,28 +112,29 @@ async def caller(request: Request) -> Caller | None:
         )
         row = await cur.fetchone()
     if row is None:
-        raise HTTPException(
-            status_code=401,
-            detail="unknown or revoked API key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise Problem(401, N_("unknown or revoked API key"), headers={"WWW-Authenticate": "Bearer"})
     return Caller(int(row[0]), str(row[1]), row[2])
 
 
 def require(role: Role) -> Callable[[Request], Awaitable[Caller]]:
     """A dependency admitting callers whose role is `role` or above."""
 
-    async def dependency(request: Request) -> Caller:
+    async def dependency(
+        request: Request,
+        _key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    ) -> Caller:
         who = await caller(request)
         if who is None:
-            raise HTTPException(
-                status_code=401,
-                detail=f"this needs an API key with role {role} or above",
+            raise Problem(
+                401,
+                N_("this needs an API key with role {role} or above"),
                 headers={"WWW-Authenticate": "Bearer"},
+                role=role,
             )
         if not who.may(role):
-            raise HTTPException(
-                status_code=403, detail=f"role {who.role} may not do this; needs {role}"
+            raise Problem(
+                403, N_("role {held} may not do this; needs {role}"), held=who.role, role=role
             )
         return who
 
@@ -180,8 +200,8 @@ async def rate_limited(request: Request) -> None:
     limiter: RateLimiter = request.app.state.limiter
     wait = limiter.wait_for(await client_identity(request))
     if wait > 0:
-        raise HTTPException(
-            status_code=429,
-            detail="too many requests; slow down",
+        raise Problem(
+            429,
+            N_("too many requests; slow down"),
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     api_rate_per_s: float = 5.0
     api_burst: float = 20.0
     mqtt_ca_file: str | None = None  # CA bundle for mqtts:// when not the system one
+    # PARCELTRACK_LANGUAGE: pages and messages when neither ?lang= nor Accept-Language
+    # names a supported language (en or zh-CN).
+    language: str = "en"
 
     def broker(self, url: str | None = None) -> BrokerAddress:
         """The broker address with its TLS settings: every process connects through this.

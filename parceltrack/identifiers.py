@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from parceltrack.errors import InvalidTrackingNumber
+from parceltrack.i18n import N_
 
 _WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
 _SHAPE = re.compile(r"^[A-Z]{2}\d{9}[A-Z]{2}$")
@@ -22,7 +23,9 @@ SERVICE_INDICATORS = {
 def s10_check_digit(serial: str) -> int:
     """Check digit over an eight-digit serial (UPU S10: C = 11 - S mod 11; 10 -> 0, 11 -> 5)."""
     if len(serial) != 8 or not serial.isdigit():
-        raise InvalidTrackingNumber(f"S10 serial must be 8 digits, got {serial!r}")
+        raise InvalidTrackingNumber(
+            N_("S10 serial must be 8 digits, got {serial!r}"), serial=serial
+        )
     check = 11 - sum(w * int(d) for w, d in zip(_WEIGHTS, serial, strict=True)) % 11
     return {10: 0, 11: 5}.get(check, check)
 
@@ -56,14 +59,20 @@ def parse_s10(text: str) -> S10:
     value = text.strip().replace(" ", "").upper()
     if not _SHAPE.match(value):
         raise InvalidTrackingNumber(
-            f"{text!r} is not an S10 tracking number: expected 2 letters, 9 digits and "
-            "2 letters, like RR473124829GB"
+            N_(
+                "{text!r} is not an S10 tracking number: expected 2 letters, 9 digits and "
+                "2 letters, like RR473124829GB"
+            ),
+            text=text,
         )
     serial, given = value[2:10], int(value[10])
     expected = s10_check_digit(serial)
     if given != expected:
         raise InvalidTrackingNumber(
-            f"{text!r} fails the S10 check digit: digit 11 is {given}, expected {expected}"
+            N_("{text!r} fails the S10 check digit: digit 11 is {given}, expected {expected}"),
+            text=text,
+            given=given,
+            expected=expected,
         )
     return S10(value[:2], serial, given, value[11:])
 

@@ -20,33 +20,85 @@ window.PT = (function () {
     return node;
   }
 
-  const dateFormat = new Intl.DateTimeFormat(undefined, {
-    year: "numeric", month: "short", day: "numeric",
-    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
-  });
+  // What the API put in the page: its language, the texts of the scripts (English
+  // message -> translation) and each site's time zone (api/page_texts.py).
+  const config = (function () {
+    const block = document.getElementById("page-config");
+    try {
+      return JSON.parse((block && block.textContent) || "{}");
+    } catch (_ignored) {
+      return {};
+    }
+  })();
+  const lang = config.lang || document.documentElement.lang || "en";
+  const messages = config.messages || {};
+  const zones = config.zones || {};
+  // Dates read day first in English (28 Nov 2026), year first in Chinese.
+  const dateLocale = lang === "en" ? "en-GB" : lang;
 
-  function when(iso) {
-    if (!iso) return "unknown";
-    const date = new Date(iso);
-    return Number.isNaN(date.getTime()) ? String(iso) : dateFormat.format(date);
+  // A message in the page's language, then its {fields} filled from `values`; calls of
+  // `_` with a string literal are what Babel's JavaScript extractor collects.
+  function _(message, values) {
+    const text = messages[message] || message;
+    if (!values) return text;
+    return text.replace(/\{(\w+)\}/g, (whole, name) =>
+      Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : whole);
   }
 
-  // "3 min ago" / "in 2 h": for a glance; the exact time goes in the title.
+  // The zone a site's times are shown in: its own, else UTC (named, so never ambiguous).
+  function zoneOf(site) {
+    return (site && zones[site]) || "UTC";
+  }
+
+  const formats = new Map();
+  function dateFormat(zone) {
+    if (!formats.has(zone)) {
+      let format;
+      try {
+        format = new Intl.DateTimeFormat(dateLocale, {
+          year: "numeric", month: "short", day: "numeric",
+          hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+          timeZone: zone, timeZoneName: "long",
+        });
+      } catch (_error) { // a zone this browser does not know: UTC, named
+        format = dateFormat("UTC");
+      }
+      formats.set(zone, format);
+    }
+    return formats.get(zone);
+  }
+
+  // A time in the site's zone, with the zone named in the page's language.
+  function when(iso, site) {
+    if (!iso) return _("unknown");
+    const date = new Date(iso);
+    return Number.isNaN(date.getTime()) ? String(iso) : dateFormat(zoneOf(site)).format(date);
+  }
+
+  const relative = new Intl.RelativeTimeFormat(dateLocale, { numeric: "always", style: "short" });
+
+  // "3 min ago" / "in 2 hr": for a glance; the exact time goes in the title.
   function ago(iso, now) {
-    if (!iso) return "never";
+    if (!iso) return _("never");
     const seconds = Math.round(((now || Date.now()) - new Date(iso).getTime()) / 1000);
     const abs = Math.abs(seconds);
-    let text;
-    if (abs < 60) text = abs + " s";
-    else if (abs < 3600) text = Math.round(abs / 60) + " min";
-    else if (abs < 86400) text = Math.round(abs / 3600) + " h";
-    else text = Math.round(abs / 86400) + " d";
-    return seconds >= 0 ? text + " ago" : "in " + text;
+    const sign = seconds >= 0 ? -1 : 1;
+    if (abs < 60) return relative.format(sign * abs, "second");
+    if (abs < 3600) return relative.format(sign * Math.round(abs / 60), "minute");
+    if (abs < 86400) return relative.format(sign * Math.round(abs / 3600), "hour");
+    return relative.format(sign * Math.round(abs / 86400), "day");
   }
 
-  function timeEl(iso, relative) {
-    return el("time", { datetime: iso || null, title: iso ? when(iso) : null },
-      relative ? ago(iso) : when(iso));
+  function timeEl(iso, relativeTime, site) {
+    return el("time", { datetime: iso || null, title: iso ? when(iso, site) : null },
+      relativeTime ? ago(iso) : when(iso, site));
+  }
+
+  // The language links keep the rest of the address (a tracking number, say).
+  for (const link of document.querySelectorAll("[data-languages] a[data-lang]")) {
+    const url = new URL(window.location.href);
+    url.searchParams.set("lang", link.dataset.lang);
+    link.href = url.pathname + url.search + url.hash;
   }
 
   // The API's reason: `detail` is a sentence, or FastAPI's list of field errors.
@@ -70,10 +122,13 @@ window.PT = (function () {
   // fetch + JSON; throws ApiError (status 0 when the API could not be reached).
   async function api(path, options) {
     let response;
+    // The API says its errors in the page's language.
+    const asked = Object.assign({}, options || {});
+    asked.headers = Object.assign({ "Accept-Language": lang }, asked.headers || {});
     try {
-      response = await fetch(path, options);
+      response = await fetch(path, asked);
     } catch (error) {
-      throw new ApiError(0, "cannot reach the parceltrack API (" + error.message + ")");
+      throw new ApiError(0, _("cannot reach the parceltrack API ({reason})", { reason: error.message }));
     }
     let body = null;
     try {
@@ -89,5 +144,5 @@ window.PT = (function () {
     return body;
   }
 
-  return { el, when, ago, timeEl, reason, api, ApiError };
+  return { el, when, ago, timeEl, reason, api, ApiError, _, lang, zoneOf };
 })();

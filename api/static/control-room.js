@@ -7,7 +7,7 @@
 "use strict";
 
 (function () {
-  const { el, timeEl, reason, api, ApiError } = window.PT;
+  const { el, timeEl, reason, api, ApiError, _, lang } = window.PT;
 
   const KEY_STORE = "parceltrack.controlRoom.apiKey";
   const DEVICE_POLL_MS = 15000;
@@ -34,13 +34,19 @@
   const drafts = new Map(); // feedback_id -> answer being typed
   let labels = new Map(); // alert kind -> what controllers read, from GET /v1/alerts/kinds
   let renderQueued = false;
+  const FEEDBACK_KINDS = { complaint: _("complaint"), praise: _("praise") };
+
+  // Links to a parcel open the tracking page in this page's language.
+  function trackLink(trackingId) {
+    return `/track?id=${encodeURIComponent(trackingId)}&lang=${encodeURIComponent(lang)}`;
+  }
 
   function authHeaders(extra) {
     return Object.assign({ Authorization: "Bearer " + key, Accept: "application/json" }, extra || {});
   }
 
   function showError(title, text, source) {
-    problem.replaceChildren(el("strong", { text: title + ": " }), text);
+    problem.replaceChildren(el("strong", { text: _("{title}: ", { title }) }), text);
     problem.dataset.source = source || "";
     problem.hidden = false;
   }
@@ -80,7 +86,7 @@
     board.hidden = true;
     signOut.hidden = true;
     keyForm.hidden = false;
-    setLive("off", "Not connected");
+    setLive("off", _("Not connected"));
     keyInput.value = "";
     keyInput.focus();
   }
@@ -91,10 +97,11 @@
     key = null;
     askForKey();
     if (status === 401) {
-      showError("The API key was not accepted", `${detail}. Check the key and enter it again.`);
+      showError(_("The API key was not accepted"),
+        _("{detail}. Check the key and enter it again.", { detail }));
     } else {
-      showError("This key may not open the control room",
-        `${detail}. Use a key with role controller, manager or admin.`);
+      showError(_("This key may not open the control room"),
+        _("{detail}. Use a key with role controller, manager or admin.", { detail }));
     }
   }
 
@@ -103,7 +110,7 @@
     if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
       authFailed(error.status, error.detail);
     } else {
-      showError(`Could not ${what}`, error.message || String(error), source);
+      showError(what, error.message || String(error), source);
     }
   }
 
@@ -118,9 +125,9 @@
     // kinds' labels need the controller's role too, and come before the first alert.
     let kinds;
     try {
-      kinds = await api("/v1/alerts/kinds", { headers: authHeaders() });
+      kinds = await api(`/v1/alerts/kinds?lang=${encodeURIComponent(lang)}`, { headers: authHeaders() });
     } catch (error) {
-      if (mine === session) failed(error, "open the control room");
+      if (mine === session) failed(error, _("Could not open the control room"));
       return;
     }
     if (mine !== session) return;
@@ -137,7 +144,7 @@
     event.preventDefault();
     const typed = keyInput.value.trim();
     if (!typed) {
-      showError("No key", "Enter your controller API key.");
+      showError(_("No key"), _("Enter your controller API key."));
       return;
     }
     key = typed;
@@ -220,7 +227,7 @@
     const needSnapshot = lastEventId === null;
     const headers = authHeaders({ Accept: "text/event-stream" });
     if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
-    setLive("connecting", lastEventId === null ? "Connecting …" : "Reconnecting …");
+    setLive("connecting", lastEventId === null ? _("Connecting …") : _("Reconnecting …"));
     let response;
     try {
       response = await fetch("/v1/alerts/stream", { headers, signal: controller.signal, cache: "no-store" });
@@ -252,7 +259,7 @@
           first = false;
           failures = 0;
           if (needSnapshot) await loadAlerts(mine);
-          if (mine === session) setLive("live", "Live");
+          if (mine === session) setLive("live", _("Live"));
         }
         feed(decoder.decode(value, { stream: true }));
       }
@@ -265,7 +272,7 @@
   function reconnectLater(mine) {
     failures += 1;
     const wait = Math.min(MAX_RETRY_MS, retryMs * 2 ** Math.min(failures - 1, 4));
-    setLive("down", `Connection lost; reconnecting in ${Math.round(wait / 1000)} s`);
+    setLive("down", _("Connection lost; reconnecting in {seconds} s", { seconds: Math.round(wait / 1000) }));
     timers.push(setTimeout(() => { if (mine === session) openStream(mine); }, wait));
   }
 
@@ -278,10 +285,10 @@
       alerts.clear();
       for (const alert of [...open.items, ...acked.items]) alerts.set(alert.alert_id, alert);
       const more = open.next_cursor !== null || acked.next_cursor !== null;
-      $("alerts-note").textContent = more ? "Showing the newest 500 open and 500 acknowledged alerts." : "";
+      $("alerts-note").textContent = more ? _("Showing the newest 500 open and 500 acknowledged alerts.") : "";
       queueRender();
     } catch (error) {
-      if (mine === session) failed(error, "load the alerts");
+      if (mine === session) failed(error, _("Could not load the alerts"));
     }
   }
 
@@ -291,9 +298,10 @@
     } else {
       if (isLive && alert.state === "open" && !alerts.has(alert.alert_id)) {
         fresh.add(alert.alert_id);
-        $("alerts-announce").textContent =
-          `New alert: ${label(alert.kind)} at ${alert.site_id || "no site"}` +
-          (alert.tracking_id ? `, parcel ${alert.tracking_id}` : "");
+        const at = { kind: label(alert.kind), site: alert.site_id || _("no site") };
+        $("alerts-announce").textContent = alert.tracking_id
+          ? _("New alert: {kind} at {site}, parcel {parcel}", { ...at, parcel: alert.tracking_id })
+          : _("New alert: {kind} at {site}", at);
         setTimeout(() => { fresh.delete(alert.alert_id); queueRender(); }, 10000);
       }
       alerts.set(alert.alert_id, alert);
@@ -306,15 +314,15 @@
   async function acknowledge(alertId, button) {
     const mine = session;
     button.disabled = true;
-    button.textContent = "Acknowledging …";
+    button.textContent = _("Acknowledging …");
     try {
       const alert = await api(`/v1/alerts/${alertId}/ack`, { method: "POST", headers: authHeaders() });
       if (mine === session) apply(alert, false);
     } catch (error) {
       if (mine !== session) return;
       button.disabled = false;
-      button.textContent = "Acknowledge";
-      failed(error, `acknowledge alert ${alertId}`);
+      button.textContent = _("Acknowledge");
+      failed(error, _("Could not acknowledge alert {id}", { id: alertId }));
     }
   }
 
@@ -337,8 +345,8 @@
   }
 
   function alertItem(alert) {
-    const where = [alert.read_point_id, alert.device_id && `device ${alert.device_id}`]
-      .filter(Boolean).join(", ");
+    const where = [alert.read_point_id, alert.device_id && _("device {device}", { device: alert.device_id })]
+      .filter(Boolean).join(_(", "));
     const acked = alert.state === "acknowledged";
     return el("li", {
       class: "alert" + (fresh.has(alert.alert_id) ? " fresh" : ""),
@@ -346,17 +354,17 @@
     },
     el("div", { class: "alert-text" },
       el("span", { class: "alert-id", text: `#${alert.alert_id}` }), " ",
-      alert.tracking_id ? ["parcel ", el("a", { href: `/track?id=${encodeURIComponent(alert.tracking_id)}`, text: alert.tracking_id }), " "] : "",
-      where ? `at ${where} ` : "",
-      "· opened ", timeEl(alert.opened_at, true),
+      alert.tracking_id ? [_("parcel "), el("a", { href: trackLink(alert.tracking_id), text: alert.tracking_id }), " "] : "",
+      where ? _("at {where} ", { where }) : "",
+      _("· opened "), timeEl(alert.opened_at, true, alert.site_id),
       details(alert.details) ? el("span", { class: "details", text: " · " + details(alert.details) }) : ""),
     acked
-      ? el("span", { class: "state", text: `Acknowledged by ${alert.acked_by || "someone"}` })
+      ? el("span", { class: "state", text: _("Acknowledged by {who}", { who: alert.acked_by || _("someone") }) })
       : el("button", {
         type: "button",
         class: "ack",
-        "aria-label": `Acknowledge alert ${alert.alert_id}`,
-        text: "Acknowledge",
+        "aria-label": _("Acknowledge alert {id}", { id: alert.alert_id }),
+        text: _("Acknowledge"),
         onclick: (event) => acknowledge(alert.alert_id, event.currentTarget),
       }));
   }
@@ -368,14 +376,14 @@
 
     const bySite = new Map();
     for (const alert of alerts.values()) {
-      const site = alert.site_id || "(no site)";
+      const site = alert.site_id || _("(no site)");
       if (!bySite.has(site)) bySite.set(site, new Map());
       const kinds = bySite.get(site);
       if (!kinds.has(alert.kind)) kinds.set(alert.kind, []);
       kinds.get(alert.kind).push(alert);
     }
     const openCount = [...alerts.values()].filter((a) => a.state === "open").length;
-    $("alert-count").textContent = `${openCount} open, ${alerts.size - openCount} acknowledged`;
+    $("alert-count").textContent = _("{open} open, {acked} acknowledged", { open: openCount, acked: alerts.size - openCount });
 
     const groups = [...bySite.keys()].sort().map((site) => {
       const kinds = bySite.get(site);
@@ -393,7 +401,7 @@
     });
     const target = $("alert-groups");
     if (groups.length) target.replaceChildren(...groups);
-    else target.replaceChildren(el("p", { class: "empty", text: "No open alerts." }));
+    else target.replaceChildren(el("p", { class: "empty", text: _("No open alerts.") }));
 
     if (focusedId) {
       const again = target.querySelector(`li.alert[data-alert-id="${focusedId}"] button`);
@@ -408,7 +416,7 @@
     try {
       devices = await api("/v1/devices", { headers: authHeaders() });
     } catch (error) {
-      if (mine === session) failed(error, "load the devices", "devices");
+      if (mine === session) failed(error, _("Could not load the devices"), "devices");
       return;
     }
     if (mine !== session) return;
@@ -416,18 +424,18 @@
     devices.sort((a, b) => (a.online === b.online ? 0 : a.online ? 1 : -1)
       || a.site_id.localeCompare(b.site_id) || a.device_id.localeCompare(b.device_id));
     const online = devices.filter((d) => d.online).length;
-    $("device-summary").textContent = `${online} of ${devices.length} online`;
+    $("device-summary").textContent = _("{online} of {total} online", { online, total: devices.length });
     const num = (v) => (v === null || v === undefined ? "—" : String(v));
     const rows = devices.map((d) => el("tr", { dataset: { deviceId: d.device_id, online: String(d.online) } },
-      el("th", { scope: "row", title: `${d.kind} at ${d.site_id} ${d.read_point_id || ""}`, text: d.device_id }),
-      el("td", { class: d.online ? "ok" : "bad", text: d.online ? "● online" : "○ offline" }),
-      el("td", {}, d.last_seen ? timeEl(d.last_seen, true) : "never"),
+      el("th", { scope: "row", title: _("{kind} at {site} {read_point}", { kind: d.kind, site: d.site_id, read_point: d.read_point_id || "" }), text: d.device_id }),
+      el("td", { class: d.online ? "ok" : "bad", text: d.online ? _("● online") : _("○ offline") }),
+      el("td", {}, d.last_seen ? timeEl(d.last_seen, true, d.site_id) : _("never")),
       el("td", { class: "num", text: `${num(d.reads_last_hour)} / ${num(d.noreads_last_hour)}` }),
       el("td", { class: "num", text: num(d.frames_bad) }),
       el("td", { class: "num", text: num(d.outbox_depth) })));
     const body = document.querySelector("#device-table tbody");
     if (rows.length) body.replaceChildren(...rows);
-    else body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "empty", text: "No devices registered." })));
+    else body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "empty", text: _("No devices registered.") })));
   }
 
   // ---- feedback ---------------------------------------------------------------------
@@ -438,7 +446,7 @@
       pages = await Promise.all(["open", "taken"].map((state) =>
         api(`/v1/feedback?state=${state}&limit=100`, { headers: authHeaders() })));
     } catch (error) {
-      if (mine === session) failed(error, "load the feedback", "feedback");
+      if (mine === session) failed(error, _("Could not load the feedback"), "feedback");
       return;
     }
     if (mine !== session) return;
@@ -466,26 +474,27 @@
 
   function feedbackItem(item) {
     const id = item.feedback_id;
-    const state = item.state === "open" ? "New"
-      : item.first_answer_at ? `Answered by ${item.owner}, not closed` : `Taken by ${item.owner}`;
+    const state = item.state === "open" ? _("New")
+      : item.first_answer_at ? _("Answered by {owner}, not closed", { owner: item.owner })
+        : _("Taken by {owner}", { owner: item.owner });
     const parts = [
       el("p", { class: "feedback-head" },
-        el("span", { class: "kind", dataset: { kind: item.kind }, text: item.kind }), " · ",
-        el("a", { href: `/track?id=${encodeURIComponent(item.tracking_id)}`, text: item.tracking_id }),
-        item.site_id ? ` · ${item.site_id}` : "", " · ", timeEl(item.created_at, true),
+        el("span", { class: "kind", dataset: { kind: item.kind }, text: FEEDBACK_KINDS[item.kind] || item.kind }), " · ",
+        el("a", { href: trackLink(item.tracking_id), text: item.tracking_id }),
+        item.site_id ? ` · ${item.site_id}` : "", " · ", timeEl(item.created_at, true, item.site_id),
         " · ", el("span", { class: "state", text: state })),
       el("blockquote", { class: "message", text: item.message }),
-      item.contact ? el("p", { class: "hint", text: `Contact: ${item.contact}` }) : null,
+      item.contact ? el("p", { class: "hint", text: _("Contact: {contact}", { contact: item.contact }) }) : null,
       item.answers.length ? el("ol", { class: "answers" }, item.answers.map((a) =>
-        el("li", {}, el("strong", { text: a.author }), " (", timeEl(a.at, true), "): ", a.message))) : null,
+        el("li", {}, el("strong", { text: a.author }), " (", timeEl(a.at, true, item.site_id), "): ", a.message))) : null,
     ];
     if (item.state === "open") {
       parts.push(el("button", {
-        type: "button", class: "take", text: "Take",
-        "aria-label": `Take feedback ${id}`,
+        type: "button", class: "take", text: _("Take"),
+        "aria-label": _("Take feedback {id}", { id }),
         onclick: (event) => {
           event.currentTarget.disabled = true;
-          feedbackAction(`/v1/feedback/${id}/take`, null, `take feedback ${id}`);
+          feedbackAction(`/v1/feedback/${id}/take`, null, _("Could not take feedback {id}", { id }));
         },
       }));
     } else {
@@ -499,18 +508,18 @@
           event.preventDefault();
           const message = area.value.trim();
           if (!message) return;
-          if (await feedbackAction(`/v1/feedback/${id}/answers`, { message }, `answer feedback ${id}`)) {
+          if (await feedbackAction(`/v1/feedback/${id}/answers`, { message }, _("Could not answer feedback {id}", { id }))) {
             drafts.delete(id);
           }
         },
       },
-      el("label", { for: areaId, text: `Answer to feedback ${id}` }), area,
+      el("label", { for: areaId, text: _("Answer to feedback {id}", { id }) }), area,
       el("div", { class: "row" },
-        el("button", { type: "submit", text: "Send answer" }),
+        el("button", { type: "submit", text: _("Send answer") }),
         el("button", {
-          type: "button", class: "secondary", text: "Close",
-          "aria-label": `Close feedback ${id}`,
-          onclick: () => feedbackAction(`/v1/feedback/${id}/close`, null, `close feedback ${id}`),
+          type: "button", class: "secondary", text: _("Close"),
+          "aria-label": _("Close feedback {id}", { id }),
+          onclick: () => feedbackAction(`/v1/feedback/${id}/close`, null, _("Could not close feedback {id}", { id })),
         }))));
     }
     return el("li", { class: "feedback", dataset: { feedbackId: id, state: item.state } }, parts);
@@ -524,7 +533,7 @@
     $("feedback-count").textContent = `(${items.length})`;
     const list = $("feedback-list");
     if (items.length) list.replaceChildren(...items.map(feedbackItem));
-    else list.replaceChildren(el("li", { class: "empty", text: "Nothing waiting." }));
+    else list.replaceChildren(el("li", { class: "empty", text: _("Nothing waiting.") }));
     if (activeId) {
       const again = document.getElementById(activeId);
       if (again) {

@@ -22,6 +22,19 @@ ROOT = Path(__file__).resolve().parents[2]
 # domain -> (glob, extraction method) of the files whose texts it holds.
 DOMAIN_SOURCES: dict[str, list[tuple[str, str]]] = {
     "common": [("parceltrack/i18n.py", "python")],
+    # The API's messages to its callers (errors, validation included; alert labels).
+    "api": [
+        ("api/language.py", "python"),
+        ("api/customers.py", "python"),
+        ("api/security.py", "python"),
+        ("api/alerts.py", "python"),
+        ("parceltrack/identifiers.py", "python"),
+    ],
+    # The built-in pages: texts marked in their HTML (api/page_texts.py) and scripts.
+    "pages": [
+        ("api/static/*.html", "api.page_texts:extract_html"),
+        ("api/static/*.js", "javascript"),
+    ],
 }
 KEYWORDS = {"_": None, "gettext": None, "N_": None, "ngettext": (1, 2), "pgettext": ((1, "c"), 2)}
 
