@@ -127,7 +127,9 @@
         el("td", {}, timeEl(event.time, false, event.site)),
         el("td", { text: what }),
         el("td", {}, upu ? el("abbr", { class: "upu", title: described, text: upu.code }) : "—"),
-        el("td", { text: place(event) }));
+        // The manifest row's description is the API's English; say it here instead.
+        el("td", { text: place(event.kind === "accepted"
+          ? Object.assign({}, event, { description: _("Manifest received") }) : event) }));
     });
     document.querySelector("#parcel-timeline tbody").replaceChildren(...rows);
 
