@@ -12,7 +12,8 @@ from rich.console import Console
 
 from composition.pipeline import Pipeline
 from firmware_sim.arrivals import FLAT_PROFILE
-from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
+from firmware_sim.hubs import CHINESE_HUB
+from firmware_sim.scenario import FaultRates, Scenario, ScenarioConfig, generate
 
 
 def _port_free(port: int) -> bool:
@@ -41,24 +42,40 @@ def controller_key(dsn: str, name: str = "demo-controller") -> str:
     return asyncio.run(create())
 
 
-def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
-    console = Console()
-    # About two hours of parcels at real speed in two centres, with every kind of fault
-    # the generator knows (docs/scenarios.md); lost and delayed parcels make alerts.
-    scenario = generate(
+def demo_scenario(parcels: int = 20_000) -> Scenario:
+    """About two hours of parcels at real speed in three centres, one of them the
+    Chinese hub PVG1 (firmware_sim/hubs.py), with every kind of fault the generator
+    knows (docs/scenarios.md); lost and delayed parcels make alerts."""
+    return generate(
         ScenarioConfig(
             seed=7,
-            sites=("LHR1", "MAN1"),
+            sites=("LHR1", "MAN1", CHINESE_HUB.site),
             rfid_sites=(),
-            destinations=("LON", "MAN", "BHX", "GLA"),
-            parcels=20_000,
+            destinations=("LON", "MAN", "SHA", "BHX", "GLA", "SUZ"),
+            parcels=parcels,
             rate_per_hour=3.0 * 3600,
             profile=FLAT_PROFILE,
             faults=FaultRates(
                 missort=0.01, delay=0.01, lost=0.03, noread=0.02, recirculation=0.02, misroute=0.005
             ),
+            hubs=(CHINESE_HUB,),
         )
     )
+
+
+def chinese_parcel(scenario: Scenario) -> str:
+    """A parcel posted at the Chinese hub without an injected fault, for the demo's link."""
+    faulty = {f.tracking_id for f in scenario.faults}
+    return next(
+        m.tracking_id
+        for m in scenario.manifest
+        if m.origin_site == CHINESE_HUB.site and m.tracking_id not in faulty
+    )
+
+
+def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
+    console = Console()
+    scenario = demo_scenario()
     if api_port and not _port_free(api_port):
         api_port = 0  # taken: any free port; the URL printed below says which
     pipeline = Pipeline(
@@ -88,6 +105,8 @@ through one edge agent per site, Mosquitto ({pipeline.mosquitto.url}), ingest an
 The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdir}/scenario.json
 
   Tracking page:   {url}/track?id={on_time[0]}
+  Chinese hub:     {url}/track?id={chinese_parcel(scenario)}
+                   (上海邮件处理中心: in Chinese when the browser asks for it, or add &lang=zh-CN)
   Control room:    {url}/control-room
   Controller key:  {key}
                    (paste it into the control room; it lasts as long as this demo)

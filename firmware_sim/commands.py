@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak
 from firmware_sim.clock import PlaybackClock
+from firmware_sim.hubs import CHINESE_HUB, Hub
 from firmware_sim.scenario import FaultRates, Scenario, ScenarioConfig, generate
 from firmware_sim.truth import FAULT_KINDS
 from parceltrack.config import BrokerAddress, Settings
@@ -85,6 +87,20 @@ def scenario_arguments(gen: argparse.ArgumentParser) -> None:
     gen.add_argument(
         "--plan-change", type=float, default=0.5, help="sort plan v2 from this share (<0: none)"
     )
+    gen.add_argument(
+        "--chinese-hub",
+        metavar="SITE",
+        help="make this site (one of --sites) a Chinese hub: Asia/Shanghai, S10 numbers "
+        "ending in CN, read points named in Chinese, express classes by destination",
+    )
+    gen.add_argument(
+        "--same-city-days", type=int, default=CHINESE_HUB.same_city_days,
+        help="the hub's same-city standard, J+n (default 1: 24 h)",
+    )  # fmt: skip
+    gen.add_argument(
+        "--other-city-days", type=int, default=CHINESE_HUB.other_city_days,
+        help="the hub's standard to other cities, J+n (default 3: 72 h)",
+    )  # fmt: skip
 
 
 def _playback_arguments(p: argparse.ArgumentParser) -> None:
@@ -140,6 +156,21 @@ def config_from_args(args: argparse.Namespace) -> ScenarioConfig:
         start=args.start,
         faults=FaultRates(**{k: getattr(args, f"{k}_rate") for k in FAULT_KINDS}),
         plan_change_fraction=args.plan_change if args.plan_change >= 0 else None,
+        hubs=_hubs(args),
+    )
+
+
+def _hubs(args: argparse.Namespace) -> tuple[Hub, ...]:
+    site = getattr(args, "chinese_hub", None)
+    if not site:
+        return ()
+    return (
+        replace(
+            CHINESE_HUB,
+            site=site,
+            same_city_days=args.same_city_days,
+            other_city_days=args.other_city_days,
+        ),
     )
 
 

@@ -18,6 +18,7 @@ class SiteSpec:
     name: str
     rfid: bool  # parcels inducted here carry SSCC-96 tags; tunnel and doors are RFID gates
     timezone: str = "UTC"
+    language: str = "en"  # of its read points' descriptions, as its operators name them
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +67,35 @@ def plan_in_force(plans: list[SortPlan], site: str, at_s: float) -> SortPlan:
     return max(candidates, key=lambda p: p.version)
 
 
+# Read points as a site's operators name them, in the site's language.
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "en": {
+        "induction": "Induction line {n}",
+        "tunnel": "Scan tunnel 1",
+        "sorter": "Tilt-tray sorter 1 induction scanner",
+        "chute": "Chute {n}",
+        "door": "Outbound door {n}",
+        "rfid": " (RFID gate)",
+    },
+    "zh-CN": {
+        "induction": "供件线 {n}",
+        "tunnel": "扫描通道 1",
+        "sorter": "翻盘式分拣机 1 供件扫描器",
+        "chute": "格口 {n}",
+        "door": "发运口 {n}",
+        "rfid": "（RFID 门）",
+    },
+}
+
+
 def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadPointSpec]:
     """Induction lines -> scan tunnel -> sorter -> chutes, each chute to its outbound door.
 
     On an RFID site the tunnel is an R2000 gate and the doors are Mercury gates; the
     induction lines, the sorter's induction scanner and the chutes scan barcodes."""
     s = site.site
+    words = DESCRIPTIONS[site.language]
+    gate = words["rfid"] if site.rfid else ""
     tunnel_protocol: Protocol = "r2000" if site.rfid else "barcode"
     door_protocol: Protocol = "mercury" if site.rfid else "barcode"
     rps = [
@@ -80,7 +104,7 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
             s,
             Zone.INDUCTION,
             Stage.INDUCTION,
-            f"Induction line {i}",
+            words["induction"].format(n=i),
             1,
             f"{s}-TUN1",
             f"{s}-scan-ind{i}",
@@ -93,7 +117,7 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
             s,
             Zone.TUNNEL,
             Stage.TUNNEL,
-            "Scan tunnel 1" + (" (RFID gate)" if site.rfid else ""),
+            words["tunnel"] + gate,
             2,
             f"{s}-SRT1",
             f"{s}-rfid-tun1" if site.rfid else f"{s}-scan-tun1",
@@ -106,7 +130,7 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
             s,
             Zone.SORTER,
             Stage.SORT,
-            "Tilt-tray sorter 1 induction scanner",
+            words["sorter"],
             3,
             None,
             f"{s}-scan-srt1",
@@ -119,7 +143,7 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
                 s,
                 Zone.CHUTE,
                 Stage.CHUTE,
-                f"Chute {i}",
+                words["chute"].format(n=i),
                 4,
                 f"{s}-DOR{i:02d}",
                 f"{s}-scan-chu{i:02d}",
@@ -131,7 +155,7 @@ def site_layout(site: SiteSpec, chutes: int, induction_lines: int) -> list[ReadP
                 s,
                 Zone.DOOR,
                 Stage.DISPATCH,
-                f"Outbound door {i}" + (" (RFID gate)" if site.rfid else ""),
+                words["door"].format(n=i) + gate,
                 5,
                 None,
                 f"{s}-rfid-dor{i:02d}" if site.rfid else f"{s}-scan-dor{i:02d}",

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from firmware_sim.epc import SSCC96
+from firmware_sim.hubs import DEFAULT_COUNTRY
 from firmware_sim.layout import SiteSpec
 from firmware_sim.standards import ServiceClass
 from parceltrack.identifiers import S10
@@ -72,9 +73,12 @@ def build_manifest(
     inducted_ms: npt.NDArray[np.int64],
     sites: list[SiteSpec],
     destinations: dict[str, str],
+    countries: list[str] | None = None,
 ) -> list[ManifestEntry]:
-    """One manifest row per parcel: a distinct S10 number of its class, an SSCC-96 tag
+    """One manifest row per parcel: a distinct S10 number of its class ending in the
+    country of its origin site (`countries`, per site; GB by default), an SSCC-96 tag
     when its origin site is an RFID site."""
+    country = countries or [DEFAULT_COUNTRY] * len(sites)
     rfid = [s.rfid for s in sites]
     dest_names = list(destination_names)
     out = []
@@ -87,7 +91,7 @@ def build_manifest(
         epc = SSCC96(company_prefix, f"0{serial:09d}").hex if rfid[s] else None
         out.append(
             ManifestEntry(
-                str(S10.make(klass.s10_prefix, serial, "GB")),
+                str(S10.make(klass.s10_prefix, serial, country[s])),
                 klass.service_class,
                 dest_names[d],
                 sites[s].site,

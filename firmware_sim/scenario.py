@@ -12,12 +12,14 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
 
 from firmware_sim.arrivals import DAILY_PROFILE, FLAT_PROFILE, Peak, arrival_times
 from firmware_sim.clock import PlaybackClock
+from firmware_sim.hubs import DEFAULT_COUNTRY, Hub
 from firmware_sim.layout import (
     ReadPointSpec,
     SiteSpec,
@@ -41,6 +43,7 @@ from firmware_sim.parcels import (
 from firmware_sim.standards import SERVICE_CLASSES, ServiceClass, StageStandard, stage_standards
 from firmware_sim.truth import FAULT_KINDS, Fault, record_faults, wall_clock
 from parceltrack.errors import ParceltrackError
+from parceltrack.i18n import LANGUAGES
 from parceltrack.layout import TIMED_STAGES, Stage, Zone
 from storage import model
 from storage.model import ReferenceData
@@ -112,6 +115,9 @@ class ScenarioConfig:
     company_prefix: str = "0614141"  # GS1 company prefix of the SSCC-96 tags
     tag_dwell_s: float = 0.6  # how long a tag stays in an RFID gate's field
     linehaul_s: float = 1800.0  # nominal door-to-induction time to another site
+    # Centres with their own zone, S10 country, language and express standards
+    # (firmware_sim/hubs.py), e.g. hubs.CHINESE_HUB; each must be among `sites`.
+    hubs: tuple[Hub, ...] = ()
 
     @classmethod
     def barcode_only(
@@ -158,6 +164,25 @@ class ScenarioConfig:
         if {k for k, _ in self.transit_s} != set(TIMED_STAGES):
             stages = ", ".join(TIMED_STAGES)
             raise ScenarioError(f"transit_s needs exactly the stages ({stages})")
+        self._validate_hubs()
+
+    def _validate_hubs(self) -> None:
+        sites = [h.site for h in self.hubs]
+        if unknown := set(sites) - set(self.sites):
+            raise ScenarioError(f"hubs {sorted(unknown)} are not among the sites")
+        if len(set(sites)) != len(sites):
+            raise ScenarioError("a site has more than one hub entry")
+        for hub in self.hubs:
+            if hub.language not in LANGUAGES:
+                raise ScenarioError(f"hub {hub.site}: language must be one of {LANGUAGES}")
+            if not (len(hub.country) == 2 and hub.country.isalpha() and hub.country.isupper()):
+                raise ScenarioError(f"hub {hub.site}: country must be 2 capital letters")
+            if min(hub.same_city_days, hub.other_city_days) < 0:
+                raise ScenarioError(f"hub {hub.site}: delivery days must be >= 0")
+            try:
+                ZoneInfo(hub.timezone)
+            except (ValueError, ZoneInfoNotFoundError) as exc:
+                raise ScenarioError(f"hub {hub.site}: unknown timezone {hub.timezone!r}") from exc
 
 
 @dataclass
@@ -336,6 +361,7 @@ class Scenario:
         for key in ("sites", "rfid_sites", "destinations", "profile"):
             cfg[key] = tuple(cfg[key])
         cfg["transit_s"] = tuple((k, float(v)) for k, v in cfg["transit_s"])
+        cfg["hubs"] = tuple(Hub(**h) for h in cfg.get("hubs", ()))
         reads = raw["reads"]
         columns = Reads(
             np.asarray(reads["at_ms"], dtype=np.int64),
@@ -410,10 +436,11 @@ def generate(
     )
     n = len(arrivals)
     chutes = cfg.chutes or len(cfg.destinations) + 1
-    sites = [SiteSpec(s, f"Sorting centre {s}", s in cfg.rfid_sites) for s in cfg.sites]
+    hubs = {h.site: h for h in cfg.hubs}
+    sites = [site_spec(s, s in cfg.rfid_sites, hubs.get(s)) for s in cfg.sites]
     read_points = [rp for s in sites for rp in site_layout(s, chutes, cfg.induction_lines)]
     transit = dict(cfg.transit_s)
-    classes = SERVICE_CLASSES
+    classes = SERVICE_CLASSES + tuple(c for h in cfg.hubs for c in h.service_classes())
     factors = np.array([1.0 + cfg.site_factor_step * i for i in range(len(sites))])
     standards = [
         st
@@ -449,6 +476,7 @@ def generate(
 
     n_sites = len(sites)
     dest_site = dest_of % n_sites  # destinations go round-robin over the sites
+    _hub_classes(cfg, classes, site_of, dest_site, class_of)
     kind_of = np.full(n, -1, dtype=np.int8)
     taken = 0
     rates = cfg.faults.as_tuple()
@@ -543,6 +571,7 @@ def generate(
     manifest = build_manifest(
         cfg.seed, cfg.company_prefix, cfg.destinations, classes, site_of, dest_of, class_of,
         t_ms[:, IND], sites, destinations,
+        [hubs[s.site].country if s.site in hubs else DEFAULT_COUNTRY for s in sites],
     )  # fmt: skip
     faults = record_faults(
         cfg.induction_lines, read_points, manifest, kind_of, site_of, class_of, delay_stage,
@@ -639,3 +668,31 @@ def _misroute_reads(
             for j, i in enumerate(mr.tolist())
         },
     )
+
+
+def site_spec(site: str, rfid: bool, hub: Hub | None) -> SiteSpec:
+    """A site as generated: a hub brings its name, zone and language."""
+    if hub is None:
+        return SiteSpec(site, f"Sorting centre {site}", rfid)
+    return SiteSpec(site, hub.name, rfid, hub.timezone, hub.language)
+
+
+def _hub_classes(
+    cfg: ScenarioConfig,
+    classes: tuple[ServiceClass, ...],
+    site_of: npt.NDArray[np.int64],
+    dest_site: npt.NDArray[np.int64],
+    class_of: npt.NDArray[np.int64],
+) -> None:
+    """Parcels posted at a hub travel by its express classes: same city when the hub
+    also delivers their destination, else other cities (in place, after every random
+    draw, so scenarios without hubs stay as they were)."""
+    index = {c.service_class: k for k, c in enumerate(classes)}
+    for hub in cfg.hubs:
+        here = cfg.sites.index(hub.site)
+        posted = site_of == here
+        class_of[posted] = np.where(
+            dest_site[posted] == here,
+            index[hub.same_city_class],
+            index[hub.other_city_class],
+        )
