@@ -57,7 +57,7 @@ def settings_from_env() -> ApiSettings:
         rate_per_s=env.api_rate_per_s,
         burst=env.api_burst,
         bootstrap_admin_key=env.api_admin_key.get_secret_value() if env.api_admin_key else None,
-        language=env.language,
+        language=language.configured(env.language),
     )
 
 

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     api.add_argument("--burst", type=float, help="public burst per client (default 20)")
     api.add_argument("--workers", type=int, default=1, help="worker processes")
     api.add_argument(
+        "--language", help="of pages and messages when a request names none: en or zh-CN"
+    )
+    api.add_argument(
         "--role", default="controller", choices=("customer", "controller", "manager", "admin")
     )
     api.add_argument("--name", default="operator", help="who the key belongs to")
@@ -39,6 +42,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         os.environ["PARCELTRACK_API_RATE_PER_S"] = str(args.rate)
     if args.burst is not None:
         os.environ["PARCELTRACK_API_BURST"] = str(args.burst)
+    from api.language import configured
+
+    # Refused here, before any worker starts, when it is not a language we speak.
+    os.environ["PARCELTRACK_LANGUAGE"] = configured(args.language or settings.language)
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,

@@ -22,9 +22,28 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from parceltrack.i18n import DEFAULT_LANGUAGE, ENGLISH, N_, choose, gettext_for
+from parceltrack.errors import ConfigError
+from parceltrack.i18n import (
+    DEFAULT_LANGUAGE,
+    ENGLISH,
+    LANGUAGES,
+    N_,
+    choose,
+    gettext_for,
+    supported,
+)
 
 DOMAIN = "api"
+
+
+def configured(value: str) -> str:
+    """The default language an operator configured, checked at start-up."""
+    found = supported(value)
+    if found is None:
+        raise ConfigError(
+            f"PARCELTRACK_LANGUAGE / --language {value!r} is not one of {', '.join(LANGUAGES)}"
+        )
+    return found
 
 
 def language(request: Request) -> str:

@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from api.alerts import ALERT_LABELS
-from api.app import create_app
+from api.app import create_app, settings_from_env
 from composition.services import PrivateMosquitto
 from parceltrack.alerts import AlertKind
+from parceltrack.errors import ConfigError
 from parceltrack.i18n import gettext_for
 from parceltrack.identifiers import S10
 from tests.api.conftest import Seeded, SharedApi, ThreadedServer, auth, seed, settings_for
@@ -168,3 +169,14 @@ def test_too_many_lookups_is_said_in_chinese_with_retry_after(
         assert limited.status_code == 429
         assert limited.json() == {"detail": "请求过于频繁，请放慢速度"}
         assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_an_unsupported_default_language_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PARCELTRACK_LANGUAGE=fr stops the API at start-up naming the setting; zh is zh-CN."""
+    monkeypatch.setenv("PARCELTRACK_LANGUAGE", "fr")
+    with pytest.raises(ConfigError, match=r"PARCELTRACK_LANGUAGE / --language 'fr'"):
+        settings_from_env()
+    monkeypatch.setenv("PARCELTRACK_LANGUAGE", "zh")
+    assert settings_from_env().language == "zh-CN"
