@@ -95,7 +95,11 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
         url = pipeline.api_url
         lost = {f.tracking_id for f in scenario.faults if f.kind == "lost"}
         faulty = {f.tracking_id for f in scenario.faults}
-        on_time = [m.tracking_id for m in scenario.manifest[:40] if m.tracking_id not in faulty][:3]
+        on_time = [
+            m.tracking_id
+            for m in scenario.manifest[:40]
+            if m.tracking_id not in faulty and m.origin_site != CHINESE_HUB.site
+        ][:3]
         sites = ", ".join(s.site for s in scenario.sites)
         key = controller_key(pipeline.dsn)
         console.print(f"""

@@ -225,7 +225,7 @@
     const controller = new AbortController();
     stream = controller;
     const needSnapshot = lastEventId === null;
-    const headers = authHeaders({ Accept: "text/event-stream" });
+    const headers = authHeaders({ Accept: "text/event-stream", "Accept-Language": lang });
     if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
     setLive("connecting", lastEventId === null ? _("Connecting …") : _("Reconnecting …"));
     let response;
