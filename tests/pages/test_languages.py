@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import psycopg
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -154,3 +155,17 @@ def test_control_room_in_chinese(chinese: BrowserContext, site: Site, artifacts:
     expect(link).to_have_attribute("href", re.compile(r"lang=zh-CN"))
     assert _english_leaks(page.locator("main").inner_text()) == []
     page.screenshot(path=str(artifacts / "control-room-zh-CN.png"), full_page=True)
+
+
+def test_pages_say_their_language_in_headers_and_keep_the_csp(site: Site) -> None:
+    """A page answers with Content-Language and Vary: Accept-Language, its html lang and
+    config in that language, under the same strict CSP."""
+    for header, expected in (("zh-CN,zh;q=0.9", "zh-CN"), ("en-GB", "en"), ("fr", "en")):
+        for path in ("/track", "/control-room"):
+            response = httpx.get(site.url + path, headers={"Accept-Language": header}, timeout=10)
+            assert response.status_code == 200
+            assert response.headers["content-language"] == expected
+            assert "Accept-Language" in response.headers["vary"]
+            assert "script-src 'self'" in response.headers["content-security-policy"]
+            assert f'<html lang="{expected}">' in response.text
+            assert f'"lang": "{expected}"' in response.text
