@@ -48,6 +48,7 @@ router = APIRouter(include_in_schema=False)
 
 
 def _page(name: str) -> FileResponse:
+    """A page served as it is in api/static/ (one without text marks)."""
     # no-cache: a browser revalidates (ETag), so a new release is picked up at once.
     return FileResponse(
         STATIC / name,
@@ -56,7 +57,7 @@ def _page(name: str) -> FileResponse:
     )
 
 
-@cache
+@cache  # read once per process: a changed page is served after a restart (a release)
 def _source(name: str) -> str:
     return (STATIC / name).read_text(encoding="utf-8")
 
