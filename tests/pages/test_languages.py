@@ -139,11 +139,16 @@ def test_chinese_page_shows_the_apis_reasons_in_chinese(
 
 
 def test_control_room_in_chinese(chinese: BrowserContext, site: Site, artifacts: Path) -> None:
-    """The control room in Chinese: sign-in, headings, live state, alert kinds and
-    devices; a parcel link opens the tracking page in Chinese."""
+    """The control room in Chinese: a wrong key's reason, sign-in, headings, live state,
+    alert kinds and devices; a parcel link opens the tracking page in Chinese."""
     page = chinese.new_page()
     page.goto(f"{site.url}/control-room")
     expect(page.get_by_role("heading", level=1)).to_have_text("控制室")
+    page.get_by_label("调度员 API 密钥").fill("pt_not-a-key")
+    page.get_by_role("button", name="进入控制室").click()
+    problem = page.get_by_role("alert")
+    expect(problem).to_contain_text("API 密钥未被接受：API 密钥未知或已被吊销。")
+    expect(problem).to_contain_text("请检查密钥后重新输入。")
     page.get_by_label("调度员 API 密钥").fill(site.controller_key)
     page.get_by_role("button", name="进入控制室").click()
     expect(page.locator("#live")).to_have_text("实时")
