@@ -47,8 +47,8 @@ def message_of(raw: str) -> str:
 
 
 class _Marks(HTMLParser):
-    """Walks a page, calling `on_text` for each marked text and `on_attr` for each
-    marked attribute, and writing the page back (translated) into `out`."""
+    """Walks a page, noting each marked text and attribute with its line (`found`)
+    and writing the page back, translated, into `out`."""
 
     def __init__(self, translate: Callable[[str], str], language: str = "en") -> None:
         super().__init__(convert_charrefs=False)
