@@ -134,10 +134,7 @@ def test_concurrent_writers_with_random_commit_delays_reach_the_follower_exactly
         for t in range(15)
     ]
     committed = {
-        e.id
-        for device, t, _hold, ok in plan
-        if ok
-        for e in _events(device, 20, start=t * 20)
+        e.id for device, t, _hold, ok in plan if ok for e in _events(device, 20, start=t * 20)
     }
 
     def writer(w: int) -> None:
@@ -201,6 +198,5 @@ def test_the_feed_refuses_a_connection_inside_a_transaction(feed_dsn: str) -> No
     """A snapshot taken inside another transaction would not be the feed's: refused."""
     with psycopg.connect(feed_dsn) as conn:
         conn.execute("SELECT 1")
-        with pytest.raises(feed.FeedError):
-            with feed.snapshot(conn):
-                pass
+        with pytest.raises(feed.FeedError), feed.snapshot(conn):
+            pass
