@@ -217,9 +217,10 @@ def explain(dsn: str, alert: ParcelAlert, held_parcels: set[str]) -> str | None:
         return None
     ts, stored = row
     if ts <= alert.due < stored:
-        return f"next read in time, stored {(stored - alert.due).total_seconds():.1f} s late"
+        late = (stored - alert.due).total_seconds()
+        return f"stored late: next read in time, stored {late:.1f} s after the deadline"
     if alert.tracking_id in held_parcels and ts > alert.due:
-        return "next read held by a scanner during an outage"
+        return "held: next read held by a scanner during an outage"
     return None
 
 
@@ -448,7 +449,7 @@ def test_pipeline_survives_chaos_with_nothing_lost_or_doubled(
             if key(t, k, r, site) not in wanted or got[key(t, k, r, site)] > 1
         ]
     explained = {a: explain(p.dsn, a, bank.held_parcels) for a in others}
-    causes = Counter(str(why).split(",")[0] for why in explained.values())
+    causes = Counter(str(why).split(":")[0] for why in explained.values())
 
     p.stop(keep_files=True)  # SIGTERM: each ingest worker logs its final accounting
     accounts = [
