@@ -4,6 +4,7 @@ across shards, a site moved from one shard to the other, and site ownership lock
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,9 +18,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from composition.services import PrivateMosquitto
 from ingest.store import ScanPartitions, write_scans
+from parceltrack import topics
+from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
 from parceltrack.identifiers import S10
+from parceltrack.mqtt import MqttClient
 from tests.waiting import wait_until
 
 SITES = ("A1", "B1", "C1")
@@ -77,13 +82,17 @@ class Floor:
 class Shard:
     """A `parceltrack detect --sites ...` process and its log."""
 
-    def __init__(self, dsn: str, sites: str, log: Path) -> None:
+    def __init__(self, dsn: str, sites: str, log: Path, broker_url: str | None = None) -> None:
         self.log = log
         env = {**os.environ, "PARCELTRACK_DSN": dsn}
+        env.pop("PARCELTRACK_MQTT_CA_FILE", None)
+        mqtt = ["--no-mqtt"]
+        if broker_url is not None:
+            env["PARCELTRACK_MQTT_URL"], mqtt = broker_url, []
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "composition.cli", "detect", "--sites", sites,
-                 "--no-mqtt", "--tick", "0.2", "--overdue-after", "2", "--missing-after", "2"],
+                [sys.executable, "-m", "composition.cli", "detect", "--sites", sites, *mqtt,
+                 "--tick", "0.2", "--overdue-after", "2", "--missing-after", "2"],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -112,8 +121,10 @@ def shards(tmp_path: Path) -> Iterator[list[Shard]]:
         s.stop(signal.SIGKILL)
 
 
-def _start(shards: list[Shard], dsn: str, sites: str, log: Path) -> Shard:
-    shard = Shard(dsn, sites, log)
+def _start(
+    shards: list[Shard], dsn: str, sites: str, log: Path, broker_url: str | None = None
+) -> Shard:
+    shard = Shard(dsn, sites, log, broker_url)
     shards.append(shard)
     return shard
 
@@ -226,3 +237,95 @@ def test_a_detector_waits_for_a_site_another_detector_owns(
     assert "rebuilt state of" not in two.text()
     one.stop()
     two.wait_ready()
+
+
+def test_a_shard_killed_and_restarted_alerts_once_and_forgets_a_parcel_that_left(
+    floor: Floor, db_dsn: str, shards: list[Shard], tmp_path: Path
+) -> None:
+    """Shard one killed with SIGKILL: its open alert is not opened again on restart, a
+    parcel stuck meanwhile is alerted once, and a parcel read at A1 and then at C1
+    while it was down gets no alert at A1 after its replay."""
+    before, meanwhile, left = _parcel(6), _parcel(7), _parcel(8)
+    floor.parcels(before, meanwhile, left)
+    one = _start(shards, db_dsn, "A1", tmp_path / "one.log")
+    two = _start(shards, db_dsn, "B1,C1", tmp_path / "two.log")
+    one.wait_ready()
+    two.wait_ready()
+    floor.read(before, "A1-IND1")
+    wait_until(
+        lambda: [k for _, k, _, _ in _alerts(db_dsn, before)] == ["delay", "missing"],
+        30,
+        "shard one's alerts",
+    )
+    one.stop(signal.SIGKILL)
+    floor.read(meanwhile, "A1-IND1")
+    floor.read(left, "A1-IND1")
+    floor.read(left, "C1-IND1")
+    floor.read(left, "C1-DOR01")
+    time.sleep(5.0)  # every deadline at A1 passes while nobody owns A1
+    one = _start(shards, db_dsn, "A1", tmp_path / "one-again.log")
+    one.wait_ready()
+    wait_until(
+        lambda: [k for _, k, _, _ in _alerts(db_dsn, meanwhile)] == ["delay", "missing"],
+        30,
+        "the alerts that fell due while shard one was down",
+    )
+    time.sleep(2.0)  # a few more ticks: nothing else may open
+    assert [(k, s, st) for _, k, s, st in _alerts(db_dsn, before)] == [
+        ("delay", "A1", "open"),
+        ("missing", "A1", "open"),
+    ]
+    assert [(k, s) for _, k, s, _ in _alerts(db_dsn, meanwhile)] == [
+        ("delay", "A1"),
+        ("missing", "A1"),
+    ]
+    assert [(k, s) for _, k, s, _ in _alerts(db_dsn, left)] == [("misroute", "C1")]
+
+
+def test_each_shard_publishes_its_own_sites_alerts_once(
+    floor: Floor, db_dsn: str, shards: list[Shard], tmp_path: Path, mqtt_server: PrivateMosquitto
+) -> None:
+    """With MQTT on, each alert change goes out once, on its site's topic, published
+    by the shard that owns the site (one cursor per site)."""
+    heard: list[tuple[str, int]] = []
+    client = MqttClient("shard-alerts-watch", BrokerAddress.from_url(mqtt_server.url))
+    client.on_message(
+        lambda m: heard.append((m.topic, int(json.loads(bytes(m.payload))["event_id"])))
+    )
+    client.on_connect(lambda _rc: client.subscribe(topics.ALL_ALERTS, qos=1))
+    client.start()
+    try:
+        assert client.wait_connected(30)
+        stuck_a, stuck_b = _parcel(9), _parcel(10)
+        floor.parcels(stuck_a, stuck_b)
+        one = _start(shards, db_dsn, "A1", tmp_path / "one.log", mqtt_server.url)
+        two = _start(shards, db_dsn, "B1,C1", tmp_path / "two.log", mqtt_server.url)
+        one.wait_ready()
+        two.wait_ready()
+        floor.read(stuck_a, "A1-IND1")
+        floor.read(stuck_b, "B1-IND1")
+        with psycopg.connect(db_dsn) as conn:
+            wait_until(
+                lambda: count_rows(conn, "SELECT count(*) FROM alert_events") == 4,
+                30,
+                "four alert changes",
+            )
+            events = conn.execute(
+                "SELECT event_id, alert->>'site_id' FROM alert_events ORDER BY event_id"
+            ).fetchall()
+        expected = sorted((topics.alerts(str(site)), int(e)) for e, site in events)
+        wait_until(lambda: len(heard) >= 4, 30, "four alert messages")
+        time.sleep(1.5)  # a second publisher of the same change would show by now
+        assert sorted(heard) == expected
+        with psycopg.connect(db_dsn) as conn:
+            cursors = conn.execute(
+                "SELECT publisher FROM alert_publish_cursor ORDER BY publisher"
+            ).fetchall()
+        assert [c for (c,) in cursors] == ["detect:A1", "detect:B1"]
+    finally:
+        client.stop()
+
+
+def count_rows(conn: psycopg.Connection[Any], sql: str) -> int:
+    row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else 0
