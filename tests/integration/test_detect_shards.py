@@ -129,6 +129,19 @@ def _start(
     return shard
 
 
+def _two_ready(
+    shards: list[Shard], dsn: str, sites: tuple[str, str], logs: Path, broker_url: str | None = None
+) -> tuple[Shard, Shard]:
+    """Shards "one" and "two" with these sites, started side by side, both ready."""
+    one, two = (
+        _start(shards, dsn, s, logs / f"{name}-{len(shards)}.log", broker_url)
+        for name, s in zip(("one", "two"), sites, strict=True)
+    )
+    one.wait_ready()
+    two.wait_ready()
+    return one, two
+
+
 def _alerts(dsn: str, tracking: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
@@ -146,10 +159,7 @@ def test_two_shards_alert_their_own_sites_and_follow_a_misrouted_parcel(
     delay or missing alert at A1 (shard one let it go)."""
     stuck_a, stuck_b, misrouted = _parcel(1), _parcel(2), _parcel(3)
     floor.parcels(stuck_a, stuck_b, misrouted)
-    one = _start(shards, db_dsn, "A1", tmp_path / "one.log")
-    two = _start(shards, db_dsn, "B1,C1", tmp_path / "two.log")
-    one.wait_ready()
-    two.wait_ready()
+    one, _ = _two_ready(shards, db_dsn, ("A1", "B1,C1"), tmp_path)
     floor.read(stuck_a, "A1-IND1")
     floor.read(stuck_b, "B1-IND1")
     floor.read(misrouted, "A1-IND1")
@@ -183,10 +193,7 @@ def test_a_site_moves_between_shards_without_losing_duplicating_or_reopening_an_
     the new owner resolves it when the parcel moves on, and opens B1's next alert."""
     stuck, later = _parcel(4), _parcel(5)
     floor.parcels(stuck, later)
-    one = _start(shards, db_dsn, "A1,B1", tmp_path / "one.log")
-    two = _start(shards, db_dsn, "C1", tmp_path / "two.log")
-    one.wait_ready()
-    two.wait_ready()
+    one, two = _two_ready(shards, db_dsn, ("A1,B1", "C1"), tmp_path)
     floor.read(stuck, "B1-IND1")
     wait_until(
         lambda: [k for _, k, _, _ in _alerts(db_dsn, stuck)] == ["delay", "missing"],
@@ -197,10 +204,7 @@ def test_a_site_moves_between_shards_without_losing_duplicating_or_reopening_an_
     # The move: shard one gives B1 up, shard two takes it (a restart each).
     one.stop()
     two.stop()
-    one = _start(shards, db_dsn, "A1", tmp_path / "one-after.log")
-    two = _start(shards, db_dsn, "B1,C1", tmp_path / "two-after.log")
-    one.wait_ready()
-    two.wait_ready()
+    one, two = _two_ready(shards, db_dsn, ("A1", "B1,C1"), tmp_path)
     time.sleep(2.0)  # a few ticks of both with the alerts live
     assert _alerts(db_dsn, stuck) == before  # same rows, still open: neither lost nor doubled
     floor.read(stuck, "B1-DOR01")
@@ -247,10 +251,7 @@ def test_a_shard_killed_and_restarted_alerts_once_and_forgets_a_parcel_that_left
     while it was down gets no alert at A1 after its replay."""
     before, meanwhile, left = _parcel(6), _parcel(7), _parcel(8)
     floor.parcels(before, meanwhile, left)
-    one = _start(shards, db_dsn, "A1", tmp_path / "one.log")
-    two = _start(shards, db_dsn, "B1,C1", tmp_path / "two.log")
-    one.wait_ready()
-    two.wait_ready()
+    one, _ = _two_ready(shards, db_dsn, ("A1", "B1,C1"), tmp_path)
     floor.read(before, "A1-IND1")
     wait_until(
         lambda: [k for _, k, _, _ in _alerts(db_dsn, before)] == ["delay", "missing"],
@@ -298,10 +299,7 @@ def test_each_shard_publishes_its_own_sites_alerts_once(
         assert client.wait_connected(30)
         stuck_a, stuck_b = _parcel(9), _parcel(10)
         floor.parcels(stuck_a, stuck_b)
-        one = _start(shards, db_dsn, "A1", tmp_path / "one.log", mqtt_server.url)
-        two = _start(shards, db_dsn, "B1,C1", tmp_path / "two.log", mqtt_server.url)
-        one.wait_ready()
-        two.wait_ready()
+        _two_ready(shards, db_dsn, ("A1", "B1,C1"), tmp_path, mqtt_server.url)
         floor.read(stuck_a, "A1-IND1")
         floor.read(stuck_b, "B1-IND1")
         with psycopg.connect(db_dsn) as conn:
