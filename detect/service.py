@@ -146,6 +146,9 @@ class Detector:
         engine = self.engine = self._new_engine(conn)
         since = datetime.fromtimestamp(now - self.settings.rebuild_s, UTC)
         sites = self.settings.sites
+        if unknown := sorted(set(sites or ()) - set(engine.ref.sites)):
+            # Not fatal: a site being set up may own a shard before its layout is loaded.
+            log.warning("--sites names sites with no read points (yet): %s", ", ".join(unknown))
         replayed = 0
         # One snapshot for the replay and the feed's first position.
         with feed.snapshot(conn) as position:

@@ -18,6 +18,19 @@ window, no duplicates to filter, however long a transaction stays open.
 A follower that restarts needs no stored position: it rebuilds its state from the
 scans visible in one snapshot (`snapshot`) and follows from that same snapshot.
 
+Following, in a stage of its own (an autocommit connection, outside transactions):
+
+    with feed.snapshot(conn) as start:         # rebuild from what this snapshot sees
+        ...
+    position = start
+    while running:
+        with feed.snapshot(conn) as now:
+            commits = feed.commits_after(conn, position)
+            if commits:
+                rows = conn.execute(f"SELECT ... FROM scans s WHERE {feed.SCANS_OF_COMMITS}",
+                                    commits.params()).fetchall()
+        position = now                            # only once the rows are handled
+
 `scan_commits` is pruned by `prune`, with an `xmin` taken long enough ago that
 every follower has moved past it (a transaction below an old snapshot's xmin
 had finished before that snapshot was taken).

@@ -327,3 +327,16 @@ def test_each_shard_publishes_its_own_sites_alerts_once(
 def count_rows(conn: psycopg.Connection[Any], sql: str) -> int:
     row = conn.execute(sql).fetchone()
     return int(row[0]) if row else 0
+
+
+def test_sites_with_an_empty_name_are_refused_naming_the_option(tmp_path: Path) -> None:
+    """`detect --sites A1,,B1` exits with a usage error that names --sites."""
+    done = subprocess.run(
+        [sys.executable, "-m", "composition.cli", "detect", "--sites", "A1,,B1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PARCELTRACK_DSN": "postgresql://nobody@127.0.0.1:1/none"},
+    )
+    assert done.returncode == 2
+    assert "--sites" in done.stderr and "empty site name" in done.stderr
