@@ -461,7 +461,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         -- stored before this migration keep NULL: they are older than every feed.
         ALTER TABLE scans ADD COLUMN xact_id xid8;
         ALTER TABLE scans ALTER COLUMN xact_id SET DEFAULT pg_current_xact_id();
-        CREATE INDEX scans_xact ON scans (xact_id);
+        -- Partial: rows stored before this migration (NULL) take no index space. On a
+        -- large existing database building it reads every partition while writes
+        -- wait: apply this migration in a maintenance window.
+        CREATE INDEX scans_xact ON scans (xact_id) WHERE xact_id IS NOT NULL;
         -- One row per writing transaction, in the same transaction as its scans:
         -- which transactions to look for, and the range of `ts` that holds their
         -- rows (so a follower's query is pruned to those partitions or chunks).
