@@ -19,6 +19,8 @@ import psycopg
 import pytest
 
 from composition.services import PrivateMosquitto
+from detect.reference import DetectConfig
+from detect.service import Detector, DetectSettings
 from ingest.store import ScanPartitions, write_scans
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
@@ -340,3 +342,40 @@ def test_sites_with_an_empty_name_are_refused_naming_the_option(tmp_path: Path) 
     )
     assert done.returncode == 2
     assert "--sites" in done.stderr and "empty site name" in done.stderr
+
+
+def test_a_shard_adopts_once_more_the_alerts_of_a_parcel_that_moved_in(
+    floor: Floor, db_dsn: str
+) -> None:
+    """An alert the old shard opened in the instant after the parcel moved (before its
+    feed showed the move) is adopted by the new shard `settle_s` later, and resolved:
+    the move ended it."""
+    parcel = _parcel(11)
+    floor.parcels(parcel)
+    shard = Detector(
+        DetectSettings(
+            dsn=db_dsn,
+            sites=("B1", "C1"),
+            config=DetectConfig(default_stage_s=2.0, default_missing_s=2.0),
+            settle_s=5.0,
+        )
+    )
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        shard.start(conn, time.time())
+        floor.read(parcel, "A1-IND1")
+        floor.read(parcel, "C1-IND1")
+        floor.read(parcel, "C1-DOR01")  # the last stage: nothing falls due at C1
+        now = time.time()
+        shard.step(conn, now)  # new to this shard: adopts what is live (nothing yet)
+        conn.execute(  # shard one's late alert, as its tick would write it
+            "INSERT INTO alerts (fingerprint, kind, site_id, read_point_id, tracking_id) "
+            "VALUES (%s, 'missing', 'A1', 'A1-IND1', %s)",
+            (f"missing:{parcel}", parcel),
+        )
+        shard.step(conn, now + 1.0)
+        assert ("missing", "A1", "open") in [(k, s, st) for _, k, s, st in _alerts(db_dsn, parcel)]
+        shard.step(conn, now + 6.0)
+    assert [(k, s, st) for _, k, s, st in _alerts(db_dsn, parcel)] == [
+        ("misroute", "C1", "open"),
+        ("missing", "A1", "resolved"),
+    ]
