@@ -111,6 +111,16 @@ def test_a_long_transaction_is_delivered_when_it_commits_not_before_and_not_twic
     assert max(follower.seen.values()) == 1
 
 
+def test_a_transaction_writing_late_reads_of_yesterday_is_delivered_whole(feed_dsn: str) -> None:
+    """A replay batch whose reads span yesterday and today (two partitions or chunks)
+    reaches the follower whole: the logged time range covers both days."""
+    late = _events("replay", 3, age_s=86_400.0) + _events("replay", 3, start=3)
+    with psycopg.connect(feed_dsn, autocommit=True) as reader:
+        follower = Follower(reader)
+        _write(feed_dsn, late)
+        assert set(follower.poll()) == _ids(late)
+
+
 def test_rolled_back_transactions_are_never_delivered(feed_dsn: str) -> None:
     """Scans of a transaction that rolls back never reach the follower; later ones do."""
     with psycopg.connect(feed_dsn, autocommit=True) as reader:
