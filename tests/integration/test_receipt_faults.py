@@ -71,15 +71,13 @@ def production_broker_rig(services_dir: Path, tmp_path: Path) -> Iterator[Rig]:
     yield from _rig(services_dir, tmp_path, "crash", broker)
 
 
-@pytest.fixture
-def rig(services_dir: Path, tmp_path: Path) -> Iterator[Rig]:
-    yield from _rig(services_dir, tmp_path, "restart", _broker(services_dir, "restart"))
-
-
-@pytest.fixture
-def memoryless_rig(services_dir: Path, tmp_path: Path) -> Iterator[Rig]:
-    broker = _broker(services_dir, "nopersist", persistence=False)
-    yield from _rig(services_dir, tmp_path, "nopersist", broker)
+@pytest.fixture(params=[True, False], ids=["persistent-broker", "broker-without-persistence"])
+def restart_rig(
+    services_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Rig]:
+    """A rig whose broker saves every second, or keeps nothing across a restart."""
+    broker = _broker(services_dir, "restart", persistence=request.param)
+    yield from _rig(services_dir, tmp_path, "restart", broker)
 
 
 def _each_read_once(rig: Rig, feed: EdgeFeed, what: str) -> None:
@@ -120,26 +118,21 @@ def test_broker_killed_with_a_backlog_loses_nothing(production_broker_rig: Rig) 
     _each_read_once(rig, feed, "broker SIGKILL after a 4 s database outage")
 
 
-def test_graceful_broker_restart_under_load_loses_nothing(rig: Rig) -> None:
-    """Broker stopped (SIGTERM) and started while the workers hold shared subscriptions
-    and the edge keeps publishing, nothing held back: every read stored once."""
+def test_broker_restart_under_load_loses_nothing(restart_rig: Rig) -> None:
+    """Broker stopped (SIGTERM) after a 3 s database outage and started again while the
+    workers hold shared subscriptions and the edge keeps publishing, nothing held back;
+    with persistence (Mosquitto
+    2.0.11 forgets the shared subscriptions) and without (it forgets everything):
+    every read stored once."""
+    rig = restart_rig
     feed = rig.feed()
     wait_until(lambda: count_scans(rig.dsn)[0] >= 1000, 60, "the first commits")
+    # A short database outage first, so the broker holds a backlog when it restarts.
+    rig.pg.stop()
+    time.sleep(3)
     rig.broker.stop()
     time.sleep(1)
     rig.broker.start()
-    _each_read_once(rig, feed, "graceful broker restart under load")
-
-
-def test_broker_without_persistence_restarted_under_load_loses_nothing(
-    memoryless_rig: Rig,
-) -> None:
-    """A broker that keeps nothing across a restart, restarted under load: every read
-    stored once (the sessions and queues it forgot are made good by the edge)."""
-    rig = memoryless_rig
-    feed = rig.feed()
-    wait_until(lambda: count_scans(rig.dsn)[0] >= 1000, 60, "the first commits")
-    rig.broker.stop()
-    time.sleep(1)
-    rig.broker.start()
-    _each_read_once(rig, feed, "broker without persistence restarted under load")
+    rig.pg.start()
+    kind = "persistent" if rig.broker.persistence else "memoryless"
+    _each_read_once(rig, feed, f"graceful restart of a {kind} broker under load")
