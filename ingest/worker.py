@@ -40,6 +40,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -100,8 +101,8 @@ class _Decoded:
     statuses: dict[str, health.AgentStatus] = field(default_factory=dict)
     dead: list[tuple[_Received, str]] = field(default_factory=list)
     newest: list[datetime] = field(default_factory=list)  # per scan batch message
-    # (site, device, boot, seq) of every event of the valid scan batches
-    committed: list[tuple[str, str, int, int]] = field(default_factory=list)
+    # (site, device, boot, ranges) of the events of the valid scan batches
+    committed: list[receipts.Committed] = field(default_factory=list)
 
     def add(self, item: _Received, now: datetime) -> None:
         try:
@@ -115,8 +116,7 @@ class _Decoded:
         # for the site and device it names): no topic shape is written twice.
         if topics.parse_events_topic(topic) is not None:
             batch = wire.decode_batch(topic, item.payload, now)
-            site, device = batch.site, batch.device
-            self.committed.extend((site, device, e.boot, e.seq) for e in batch.events)
+            self._cover(batch.site, batch.device, batch.events)
             rows, days, newest = batch_rows(batch)
             self.rows.extend(rows)
             self.days |= days
@@ -138,13 +138,25 @@ class _Decoded:
         """What this batch's commit covers: its scan events (written or duplicates)
         and the events of dead-lettered scan batches, read leniently (the database
         keeps them in the dead letter, and the edge must not send them forever)."""
-        committed = list(self.committed)
         for item, _reason in self.dead:
             where = topics.parse_events_topic(item.topic)
             if where is not None:
-                site, device = where
-                committed.extend((site, device, b, s) for b, s in receipts.event_seqs(item.payload))
-        return receipts.receipts_for(committed)
+                pairs = receipts.event_seqs(item.payload)
+                self._cover(*where, [_Seq(boot, seq) for boot, seq in pairs])
+        return receipts.receipts_for(self.committed)
+
+    def _cover(self, site: str, device: str, events: Sequence[_Seq | wire.WireEvent]) -> None:
+        boots, seqs = [e.boot for e in events], [e.seq for e in events]
+        for boot, ranges in receipts.ranges_by_boot(boots, seqs).items():
+            self.committed.append((site, device, boot, ranges))
+
+
+@dataclass(frozen=True, slots=True)
+class _Seq:
+    """Boot and sequence number of an event read leniently from a dead letter."""
+
+    boot: int
+    seq: int
 
 
 @dataclass

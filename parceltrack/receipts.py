@@ -12,7 +12,7 @@ committed at parceltrack/schemas/receipt-v1.json.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -76,24 +76,47 @@ class Receipt:
 
 def ranges_of(seqs: Iterable[int]) -> tuple[SeqRange, ...]:
     """Sorted, merged [first, last] runs of the sequence numbers (duplicates allowed)."""
+    return merge_ranges((seq, seq) for seq in seqs)
+
+
+def merge_ranges(ranges: Iterable[SeqRange]) -> tuple[SeqRange, ...]:
+    """Sorted ranges with overlapping and adjacent ones joined."""
     out: list[list[int]] = []
-    for seq in sorted(set(seqs)):
-        if out and seq == out[-1][1] + 1:
-            out[-1][1] = seq
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], last)
         else:
-            out.append([seq, seq])
+            out.append([first, last])
     return tuple((first, last) for first, last in out)
 
 
-def receipts_for(committed: Iterable[tuple[str, str, int, int]]) -> list[Receipt]:
-    """One receipt per (site, device, boot) of committed (site, device, boot, seq),
+def ranges_by_boot(boots: Sequence[int], seqs: Sequence[int]) -> dict[int, tuple[SeqRange, ...]]:
+    """The ranges per boot of one message's events, given their boots and sequence
+    numbers side by side. The usual message (one boot, consecutive numbers, as the
+    edge publishes them) takes the fast path, without a look at each number."""
+    if not seqs:
+        return {}
+    first = seqs[0]
+    if boots.count(boots[0]) == len(boots) and list(seqs) == list(range(first, first + len(seqs))):
+        return {boots[0]: ((first, seqs[-1]),)}
+    per_boot: dict[int, list[int]] = {}
+    for boot, seq in zip(boots, seqs, strict=True):
+        per_boot.setdefault(boot, []).append(seq)
+    return {boot: ranges_of(numbers) for boot, numbers in per_boot.items()}
+
+
+Committed = tuple[str, str, int, Sequence[SeqRange]]  # site, device, boot, ranges
+
+
+def receipts_for(committed: Iterable[Committed]) -> list[Receipt]:
+    """One receipt per (site, device, boot) of what a commit covers, ranges merged,
     split so that none has more than MAX_RANGES ranges."""
-    groups: dict[tuple[str, str, int], list[int]] = {}
-    for site, device, boot, seq in committed:
-        groups.setdefault((site, device, boot), []).append(seq)
+    groups: dict[tuple[str, str, int], list[SeqRange]] = {}
+    for site, device, boot, ranges in committed:
+        groups.setdefault((site, device, boot), []).extend(ranges)
     out: list[Receipt] = []
-    for (site, device, boot), seqs in groups.items():
-        ranges = ranges_of(seqs)
+    for (site, device, boot), parts in groups.items():
+        ranges = merge_ranges(parts)
         for i in range(0, len(ranges), MAX_RANGES):
             out.append(Receipt(site, device, boot, ranges[i : i + MAX_RANGES]))
     return out

@@ -14,12 +14,14 @@ from parceltrack.errors import WireFormatError
 from parceltrack.events import EventKind, ScanEvent
 from parceltrack.receipts import (
     MAX_RANGES,
+    Committed,
     Receipt,
     decode_receipt,
     encode_receipt,
     event_seqs,
     json_schema,
     published_schema,
+    ranges_by_boot,
     ranges_of,
     receipts_for,
 )
@@ -53,15 +55,38 @@ def test_ranges_merge_runs_of_sequence_numbers(seqs: list[int], ranges: tuple[ob
 
 
 def test_receipts_are_one_per_device_and_boot() -> None:
-    """Committed events of two devices and two boots give three receipts, each its own runs."""
-    committed = [("LHR1", "a", 1, 0), ("LHR1", "a", 1, 1), ("LHR1", "a", 2, 0), ("LHR1", "b", 1, 4)]
+    """Ranges of two devices and two boots give three receipts, adjacent ranges joined."""
+    committed: list[Committed] = [
+        ("LHR1", "a", 1, ((0, 0),)), ("LHR1", "a", 1, ((1, 4), (9, 9))),
+        ("LHR1", "a", 2, ((0, 0),)), ("LHR1", "b", 1, ((4, 4),)),
+    ]  # fmt: skip
     got = {(r.device, r.boot): r.ranges for r in receipts_for(committed)}
-    assert got == {("a", 1): ((0, 1),), ("a", 2): ((0, 0),), ("b", 1): ((4, 4),)}
+    assert got == {("a", 1): ((0, 4), (9, 9)), ("a", 2): ((0, 0),), ("b", 1): ((4, 4),)}
+
+
+@pytest.mark.parametrize(
+    ("boots", "seqs", "expected"),
+    [
+        ([7, 7, 7], [10, 11, 12], {7: ((10, 12),)}),
+        ([7, 7, 7], [10, 12, 11], {7: ((10, 12),)}),
+        ([7, 7, 7, 7], [10, 11, 11, 14], {7: ((10, 11), (14, 14))}),
+        ([7, 8, 7], [0, 0, 1], {7: ((0, 1),), 8: ((0, 0),)}),
+        ([], [], {}),
+    ],
+    ids=["consecutive", "out-of-order", "duplicate-and-gap", "two-boots", "empty"],
+)
+def test_ranges_by_boot_of_one_message(
+    boots: list[int], seqs: list[int], expected: dict[int, tuple[object]]
+) -> None:
+    """A message's events give their ranges per boot, whatever their order."""
+    assert ranges_by_boot(boots, seqs) == expected
 
 
 def test_a_receipt_with_too_many_ranges_is_split() -> None:
     """Every other sequence number committed makes more runs than one receipt may carry."""
-    committed = [("LHR1", "a", 1, 2 * i) for i in range(MAX_RANGES + 5)]
+    committed: list[Committed] = [
+        ("LHR1", "a", 1, ((2 * i, 2 * i),)) for i in range(MAX_RANGES + 5)
+    ]
     parts = receipts_for(committed)
     assert [len(r.ranges) for r in parts] == [MAX_RANGES, 5]
     assert sum(r.events for r in parts) == MAX_RANGES + 5
