@@ -68,7 +68,8 @@ class Collector:
 def test_scanner_on_a_real_pty_reaches_mqtt_as_events(
     tmp_path: Path, mqtt_server: PrivateMosquitto
 ) -> None:
-    """Frames written on a pty by the simulator arrive on MQTT as v1 batches, in order."""
+    """Frames written on a pty by the simulator arrive on MQTT as v1 batches, in order;
+    without an ingest no receipt comes, so they stay, counted as the receipt lag."""
     port = VirtualSerialPort(tmp_path / "dev" / "scan-1")
     collector = Collector(mqtt_server.url)
     stop = threading.Event()
@@ -101,6 +102,10 @@ def test_scanner_on_a_real_pty_reaches_mqtt_as_events(
             lambda: _outbox_rows(config.outbox_path, "acked IS NULL") == 0, 10, "the PUBACKs"
         )
         assert _outbox_rows(config.outbox_path) == 3
+        # ... and the health reports them as the receipt lag.
+        wait_until(lambda: any(h.get("unreceipted") == 3 for h in collector.health), 10, "the lag")
+        lagging = [h for h in collector.health if h.get("unreceipted") == 3]
+        assert all(float(str(h["receipt_lag_s"])) >= 0 for h in lagging)
     finally:
         stop.set()
         agent.join(10)

@@ -11,15 +11,20 @@ and the outbox ends empty (every read receipted).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from composition.services import PrivateMosquitto, PrivatePostgres
+from edge.agent import Publisher
+from edge.outbox import Outbox
+from parceltrack.config import BrokerAddress
+from parceltrack.events import EventKind, ScanEvent
 from storage.migrations import migrate
-from tests.plugins.edge_feed import EdgeFeed, stored_event_ids
+from tests.plugins.edge_feed import EdgeFeed, feed_config, stored_event_ids
 from tests.plugins.ingest_chaos import IngestProcess, count_scans
 from tests.waiting import wait_until
 
@@ -136,3 +141,56 @@ def test_broker_restart_under_load_loses_nothing(restart_rig: Rig) -> None:
     rig.pg.start()
     kind = "persistent" if rig.broker.persistence else "memoryless"
     _each_read_once(rig, feed, f"graceful restart of a {kind} broker under load")
+
+
+def _events(boot: int, n: int) -> list[ScanEvent]:
+    now = datetime.now(UTC)
+    return [
+        ScanEvent("scan-1", boot, s, now, "LHR1", "LHR1-TUN1", EventKind.READ, f"C{s}")
+        for s in range(n)
+    ]
+
+
+def _pump_until(publisher: Publisher, condition: Callable[[], bool], what: str) -> None:
+    def pumped() -> bool:
+        publisher.pump()
+        return condition()
+
+    wait_until(pumped, 30, what)
+
+
+def test_a_restarted_agent_learns_from_receipts_instead_of_replaying(
+    services_dir: Path, db_dsn: str, tmp_path: Path
+) -> None:
+    """Reads the broker acknowledged while the only ingest worker was dead are committed
+    while the agent is down; the restarted agent gets the receipts that waited in its
+    session and empties its outbox without publishing any of them again."""
+    broker = _broker(services_dir, "agent-restart")
+    broker.start()
+    ingest = IngestProcess(db_dsn, broker.url, "ingest-r", tmp_path / "ingest.log").start()
+    config = feed_config(tmp_path, ("scan-1",), resend_after_s=120.0)
+    address = BrokerAddress.from_url(broker.url)
+    try:
+        ingest.kill9()  # its session stays subscribed: the broker queues the reads for it
+        outbox = Outbox(config.outbox_path)
+        first = Publisher(config, address, outbox)
+        first.start()
+        outbox.append(_events(outbox.next_boot_epoch(), 200))
+        _pump_until(first, lambda: outbox.unreceipted()[0] == 200, "200 reads acknowledged")
+        first.close()
+        outbox.close()
+        ingest.start()  # same client id: it commits the queue; receipts wait for the agent
+        wait_until(lambda: count_scans(db_dsn) == (200, 200), 30, "the reads committed")
+        outbox = Outbox(config.outbox_path)
+        second = Publisher(config, address, outbox)
+        second.start()
+        try:
+            _pump_until(second, lambda: outbox.depth()[0] == 0, "the outbox emptied by receipts")
+            assert (second.published, second.receipted) == (0, 200)
+        finally:
+            second.close()
+            outbox.close()
+        assert count_scans(db_dsn) == (200, 200)
+    finally:
+        ingest.stop()
+        broker.destroy()
