@@ -17,10 +17,12 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=10_000.0, help="latency phase, events/s")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--workdir", default=".local/bench-ingest", help="private services")
+    parser.add_argument(
+        "--receipt-rounds", type=int, default=3, help="floods with commit receipts on and off, each"
+    )
 
 
 def _events(device: str, boot: int, start: int, n: int, ts: datetime) -> list[ScanEvent]:
@@ -190,7 +195,7 @@ def _quantile(
 
 
 def _start_workers(
-    n: int, dsn: str, url: str, logdir: Path
+    n: int, dsn: str, url: str, logdir: Path, name: str = "bench-ingest", *options: str
 ) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
     procs, ports = [], []
     for i in range(n):
@@ -200,7 +205,7 @@ def _start_workers(
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "composition.cli", "ingest", "--client-id",
-                 f"bench-ingest-{i}", "--metrics-port", str(port)],
+                 f"{name}-{i}", "--metrics-port", str(port), *options],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         )  # fmt: skip
@@ -212,6 +217,56 @@ def _start_workers(
         time.sleep(0.2)
     time.sleep(1.0)  # subscribed
     return procs, ports
+
+
+def _flood(url: str, flood: dict[str, Any], ports: list[int]) -> float:
+    """Scans/s of one flood: first publish to the last event written."""
+    publisher, go = _publish(url, "flood", flood)
+    started = time.monotonic()
+    go.set()
+    finished = _wait_written(ports, flood["events"], 900)
+    publisher.join(60)
+    return float(flood["events"] / (finished - started))
+
+
+@dataclass
+class _Round:
+    rate: float  # scans/s, first publish to last event written
+    cpu_us: float  # the workers' CPU time per event, microseconds (less load-sensitive)
+
+
+def _receipt_rounds(
+    args: argparse.Namespace, pg: PrivatePostgres, url: str, root: Path, flood: dict[str, Any]
+) -> tuple[list[_Round], list[_Round]]:
+    """The same flood with commit receipts off, then on, `receipt_rounds` times."""
+    rates: dict[bool, list[_Round]] = {True: [], False: []}
+    for n in range(args.receipt_rounds):
+        for receipts in (False, True):
+            db = f"ingest_{n}_{'on' if receipts else 'off'}"
+            with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {db}")
+            migrate(pg.dsn(db))
+            options = () if receipts else ("--no-receipts",)
+            procs, ports = _start_workers(args.workers, pg.dsn(db), url, root, db, *options)
+            try:
+                cpu = _sum(ports, "process_cpu_seconds_total")
+                rate = _flood(url, flood, ports)
+                cpu = _sum(ports, "process_cpu_seconds_total") - cpu
+            finally:
+                _stop_workers(procs)
+            rates[receipts].append(_Round(rate, cpu * 1e6 / flood["events"]))
+            print(f"  {db}: {rate:,.0f} scans/s, {cpu:.2f} s worker CPU", flush=True)
+    return rates[True], rates[False]
+
+
+def _stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _publish(url: str, mode: str, args: dict[str, Any]) -> tuple[mp.process.BaseProcess, Any]:
@@ -257,12 +312,7 @@ def run(args: argparse.Namespace) -> int:
         procs, ports = _start_workers(args.workers, pg.dsn("ingest"), broker.url, root)
         flood = {"events": events, "per_message": args.per_message, "ts": ts}
         print(f"encoding {events} events for the flood ...", flush=True)
-        publisher, go = _publish(broker.url, "flood", flood)
-        started = time.monotonic()
-        go.set()
-        finished = _wait_written(ports, events, 900)
-        publisher.join(60)
-        rate = events / (finished - started)
+        rate = _flood(broker.url, flood, ports)
         print(f"  ingest: {rate:,.0f} scans/s with {args.workers} worker(s)", flush=True)
 
         name = "parceltrack_ingest_read_to_commit_seconds"
@@ -286,6 +336,17 @@ def run(args: argparse.Namespace) -> int:
         after = _histogram(ports, name)
         p50, p95, p99 = (_quantile(q, before, after) for q in (0.5, 0.95, 0.99))
 
+        # Receipts on and off (issue 13), alternating rounds on databases of their own,
+        # so a load change of the shared machine hits both alike; the workers above
+        # are stopped first (they share the subscription group).
+        _stop_workers(procs)
+        procs = []
+        with_receipts, without = _receipt_rounds(args, pg, broker.url, root, flood)
+        on, off = (statistics.median(r.rate for r in rs) for rs in (with_receipts, without))
+        cpu_on, cpu_off = (
+            statistics.median(r.cpu_us for r in rs) for rs in (with_receipts, without)
+        )
+
         ratio = rate / ceiling
         load = os.getloadavg()
         print()
@@ -296,6 +357,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"end-to-end ingest         {rate:>10,.0f} scans/s  ({args.workers} workers, "
               f"{args.per_message} events/message)")  # fmt: skip
         print(f"ratio to the ceiling      {ratio:>10.0%}")
+        print(f"receipts on / off         {on:>10,.0f} / {off:,.0f} scans/s, median of "
+              f"{args.receipt_rounds} alternating floods each; throughput cost "
+              f"{1 - on / off:.1%} (goal <= 5%)")  # fmt: skip
+        print(f"  worker CPU per event      {cpu_on:.1f} / {cpu_off:.1f} us; CPU cost "
+              f"{cpu_on / cpu_off - 1:.1%} (goal <= 5%)")  # fmt: skip
+        for label, rs in (("on", with_receipts), ("off", without)):
+            print(
+                f"  rounds {label:3s} "
+                + ", ".join(f"{r.rate:,.0f}/s {r.cpu_us:.1f} us" for r in rs)
+            )
         print(f"publish-to-commit at {args.rate:,.0f}/s: p50 {p50 * 1000:.0f} ms, "
               f"p95 {p95 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")  # fmt: skip
         goals = [
@@ -307,13 +378,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {'met' if met else 'NOT met'}: {goal}")
         return 0
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop_workers(procs)
         broker.destroy()
         pg.destroy()
         shutil.rmtree(root, ignore_errors=True)

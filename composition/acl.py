@@ -1,8 +1,9 @@
 """Broker access control from the agents' own configuration files.
 
 Each agent may publish only under its own devices' topics and its status topic,
-and read nothing else; only ingest and detection read every event; only detection
-publishes alerts. Rendered as a Mosquitto acl_file.
+and read only its own devices' commit receipts; only ingest and detection read
+every event; only ingest publishes receipts; only detection publishes alerts.
+Rendered as a Mosquitto acl_file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ SERVICE_RULES: dict[str, tuple[str, ...]] = {
         f"topic read {topics.ALL_EVENTS}",
         f"topic read {topics.ALL_HEALTH}",
         f"topic read {topics.ALL_STATUS}",
+        f"topic write {topics.ALL_RECEIPTS}",
     ),
     "detect": (
         f"topic read {topics.ALL_EVENTS}",
@@ -35,6 +37,7 @@ def agent_rules(config: AgentConfig) -> list[str]:
     for device in config.devices:
         rules.append(f"topic write {topics.events(site, device.id)}")
         rules.append(f"topic write {topics.health(site, device.id)}")
+        rules.append(f"topic read {topics.receipts(site, device.id)}")
     return rules
 
 

@@ -62,6 +62,8 @@ def agent_toml(
         f'site = "{site}"',
         f'outbox = "{outbox}"',
         "health_interval_s = 1",
+        # A read the broker lost (crash, restart) goes out again after this (issue 13).
+        "resend_after_s = 5",
         "",
     ]
     for rp in (r for r in scenario.read_points if r.site == site):

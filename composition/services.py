@@ -272,6 +272,10 @@ class PrivateMosquitto:
     extra_conf: str = ""
     tls: BrokerTls | None = None
     process: subprocess.Popen[bytes] | None = None
+    # The tests' broker saves every second; the fault tests also run Mosquitto's
+    # production default (1800 s) and a broker without persistence (issue 13).
+    persistence: bool = True
+    autosave_interval: int = 1
 
     def __post_init__(self) -> None:
         self.root = self.root.absolute()
@@ -298,9 +302,9 @@ class PrivateMosquitto:
                 else ()
             ),
             "allow_anonymous true" if "password_file" not in self.extra_conf else "",
-            "persistence true",
+            f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.root}/",
-            "autosave_interval 1",
+            f"autosave_interval {self.autosave_interval}",
             # Offline persistent sessions (ingest restarting) must not drop queued
             # QoS 1 messages: no count or byte limit on the queue, no in-flight cap.
             "max_queued_messages 0",

@@ -20,9 +20,11 @@ from edge.outbox import Outbox, OutboxBounds, PendingText
 from edge.smoothing import Smoother, TagPass
 from parceltrack import topics, wire
 from parceltrack.config import BrokerAddress
+from parceltrack.errors import WireFormatError
 from parceltrack.events import EventKind, ScanEvent
 from parceltrack.health import encode_health, encode_status
-from parceltrack.mqtt import MqttClient, ReasonCode
+from parceltrack.mqtt import Message, MqttClient, ReasonCode
+from parceltrack.receipts import decode_receipt
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,13 @@ class DeviceReader:
 
 
 class Publisher:
-    """Drains the outbox oldest first; a batch leaves the outbox only on its PUBACK.
+    """Drains the outbox oldest first; an event leaves the outbox only when a commit
+    receipt of the ingest covers it. A PUBACK marks it acknowledged; acknowledged
+    events without a receipt after `resend_after_s` are published again.
+
+    The session is persistent and subscribed to the receipts of the agent's devices,
+    so receipts published while the agent was away (restarting, or the network
+    down) wait for it at the broker; the newest receipt per device is also retained.
 
     Events already waiting when the agent starts or the broker comes back are the
     backlog; newer ones are live. Each pump alternates a live batch and a backlog
@@ -198,9 +206,14 @@ class Publisher:
         self.config = config
         self.outbox = outbox
         self.max_in_flight = 64
-        # PUBACKs arrive on paho's thread, which holds paho's lock while calling back;
-        # so the callback only queues the mid and pump() (one thread) does the rest.
+        # PUBACKs and receipts arrive on paho's thread, which holds paho's lock while
+        # calling back; so the callbacks only queue them and pump() (one thread) does
+        # the rest.
         self._acked_mids: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._receipts: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self.receipted = 0  # events removed from the outbox by receipts
+        self.resent = 0  # events published again because no receipt came in time
+        self._next_resend_check = 0.0
         self._connected_again = threading.Event()
         # Set by our on_connect (after _connected_again), so a pump that sees it
         # online also sees the reconnect to mark; paho's is_connected() turns true
@@ -218,14 +231,18 @@ class Publisher:
         self.replayed = 0
         site, agent = config.agent.site, config.agent.id
         self._status_topic = topics.agent_status(site, agent)
-        self.client = MqttClient(f"agent-{agent}", broker)
+        self._receipt_topics = [topics.receipts(site, d.id) for d in config.devices]
+        self.client = MqttClient(f"agent-{agent}", broker, persistent=True)
         self.client.set_will(self._status_topic, encode_status("offline"), qos=1, retain=True)
         self.client.on_connect(self._on_connect)
         self.client.on_publish(self._on_publish)
         self.client.on_disconnect(self._on_disconnect)
+        self.client.on_message(self._on_message)
 
     def _on_connect(self, rc: ReasonCode) -> None:
         log.info("agent %s connected to broker (%s)", self.config.agent.id, rc)
+        # Again on every connect: a broker that lost its state lost the subscriptions.
+        self.client.subscribe(self._receipt_topics, qos=1)
         status = encode_status("online", datetime.now(UTC))
         self.client.publish(self._status_topic, status, qos=1, retain=True)
         self._connected_again.set()
@@ -242,6 +259,9 @@ class Publisher:
     def _on_publish(self, mid: int, _rc: ReasonCode) -> None:
         self._acked_mids.put(mid)
 
+    def _on_message(self, msg: Message) -> None:
+        self._receipts.put((msg.topic, bytes(msg.payload)))
+
     def start(self) -> None:
         self.client.start()
 
@@ -250,8 +270,10 @@ class Publisher:
         return sum(last - after for after, last in self._backlog)
 
     def pump(self) -> int:
-        """Publish what fits in flight; delete what the broker acknowledged."""
+        """Publish what fits in flight; mark what the broker acknowledged; delete what
+        receipts cover; publish again what waited too long for its receipt."""
         self._settle_acks()
+        self._settle_receipts()
         if not self.online:
             # Nothing new goes to paho while the broker is away: it would sit in paho's
             # memory, and be sent out of order with what follows the reconnect. Events
@@ -284,8 +306,31 @@ class Publisher:
                     self._backlog.pop(0)
             if not progressed:
                 break
+        sent += self._resend_due()
         self.published += sent
         return sent
+
+    def _resend_due(self) -> int:
+        """Publish again, within the replay pace, acknowledged events whose receipt is
+        overdue: the broker may have lost them (a crash, or no subscriber after a
+        restart). Checked twice a second, not on every pump."""
+        now = time.monotonic()
+        if now < self._next_resend_check or len(self._in_flight) >= self.max_in_flight:
+            return 0
+        self._next_resend_check = now + 0.5
+        tokens = int(self._take_tokens())
+        if tokens < 1:
+            return 0
+        agent = self.config.agent
+        due = self.outbox.due_for_resend(
+            min(agent.batch_max_events * 4, tokens), agent.resend_after_s, agent.resend_max_s
+        )
+        if due:
+            self._tokens -= len(due)
+            self.resent += len(due)
+            log.info("agent %s: publishing %d events again, no receipt within %.0fs",
+                     agent.id, len(due), agent.resend_after_s)  # fmt: skip
+        return self._publish(due) if due else 0
 
     def _mark_backlog(self) -> None:
         """After a (re)connect, whatever piled up unpublished becomes backlog."""
@@ -324,7 +369,22 @@ class Publisher:
         while not self._acked_mids.empty():
             done.extend(self._in_flight.pop(self._acked_mids.get(), ()))
         if done:
-            self.outbox.remove(done)
+            self.outbox.mark_acked(done)
+
+    def _settle_receipts(self) -> None:
+        while not self._receipts.empty():
+            topic, payload = self._receipts.get()
+            if not payload:
+                continue  # a retained receipt being cleared
+            try:
+                receipt = decode_receipt(topic, payload)
+            except WireFormatError as exc:
+                log.warning("agent %s: ignored a receipt on %s: %s", self.config.agent.id,
+                            topic, exc)  # fmt: skip
+                continue
+            self.receipted += self.outbox.apply_receipt(
+                receipt.device, receipt.boot, receipt.ranges
+            )
 
     @property
     def in_flight(self) -> int:
@@ -332,6 +392,7 @@ class Publisher:
 
     def publish_health(self, readers: list[DeviceReader]) -> None:
         depth, oldest = self.outbox.depth()
+        unreceipted, receipt_lag = self.outbox.unreceipted()
         for r in readers:
             counters = asdict(r.health)
             del counters["last_read"]  # a datetime, which was never part of the health message
@@ -346,6 +407,8 @@ class Publisher:
                     str(self.outbox.corrupt_moved_to) if self.outbox.corrupt_moved_to else None
                 ),
                 backlog=self.backlog_remaining,
+                unreceipted=unreceipted, receipt_lag_s=receipt_lag,
+                receipted=self.receipted, resent=self.resent,
             )  # fmt: skip
             self.client.publish(topics.health(self.config.agent.site, r.device.id), payload, qos=0)
 

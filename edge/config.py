@@ -116,6 +116,11 @@ class AgentSection(_Section):
     # Backlog (events waiting since before the last (re)connect) is replayed at most
     # this fast, interleaved with live events, so a site reconnecting does not flood.
     replay_rate: Annotated[float, Field(gt=0)] = 20_000.0
+    # An event the broker acknowledged stays in the outbox until a commit receipt
+    # covers it; without one after this long it is published again (then after 2x,
+    # 4x, ... up to resend_max_s), which the ingest deduplicates.
+    resend_after_s: Annotated[float, Field(gt=0)] = 30.0
+    resend_max_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class AgentConfig(_Section):

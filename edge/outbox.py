@@ -1,5 +1,8 @@
 """The durable outbox: every event is on disk before it is published, and leaves only
-after the broker's PUBACK. SQLite in WAL mode survives a kill -9 of the agent."""
+when a commit receipt of the ingest covers it (parceltrack/receipts.py). The broker's
+PUBACK only marks it acknowledged; acknowledged events that no receipt covers within
+a while are due to be published again (the ingest deduplicates by event id). SQLite
+in WAL mode survives a kill -9 of the agent."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from parceltrack import wire
 from parceltrack.events import EventKind, ScanEvent
+from parceltrack.receipts import SeqRange, ranges_of
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +27,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     row_id  INTEGER PRIMARY KEY AUTOINCREMENT,
     device  TEXT NOT NULL,
     created REAL NOT NULL,
-    event   TEXT NOT NULL
+    event   TEXT NOT NULL,
+    site    TEXT,
+    boot    INTEGER,
+    seq     INTEGER,
+    acked   REAL,  -- time of the PUBACK of its latest publication; NULL: not acknowledged
+    tries   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -99,6 +108,10 @@ class Outbox:
             columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
             if "site" not in columns:  # outboxes of older agents
                 db.execute("ALTER TABLE outbox ADD COLUMN site TEXT")
+            if "acked" not in columns:  # outboxes from before commit receipts
+                _add_receipt_columns(db)
+            # A receipt names a device's boot and sequence numbers.
+            db.execute("CREATE INDEX IF NOT EXISTS outbox_event ON outbox (device, boot, seq)")
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -115,11 +128,13 @@ class Outbox:
 
     def append(self, events: Sequence[ScanEvent]) -> None:
         now = time.time()
-        rows = [(e.device, e.site, now, wire.event_json(e)) for e in events]
+        rows = [(e.device, e.site, e.boot, e.seq, now, wire.event_json(e)) for e in events]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT INTO outbox (device, site, created, event) VALUES (?, ?, ?, ?)", rows
+                "INSERT INTO outbox (device, site, boot, seq, created, event) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
             )
             self._count += len(rows)
             over = self._count - self.bounds.max_events
@@ -167,10 +182,11 @@ class Outbox:
     def oldest_texts(
         self, after_row: int, limit: int, upto_row: int | None = None
     ) -> list[PendingText]:
-        """Up to `limit` events after `after_row` (and not after `upto_row`), oldest
-        first, each as its wire JSON text: what the publisher needs. Each text is still
-        parsed (in C) so a damaged row is moved to the quarantine table instead of
-        spoiling a whole batch at the ingest."""
+        """Up to `limit` events after `after_row` (and not after `upto_row`) that the
+        broker has not acknowledged, oldest first, each as its wire JSON text: what the
+        publisher needs (acknowledged ones wait for their receipt, see due_for_resend).
+        Each text is still parsed (in C) so a damaged row is moved to the quarantine
+        table instead of spoiling a whole batch at the ingest."""
         out: list[PendingText] = []
         for row_id, device, site, text in self._rows(after_row, limit, upto_row):
             try:
@@ -189,7 +205,7 @@ class Outbox:
         with self._lock:
             rows: list[tuple[int, str, str | None, str]] = self._db.execute(
                 "SELECT row_id, device, site, event FROM outbox WHERE row_id > ? "
-                "AND row_id <= ? ORDER BY row_id LIMIT ?",
+                "AND row_id <= ? AND acked IS NULL ORDER BY row_id LIMIT ?",
                 (after_row, upto_row if upto_row is not None else 2**62, limit),
             ).fetchall()
         return rows
@@ -217,6 +233,64 @@ class Outbox:
             self._count -= cur.rowcount
             self._db.execute("COMMIT")
 
+    def mark_acked(self, row_ids: Sequence[int], now: float | None = None) -> None:
+        """The broker acknowledged these events: they wait for a receipt now."""
+        runs = ranges_of(row_ids)
+        acked = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE outbox SET acked = ?, tries = tries + 1 WHERE row_id BETWEEN ? AND ?",
+                [(acked, first, last) for first, last in runs],
+            )
+            self._db.execute("COMMIT")
+
+    def apply_receipt(self, device: str, boot: int, ranges: Sequence[SeqRange]) -> int:
+        """Delete the device's events of this boot that the receipt's ranges cover:
+        the database has committed them. Returns how many left the outbox."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            cur = self._db.executemany(
+                "DELETE FROM outbox WHERE device = ? AND boot = ? AND seq BETWEEN ? AND ?",
+                [(device, boot, first, last) for first, last in ranges],
+            )
+            self._count -= cur.rowcount
+            self._db.execute("COMMIT")
+        return cur.rowcount
+
+    def due_for_resend(
+        self, limit: int, after_s: float, max_s: float, now: float | None = None
+    ) -> list[PendingText]:
+        """Acknowledged events that no receipt covered in time, oldest first, taken
+        back in flight (no longer acknowledged) so they are published again.
+
+        The wait doubles with each publication of an event (`after_s`, 2x, 4x, up to
+        `max_s`): a database outage of minutes is not answered by resending the
+        whole backlog every `after_s`.
+        """
+        now = time.time() if now is None else now
+        with self._lock:
+            rows: list[tuple[int, str, str | None, str]] = self._db.execute(
+                "SELECT row_id, device, site, event FROM outbox WHERE acked IS NOT NULL "
+                "AND acked + min(?, ? * (1 << min(max(tries - 1, 0), 20))) <= ? "
+                "ORDER BY row_id LIMIT ?",
+                (max_s, after_s, now, limit),
+            ).fetchall()
+            self._db.executemany(
+                "UPDATE outbox SET acked = NULL WHERE row_id BETWEEN ? AND ?",
+                ranges_of(r[0] for r in rows),
+            )
+        return [PendingText(row_id, device, text) for row_id, device, _site, text in rows]
+
+    def unreceipted(self) -> tuple[int, float | None]:
+        """Events the broker acknowledged that no receipt covers yet, and the age in
+        seconds of the oldest (created at the read): the receipt lag."""
+        with self._lock:
+            count, oldest = self._db.execute(
+                "SELECT count(*), min(created) FROM outbox WHERE acked IS NOT NULL"
+            ).fetchone()
+        return int(count), (time.time() - oldest) if oldest is not None else None
+
     def depth(self) -> tuple[int, float | None]:
         """Events waiting, and the age in seconds of the oldest."""
         with self._lock:
@@ -226,6 +300,19 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _add_receipt_columns(db: sqlite3.Connection) -> None:
+    """Columns for receipts: the event's boot and sequence (read from the stored text
+    of rows written before them) and the acknowledgement state."""
+    db.execute("ALTER TABLE outbox ADD COLUMN boot INTEGER")
+    db.execute("ALTER TABLE outbox ADD COLUMN seq INTEGER")
+    db.execute("ALTER TABLE outbox ADD COLUMN acked REAL")
+    db.execute("ALTER TABLE outbox ADD COLUMN tries INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "UPDATE outbox SET boot = json_extract(event, '$.boot'), "
+        "seq = json_extract(event, '$.seq') WHERE json_valid(event)"
+    )
 
 
 def _move_aside(path: Path) -> Path:

@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     ingest.add_argument(
         "--report-every", type=float, default=10.0, help="seconds between accounting log lines"
     )
+    ingest.add_argument(
+        "--no-receipts",
+        dest="receipts",
+        action="store_false",
+        help="publish no commit receipts (agents then resend; only to measure their cost)",
+    )
     ingest.set_defaults(func=run)
 
 
@@ -38,6 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             client_id=args.client_id,
             max_in_flight=args.max_in_flight,
             report_every_s=args.report_every,
+            receipts=args.receipts,
         )
     )
     stop = stop_on_signals()

@@ -3,7 +3,18 @@
 A batch of messages is committed to the database before any of them is
 acknowledged to the broker, so a crash at any point loses nothing: unacked
 messages are redelivered to the persistent session and their events are
-deduplicated on the event id.
+deduplicated on the event id. After each commit the worker publishes commit
+receipts (parceltrack/receipts.py) to the agents, which keep every event until a
+receipt covers it: what the broker loses, the edge sends again.
+
+paho's network thread is never blocked here: `_on_message` only appends to the
+inbox, so during a database outage the thread still answers keep-alives, notices a
+lost broker, reconnects and resubscribes. The broker's Receive Maximum (MQTT 5 flow
+control, with manual acks) bounds the unacked messages it sends. Mosquitto 2.0.11
+goes past it under load (37 to 201 held with a Receive Maximum of 20, measured), so
+a message past max_in_flight + max_batch_messages held is left unacked and not
+queued: the broker keeps it in the session and sends it again after a reconnect,
+which the worker makes once it has committed all it holds.
 
 Outcomes per message, all in the batch's one transaction:
 - a valid scan batch: its events are written (or counted as duplicates);
@@ -29,6 +40,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -46,7 +58,7 @@ from ingest.store import (
     write_dead_letter,
     write_scan_rows,
 )
-from parceltrack import health, topics, wire
+from parceltrack import health, receipts, topics, wire
 from parceltrack.config import BrokerAddress
 from parceltrack.errors import WireFormatError
 from parceltrack.mqtt import Message, MqttClient, ReasonCode
@@ -67,6 +79,7 @@ class IngestSettings:
     # max_in_flight x 1 MiB, a few tens of MB for typical 500-event batches.
     max_in_flight: int = 400
     report_every_s: float = 10.0
+    receipts: bool = True  # publish commit receipts (off only to measure their cost)
 
 
 @dataclass(slots=True)
@@ -88,6 +101,8 @@ class _Decoded:
     statuses: dict[str, health.AgentStatus] = field(default_factory=dict)
     dead: list[tuple[_Received, str]] = field(default_factory=list)
     newest: list[datetime] = field(default_factory=list)  # per scan batch message
+    # (site, device, boot, ranges) of the events of the valid scan batches
+    committed: list[receipts.Committed] = field(default_factory=list)
 
     def add(self, item: _Received, now: datetime) -> None:
         try:
@@ -101,6 +116,7 @@ class _Decoded:
         # for the site and device it names): no topic shape is written twice.
         if topics.parse_events_topic(topic) is not None:
             batch = wire.decode_batch(topic, item.payload, now)
+            self._cover(batch.site, batch.device, batch.events)
             rows, days, newest = batch_rows(batch)
             self.rows.extend(rows)
             self.days |= days
@@ -118,6 +134,30 @@ class _Decoded:
         else:
             raise WireFormatError(f"topic {topic!r} is not one the ingest handles")
 
+    def receipts(self) -> list[receipts.Receipt]:
+        """What this batch's commit covers: its scan events (written or duplicates)
+        and the events of dead-lettered scan batches, read leniently (the database
+        keeps them in the dead letter, and the edge must not send them forever)."""
+        for item, _reason in self.dead:
+            where = topics.parse_events_topic(item.topic)
+            if where is not None:
+                pairs = receipts.event_seqs(item.payload)
+                self._cover(*where, [_Seq(boot, seq) for boot, seq in pairs])
+        return receipts.receipts_for(self.committed)
+
+    def _cover(self, site: str, device: str, events: Sequence[_Seq | wire.WireEvent]) -> None:
+        boots, seqs = [e.boot for e in events], [e.seq for e in events]
+        for boot, ranges in receipts.ranges_by_boot(boots, seqs).items():
+            self.committed.append((site, device, boot, ranges))
+
+
+@dataclass(frozen=True, slots=True)
+class _Seq:
+    """Boot and sequence number of an event read leniently from a dead letter."""
+
+    boot: int
+    seq: int
+
 
 @dataclass
 class _Period:
@@ -134,11 +174,14 @@ class IngestWorker:
     accounts: metrics.Accounts = field(default_factory=metrics.Accounts)
 
     def __post_init__(self) -> None:
-        # Bounded as well: under a flood Mosquitto 2.0.11 was seen to send more
-        # unacked messages than the Receive Maximum. A full inbox blocks paho's
-        # thread, so TCP pushes back on the broker; held messages are then at most
-        # max_in_flight (inbox) + max_batch_messages (the batch being committed).
-        self._inbox: queue.Queue[_Received] = queue.Queue(maxsize=self.settings.max_in_flight)
+        # Unbounded, so paho's network thread never waits on it: the Receive Maximum
+        # bounds what the broker sends unacked (manual acks go out only after the
+        # commit). A thread blocked here could not answer keep-alives or notice a
+        # lost broker during a database outage, nor reconnect and resubscribe.
+        self._inbox: queue.Queue[_Received] = queue.Queue()
+        self._hold_limit = self.settings.max_in_flight + self.settings.max_batch_messages
+        self.overflowed = 0  # messages left unacked past the hold limit, sent again later
+        self._redeliver = threading.Event()  # set: reconnect once all held is committed
         self._stop = threading.Event()
         # Bumped on every connect and disconnect; an ack goes out only on the
         # connection its message came on. Checked and sent under the lock: a PUBACK
@@ -182,11 +225,18 @@ class IngestWorker:
         self.subscribed.set()
 
     def _on_message(self, msg: Message) -> None:
+        if self.accounts.messages_in_flight >= self._hold_limit:
+            # Past the Receive Maximum and a batch: not ours to hold. Unacked, it stays
+            # in the broker's session and comes again after the reconnect _serve makes.
+            self.overflowed += 1
+            metrics.MESSAGES.labels("overflow").inc()
+            self._redeliver.set()
+            return
         received = _Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation)
         # Counted here, so "in flight" includes what waits in the inbox.
         self.accounts.messages_received += 1
         metrics.MESSAGES.labels("received").inc()
-        self._inbox.put(received)
+        self._inbox.put_nowait(received)
 
     # -- database side (the worker's own thread) --------------------------------
     def run(self) -> None:
@@ -234,10 +284,21 @@ class IngestWorker:
             batch = self._collect()
             if batch:
                 conn, partitions = self._commit_with_retry(conn, partitions, batch)
+            if self._redeliver.is_set() and self.accounts.messages_in_flight == 0:
+                self._reconnect_for_redelivery()
             if time.monotonic() - last_report > self.settings.report_every_s:
                 self._report()
                 last_report = time.monotonic()
         conn.close()
+
+    def _reconnect_for_redelivery(self) -> None:
+        """Messages were left unacked past the hold limit; everything held is committed
+        now, so a new connection to the same session makes the broker send them again."""
+        self._redeliver.clear()
+        log.info("ingest %s: reconnecting for %d messages left unacked past %d held",
+                 self.settings.client_id, self.overflowed, self._hold_limit)  # fmt: skip
+        self._client.stop()
+        self._client.start()
 
     def _report(self) -> None:
         p, self._period = self._period, _Period()
@@ -388,6 +449,8 @@ class IngestWorker:
         metrics.MESSAGES.labels("dead_lettered").inc(dead)
         metrics.IN_FLIGHT.labels(self.settings.client_id).set(a.messages_in_flight)
         committed_at = datetime.now(UTC)
+        if self.settings.receipts:
+            self._publish_receipts(decoded, committed_at)
         for newest in decoded.newest:
             metrics.READ_TO_COMMIT.observe((committed_at - newest).total_seconds())
         if decoded.rows:
@@ -400,6 +463,19 @@ class IngestWorker:
             self._period.lag_s = lag
         for item, reason in decoded.dead:
             log.warning("dead-lettered a message on %s: %s", item.topic, reason)
+
+    def _publish_receipts(self, decoded: _Decoded, committed_at: datetime) -> None:
+        """Tell the agents what is committed now. QoS 1 and retained: a receipt waits
+        in the agent's persistent session while it is away, and the newest per device
+        greets a new session. A receipt lost anyway costs the edge a resend, never a
+        read; published while the broker is away, paho sends it after reconnecting."""
+        for receipt in decoded.receipts():
+            self._client.publish(
+                topics.receipts(receipt.site, receipt.device),
+                receipts.encode_receipt(receipt, committed_at),
+                qos=1,
+                retain=True,
+            )
 
 
 class _Stopping(Exception):

@@ -45,6 +45,10 @@ class HealthReport(BaseModel):
     reopens: Count | None = None
     outbox_depth: Count | None = None
     outbox_oldest_s: Annotated[float, Field(ge=0)] | None = None
+    # Receipt lag (issue 13): events the broker acknowledged that no commit receipt
+    # covers yet, and the age of the oldest. Optional: older agents do not send them.
+    unreceipted: Count | None = None
+    receipt_lag_s: Annotated[float, Field(ge=0)] | None = None
 
     _ts_aware = field_validator("ts")(_aware)
 

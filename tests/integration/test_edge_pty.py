@@ -11,6 +11,7 @@ from edge.agent import run_agent
 from edge.config import load_agent_config
 from firmware_sim.barcode import ScannerFraming, code128, frame, noread_frame
 from firmware_sim.pty import VirtualSerialPort
+from ingest.worker import IngestSettings, IngestWorker
 from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import Message, MqttClient
@@ -67,7 +68,8 @@ class Collector:
 def test_scanner_on_a_real_pty_reaches_mqtt_as_events(
     tmp_path: Path, mqtt_server: PrivateMosquitto
 ) -> None:
-    """Frames written on a pty by the simulator arrive on MQTT as v1 batches, in order."""
+    """Frames written on a pty by the simulator arrive on MQTT as v1 batches, in order;
+    without an ingest no receipt comes, so they stay, counted as the receipt lag."""
     port = VirtualSerialPort(tmp_path / "dev" / "scan-1")
     collector = Collector(mqtt_server.url)
     stop = threading.Event()
@@ -94,25 +96,35 @@ def test_scanner_on_a_real_pty_reaches_mqtt_as_events(
         )
         assert any(h["frames_bad"] == 1 and h["reads"] == 2 for h in collector.health)
         assert {"state": "online"}.items() <= collector.status[-1].items()
+        # No ingest here, so no commit receipt: the broker's PUBACK only marks the
+        # events acknowledged, and they stay in the outbox.
+        wait_until(
+            lambda: _outbox_rows(config.outbox_path, "acked IS NULL") == 0, 10, "the PUBACKs"
+        )
+        assert _outbox_rows(config.outbox_path) == 3
+        # ... and the health reports them as the receipt lag.
+        wait_until(lambda: any(h.get("unreceipted") == 3 for h in collector.health), 10, "the lag")
+        lagging = [h for h in collector.health if h.get("unreceipted") == 3]
+        assert all(float(str(h["receipt_lag_s"])) >= 0 for h in lagging)
     finally:
         stop.set()
         agent.join(10)
         collector.close()
         port.close()
-    assert not (config.outbox_path.exists() and _outbox_rows(config.outbox_path))
 
 
-def _outbox_rows(path: Path) -> int:
+def _outbox_rows(path: Path, where: str = "1 = 1") -> int:
     import sqlite3
 
     with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        return int(db.execute(f"SELECT count(*) FROM outbox WHERE {where}").fetchone()[0])
 
 
 def test_events_wait_in_the_outbox_while_the_broker_is_down(
-    tmp_path: Path, services_dir: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, services_dir: Path, db_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With no broker, reads stay in the outbox; when it comes up they are all delivered."""
+    """With no broker, reads stay in the outbox; when it comes up they are all delivered,
+    committed by a real ingest worker, and its receipts empty the outbox."""
     broker = PrivateMosquitto(services_dir / f"mq-outage-{time.monotonic_ns()}")
     port = VirtualSerialPort(tmp_path / "dev" / "scan-1")
     config = load_agent_config(_agent_toml(tmp_path, port.path))
@@ -135,10 +147,18 @@ def test_events_wait_in_the_outbox_while_the_broker_is_down(
         )
         broker.start()
         collector = Collector(broker.url)
+        ingest = IngestWorker(
+            IngestSettings(db_dsn, BrokerAddress.from_url(broker.url), client_id="ingest-pty")
+        )
+        worker = threading.Thread(target=ingest.run, daemon=True)
+        worker.start()
         wait_until(lambda: len(collector.events()) >= 20, 20, "20 events delivered")
         assert len(collector.events()) == 20
-        wait_until(lambda: _outbox_rows(config.outbox_path) == 0, 10, "an empty outbox")
+        wait_until(lambda: _outbox_rows(config.outbox_path) == 0, 20, "an empty outbox")
+        assert ingest.accounts.events_written == 20
         collector.close()
+        ingest.stop()
+        worker.join(15)
     finally:
         stop.set()
         agent.join(10)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from composition.services import PrivateMosquitto
@@ -23,6 +24,7 @@ from firmware_sim.faults import FaultPlan, FaultWindow
 from firmware_sim.pty import VirtualSerialPort
 from firmware_sim.rfid import TagField, VirtualMercury, VirtualR2000
 from firmware_sim.transport import PtyTransport, TcpTransport
+from ingest.worker import IngestSettings, IngestWorker
 from parceltrack.config import BrokerAddress
 from parceltrack.identifiers import S10
 from parceltrack.wire import decode_batch
@@ -288,10 +290,11 @@ def _start_agent(config_path: Path, broker_url: str) -> subprocess.Popen[bytes]:
 
 
 def test_nothing_is_lost_across_a_broker_outage_and_kill_9_of_the_agent(
-    tmp_path: Path, services_dir: Path
+    tmp_path: Path, services_dir: Path, db_dsn: str
 ) -> None:
     """Reads taken while the broker is down survive two kill -9s of the agent process
-    (one of them mid-replay): every read is delivered, each once after dedupe by id."""
+    (one of them mid-replay): every read is delivered and committed, each once after
+    dedupe by id, and the ingest's receipts empty the outbox."""
     broker = PrivateMosquitto(services_dir / f"mq-kill-{time.monotonic_ns()}")
     scanner = VirtualSerialPort(tmp_path / "dev" / "scan-k")
     config = _config(
@@ -315,6 +318,10 @@ def test_nothing_is_lost_across_a_broker_outage_and_kill_9_of_the_agent(
         agent.wait()
         broker.start()
         collector = Collector(broker.url)
+        ingest = IngestWorker(
+            IngestSettings(db_dsn, BrokerAddress.from_url(broker.url), client_id="ingest-k")
+        )
+        threading.Thread(target=ingest.run, daemon=True).start()
         agent = _start_agent(config_path, broker.url)
         # Replay is paced at 150 events/s: kill again once part of it has arrived.
         wait_until(lambda: len(_delivered(collector)[0]) >= 40, 30, "part of the replay")  # type: ignore[arg-type]
@@ -326,6 +333,10 @@ def test_nothing_is_lost_across_a_broker_outage_and_kill_9_of_the_agent(
         wait_until(lambda: not _outbox_codes(config.outbox_path), 20, "an empty outbox")
         ids, _raw = _delivered(collector)
         assert sorted(ids.values()) == sorted(codes)  # each read once after dedupe by id
+        with psycopg.connect(db_dsn) as conn:
+            stored = conn.execute("SELECT code FROM scans").fetchall()
+        assert sorted(c for (c,) in stored) == sorted(codes)  # committed once each
+        ingest.stop()
     finally:
         if agent.poll() is None:
             agent.send_signal(signal.SIGTERM)

@@ -39,6 +39,15 @@ def _settle(dsn: str, flood: Flood, timeout: float = 120) -> None:
     time.sleep(1.0)  # anything extra (a duplicate) would show now
 
 
+def _stored_once(dsn: str, flood: Flood, worker: IngestWorker) -> None:
+    """Every distinct event stored once, nothing left in flight, the accounts balanced."""
+    _settle(dsn, flood)
+    assert count_scans(dsn) == (flood.distinct, flood.distinct)
+    a = worker.accounts
+    wait_until(lambda: a.messages_in_flight == 0, 10, "nothing in flight")
+    assert a.balanced() and a.events_written == flood.distinct
+
+
 def test_kill_9_mid_stream_loses_nothing_and_stores_nothing_twice(
     db_dsn: str, broker: PrivateMosquitto, tmp_path: Path
 ) -> None:
@@ -110,35 +119,42 @@ def worker_factory(broker: PrivateMosquitto) -> Iterator[object]:
         thread.join(15)
 
 
-def test_database_restart_applies_back_pressure_and_resumes(
+@pytest.fixture
+def flooded_outage(
     services_dir: Path, broker: PrivateMosquitto, worker_factory: object
-) -> None:
-    """With the database down the worker stops acking (bounded in flight), reconnects, resumes."""
-    pg = PrivatePostgres(services_dir / "pg-restart")
+) -> Iterator[tuple[PrivatePostgres, IngestWorker, Flood]]:
+    """A database of the test's own, a worker holding at most 20 + 10 messages, a flood
+    under way, and the database just stopped after the first commits."""
+    pg = PrivatePostgres(services_dir / f"pg-outage-{time.monotonic_ns()}")
     pg.start()
     try:
-        dsn = pg.dsn()
-        migrate(dsn)
-        worker = worker_factory(dsn, max_in_flight=20, max_batch=10)  # type: ignore[operator]
+        migrate(pg.dsn())
+        worker = worker_factory(pg.dsn(), max_in_flight=20, max_batch=10)  # type: ignore[operator]
         flood = Flood(broker.url).start()
-        wait_until(lambda: count_scans(dsn)[0] >= 2000, 60, "the first commits")
+        wait_until(lambda: count_scans(pg.dsn())[0] >= 2000, 60, "the first commits")
         pg.stop()
-        most = 0
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:  # the database stays down a while
-            most = max(most, worker.accounts.messages_in_flight)
-            time.sleep(0.02)
-        # Held: at most the inbox (20) + the batch being committed (10) + one in hand.
-        assert 0 < most <= 31, "back-pressure bounds what is held"
-        pg.start()
-        _settle(dsn, flood)
-        assert count_scans(dsn) == (flood.distinct, flood.distinct)
-        a = worker.accounts
-        wait_until(lambda: a.messages_in_flight == 0, 10, "nothing in flight")
-        assert a.balanced() and a.events_written == flood.distinct
-        assert a.events_duplicate == a.events_received - flood.distinct
+        yield pg, worker, flood
     finally:
         pg.destroy()
+
+
+def test_database_restart_applies_back_pressure_and_resumes(
+    flooded_outage: tuple[PrivatePostgres, IngestWorker, Flood],
+) -> None:
+    """With the database down the worker stops acking (bounded in flight), reconnects, resumes."""
+    pg, worker, flood = flooded_outage
+    dsn = pg.dsn()
+    most = 0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # the database stays down a while
+        most = max(most, worker.accounts.messages_in_flight)
+        time.sleep(0.02)
+    # Held: at most the Receive Maximum (20) + the batch being committed (10).
+    assert 0 < most <= 30, "back-pressure bounds what is held"
+    pg.start()
+    _stored_once(dsn, flood, worker)
+    a = worker.accounts
+    assert a.events_duplicate == a.events_received - flood.distinct
 
 
 def test_broker_restart_resumes_the_persistent_session(
@@ -160,8 +176,24 @@ def test_broker_restart_resumes_the_persistent_session(
     broker.start()
     wait_until(worker.subscribed.is_set, 30, "the worker back on the broker")
     flood.resumed.set()
-    _settle(db_dsn, flood)
-    assert count_scans(db_dsn) == (flood.distinct, flood.distinct)
-    a = worker.accounts
-    wait_until(lambda: a.messages_in_flight == 0, 10, "nothing in flight")
-    assert a.balanced() and a.events_written == flood.distinct
+    _stored_once(db_dsn, flood, worker)
+
+
+def test_a_worker_holding_a_full_inbox_still_follows_a_broker_restart(
+    broker: PrivateMosquitto, flooded_outage: tuple[PrivatePostgres, IngestWorker, Flood]
+) -> None:
+    """During a database outage, with as much held as it may hold, the worker notices the
+    broker restart, reconnects and subscribes again before the database is back; then
+    every event is stored once (what the broker sent past the limit comes again)."""
+    pg, worker, flood = flooded_outage
+    dsn = pg.dsn()
+    wait_until(lambda: worker.accounts.messages_in_flight >= 20, 30, "the inbox full")
+    flood.resumed.clear()  # the shared subscription is not restored across a restart
+    broker.stop()
+    wait_until(lambda: not worker.subscribed.is_set(), 30, "the worker noticing")
+    broker.start()
+    wait_until(worker.subscribed.is_set, 30, "the worker subscribed again, database down")
+    assert count_scans(dsn) == (-1, -1), "the database stayed down meanwhile"
+    flood.resumed.set()
+    pg.start()
+    _stored_once(dsn, flood, worker)

@@ -10,6 +10,7 @@ from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.events import EventKind, ScanEvent
 from parceltrack.mqtt import MqttClient
+from parceltrack.receipts import Receipt, decode_receipt
 from parceltrack.wire import encode_batch
 from tests.waiting import wait_until
 
@@ -84,3 +85,51 @@ def test_malformed_payloads_are_dead_lettered_without_blocking_valid_ones(
     assert any("Invalid JSON" in r for r in reasons)
     assert any("published on" in r for r in reasons)
     assert worker.accounts.messages_dead == 3
+
+
+class ReceiptWatch:
+    """Receipts of one device as an agent receives them (subscribed to its topic)."""
+
+    def __init__(self, url: str, device: str) -> None:
+        self.got: list[Receipt] = []
+        self.client = MqttClient(f"receipts-{time.monotonic_ns()}", BrokerAddress.from_url(url))
+        self.client.on_message(lambda m: self.got.append(decode_receipt(m.topic, m.payload)))
+        subscribed: list[object] = []
+        self.client.on_subscribe(subscribed.append)
+        self.client.start()
+        assert self.client.wait_connected()
+        self.client.subscribe(topics.receipts("LHR1", device), qos=1)
+        wait_until(lambda: subscribed, 10, "the SUBACK")
+
+    def covered(self) -> set[int]:
+        return {s for r in self.got for first, last in r.ranges for s in range(first, last + 1)}
+
+    def close(self) -> None:
+        self.client.stop()
+
+
+def test_receipts_cover_written_duplicate_and_dead_lettered_events(
+    worker: IngestWorker, db_dsn: str, mqtt_server: PrivateMosquitto
+) -> None:
+    """After each commit the device's agent is told which sequence numbers are durable:
+    written, found already stored, or kept in a dead letter; the newest is retained."""
+    device = f"scan-r{time.monotonic_ns() % 10**9}"
+    watch = ReceiptWatch(mqtt_server.url, device)
+    try:
+        topic, bad = _batch(range(20, 23), device)
+        body = json.loads(bad)
+        body["events"][1]["ts"] = "2001-01-01T00:00:00+00:00"  # an impossible timestamp
+        _publish(mqtt_server.url, [_batch(range(0, 10), device), _batch(range(5, 13), device)])
+        _publish(mqtt_server.url, [(topic, json.dumps(body).encode())])
+        wait_until(lambda: watch.covered() >= set(range(13)) | {20, 21, 22}, 15, "the receipts")
+        assert watch.covered() == set(range(13)) | {20, 21, 22}
+        assert {r.boot for r in watch.got} == {7} and {r.device for r in watch.got} == {device}
+        assert _count(db_dsn, "scans") >= 13 and worker.accounts.messages_dead >= 1
+    finally:
+        watch.close()
+    late = ReceiptWatch(mqtt_server.url, device)  # a new session: the retained receipt
+    try:
+        wait_until(lambda: late.got, 10, "the retained receipt")
+        assert late.got[-1].ranges[-1] == (20, 22)  # alone, or with 0-12 in one commit
+    finally:
+        late.close()
