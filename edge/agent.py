@@ -210,7 +210,7 @@ class Publisher:
         # calling back; so the callbacks only queue them and pump() (one thread) does
         # the rest.
         self._acked_mids: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._receipts: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._receipts: queue.SimpleQueue[tuple[str, bytes, int, int]] = queue.SimpleQueue()
         self.receipted = 0  # events removed from the outbox by receipts
         self.resent = 0  # events published again because no receipt came in time
         self._next_resend_check = 0.0
@@ -232,7 +232,11 @@ class Publisher:
         site, agent = config.agent.site, config.agent.id
         self._status_topic = topics.agent_status(site, agent)
         self._receipt_topics = [topics.receipts(site, d.id) for d in config.devices]
-        self.client = MqttClient(f"agent-{agent}", broker, persistent=True)
+        # Receipts are acknowledged only once the outbox has applied them (manual
+        # acks): one that reached an agent killed before applying it is sent again to
+        # the next agent life by the persistent session, instead of being lost with it
+        # (the events it covered would then wait for a resend).
+        self.client = MqttClient(f"agent-{agent}", broker, persistent=True, manual_ack=True)
         self.client.set_will(self._status_topic, encode_status("offline"), qos=1, retain=True)
         self.client.on_connect(self._on_connect)
         self.client.on_publish(self._on_publish)
@@ -260,7 +264,7 @@ class Publisher:
         self._acked_mids.put(mid)
 
     def _on_message(self, msg: Message) -> None:
-        self._receipts.put((msg.topic, bytes(msg.payload)))
+        self._receipts.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
 
     def start(self) -> None:
         self.client.start()
@@ -373,18 +377,19 @@ class Publisher:
 
     def _settle_receipts(self) -> None:
         while not self._receipts.empty():
-            topic, payload = self._receipts.get()
-            if not payload:
-                continue  # a retained receipt being cleared
-            try:
-                receipt = decode_receipt(topic, payload)
-            except WireFormatError as exc:
-                log.warning("agent %s: ignored a receipt on %s: %s", self.config.agent.id,
-                            topic, exc)  # fmt: skip
-                continue
-            self.receipted += self.outbox.apply_receipt(
-                receipt.device, receipt.boot, receipt.ranges
-            )
+            topic, payload, mid, qos = self._receipts.get()
+            if payload:  # empty: a retained receipt being cleared
+                try:
+                    receipt = decode_receipt(topic, payload)
+                except WireFormatError as exc:
+                    log.warning("agent %s: ignored a receipt on %s: %s", self.config.agent.id,
+                                topic, exc)  # fmt: skip
+                else:
+                    self.receipted += self.outbox.apply_receipt(
+                        receipt.device, receipt.boot, receipt.ranges
+                    )
+            if qos > 0:
+                self.client.ack(mid, qos)
 
     @property
     def in_flight(self) -> int:
