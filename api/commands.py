@@ -39,14 +39,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         os.environ["PARCELTRACK_API_RATE_PER_S"] = str(args.rate)
     if args.burst is not None:
         os.environ["PARCELTRACK_API_BURST"] = str(args.burst)
-    uvicorn.run(
-        "api.app:app_from_env",
-        factory=True,
-        workers=args.workers,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-    )
+    metrics_dir = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # GET /metrics then sums the workers' counters (api/metrics.py), whichever answers.
+        import tempfile
+
+        metrics_dir = tempfile.mkdtemp(prefix="parceltrack-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "api.app:app_from_env",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+        )
+    finally:
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
