@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from api import queries, tracking
+from api import lookup, queries, tracking
 from api.epcis import document
 from api.models import (
     DeliveryPromise,
@@ -161,12 +161,13 @@ async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
     """Where the parcel is, since when, its status, timeline with UPU codes, and ETA."""
     s10 = s10_or_422(tracking_id)
     async with _pool(request).connection() as conn:
-        record = await read_parcel(conn, s10, request.app.state.detector_eta)
-    if record is None:
+        # The hot path (api/lookup.py): the same ParcelView, built without pydantic.
+        body = await lookup.parcel_json(
+            conn, s10, request.app.state.detector_eta, datetime.now(UTC)
+        )
+    if body is None:
         raise HTTPException(status_code=404, detail=NOT_FOUND)
-    # Built as a ParcelView already: serialise once instead of re-validating it.
-    view = parcel_view(s10, record, datetime.now(UTC))
-    return Response(view.model_dump_json(), media_type="application/json")
+    return Response(body, media_type="application/json")
 
 
 @router.get(
