@@ -20,10 +20,11 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from api import admin, alerts, customers, feedback, kpis, operations, pages
+from api.lane import LookupLane
 from api.metrics import ApiMetrics, MetricsMiddleware, serve_metrics
 from api.models import Health
 from api.queries import has_detector_eta
-from api.security import RateLimiter, ensure_key
+from api.security import RateLimiter, ensure_key, rate_limited
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import MqttClient
 
@@ -110,6 +111,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = RateLimiter(settings.rate_per_s, settings.burst)
     app.state.metrics = ApiMetrics(lambda: _pool_stats(app), lambda: app.state.limiter.refused)
+    # The lookup's lean lane (api/lane.py) inside the metrics, which count it too.
+    app.add_middleware(LookupLane, guard=rate_limited, serve=customers.parcel_response)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_api_route(
         "/metrics", serve_metrics, methods=["GET"], tags=["operations"], include_in_schema=False

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             host=args.host,
             port=args.port,
             log_level="warning",
+            access_log=False,  # a logging call per request on the lookup's hot path
         )
     finally:
         if metrics_dir is not None:

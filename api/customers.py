@@ -32,6 +32,8 @@ from api.security import rate_limited
 from parceltrack.errors import InvalidTrackingNumber
 from parceltrack.identifiers import parse_s10
 
+# The lean lane (api/lane.py) runs these dependencies itself for GET /v1/parcels/{id}:
+# one added here must be added there too (tests/api/test_lookup_lane.py checks).
 router = APIRouter(tags=["customers"], dependencies=[Depends(rate_limited)])
 
 NOT_FOUND = "no parcel with that tracking number"
@@ -156,9 +158,8 @@ def _pool(request: Request) -> AsyncConnectionPool[Any]:
     return pool
 
 
-@router.get("/v1/parcels/{tracking_id}", response_model=ParcelView, responses=RESPONSES)
-async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
-    """Where the parcel is, since when, its status, timeline with UPU codes, and ETA."""
+async def parcel_response(request: Request, tracking_id: str) -> Response:
+    """The lookup's body, shared by the route below and the lean lane (api/lane.py)."""
     s10 = s10_or_422(tracking_id)
     async with _pool(request).connection() as conn:
         # The hot path (api/lookup.py): the same ParcelView, built without pydantic.
@@ -168,6 +169,12 @@ async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
     if body is None:
         raise HTTPException(status_code=404, detail=NOT_FOUND)
     return Response(body, media_type="application/json")
+
+
+@router.get("/v1/parcels/{tracking_id}", response_model=ParcelView, responses=RESPONSES)
+async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
+    """Where the parcel is, since when, its status, timeline with UPU codes, and ETA."""
+    return await parcel_response(request, tracking_id)
 
 
 @router.get(

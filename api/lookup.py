@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from api import queries, tracking
 
@@ -30,10 +30,10 @@ _encode = msgspec.json.Encoder().encode
 _positions: dict[str, dict[str, int]] = {}
 
 
-def _columns(sql: str, description: Sequence[Any]) -> dict[str, int]:
+def _columns(sql: str, cur: AsyncCursor[Any]) -> dict[str, int]:
     found = _positions.get(sql)
-    if found is None:
-        found = _positions[sql] = {d.name: i for i, d in enumerate(description)}
+    if found is None:  # reading cur.description builds column objects: only once
+        found = _positions[sql] = {d.name: i for i, d in enumerate(cur.description or ())}
     return found
 
 
@@ -49,7 +49,7 @@ async def parcel_json(
     async with conn.cursor() as cur:
         await cur.execute(sql, {"t": s10})
         rows = await cur.fetchall()
-        c = _columns(sql, cur.description or ())
+        c = _columns(sql, cur)
     first = rows[0]
     known = first[c["manifest_tracking_id"]] is not None
     i_ts = c["ts"]

@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"  # no route: one series for every unknown path
+# Any token is a method in HTTP; others count as one, so clients cannot add series.
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 # A lookup's goal is 5 ms at the median and 20 ms at p99: fine buckets down there.
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -49,6 +51,21 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.registry.register(_Sampled(pool_stats, refusals))
+        # labels() formats and hashes its arguments on every call: keep the children.
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        counted = self._counted.get((route, method, status))
+        if counted is None:
+            counted = self._counted[route, method, status] = self.requests.labels(
+                route, method, str(status)
+            )
+        timed = self._timed.get((route, method))
+        if timed is None:
+            timed = self._timed[route, method] = self.latency.labels(route, method)
+        counted.inc()
+        timed.observe(seconds)
 
     def exposition(self) -> bytes:
         """The text format of everything registered (of all workers, in multiprocess mode)."""
@@ -126,11 +143,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            name = getattr(route, "path", UNMATCHED)
-            method = scope["method"]
-            metrics.requests.labels(name, method, str(status)).inc()
-            metrics.latency.labels(name, method).observe(time.perf_counter() - started)
+            route = getattr(scope.get("route"), "path", UNMATCHED)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            metrics.observe(route, method, status, time.perf_counter() - started)
 
 
 async def serve_metrics(request: Request) -> Response:
