@@ -33,6 +33,7 @@ import httpx
 import psycopg
 
 from api.security import key_hash, new_key
+from bench.api import percentile
 from composition.services import (
     PrivateMosquitto,
     PrivatePostgres,
@@ -66,11 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick", type=float, default=0.5, help="detector tick (s)")
     parser.add_argument("--ingest-workers", type=int, default=2)
     parser.add_argument("--workdir", default=".local/bench-alerts", help="private services")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _prepare(dsn: str, standard_s: float) -> str:
@@ -308,8 +304,8 @@ def _report(
         if t in first and first[t][1].get("detectable_at")
     ]
     ms = 1000.0
-    p50, p99 = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
-    f50, f99 = _percentile(stream_floor, 0.5), _percentile(stream_floor, 0.99)
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    f50, f99 = percentile(stream_floor, 0.5), percentile(stream_floor, 0.99)
     print()
     print(
         f"alert latency end to end, {achieved:,.0f} scans/s over MQTT, {args.ingest_workers} "
@@ -339,12 +335,12 @@ def _report(
     }
     for label, values in parts.items():
         print(
-            f"{label:44} {_percentile(values, 0.5) * ms:8.0f} {_percentile(values, 0.99) * ms:8.0f}"
+            f"{label:44} {percentile(values, 0.5) * ms:8.0f} {percentile(values, 0.99) * ms:8.0f}"
             f" {max(values, default=float('nan')) * ms:8.0f} {len(values):6d}"
         )
     if said:
         print(
-            f"detector's detectable_at minus the truth: p50 {_percentile(said, 0.5) * ms:.0f} ms,"
+            f"detector's detectable_at minus the truth: p50 {percentile(said, 0.5) * ms:.0f} ms,"
             f" max {max(said) * ms:.0f} ms"
         )
     print(f"faults {len(detectable)}, alerted {len(latencies)}, missed {missed}, "
