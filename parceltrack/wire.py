@@ -5,12 +5,12 @@ parceltrack/schemas/scan-batch-v1.json (a test keeps the two equal), so the
 ingest validates exactly what the documentation publishes.
 
 Validation has two lanes (issue 17). msgspec Structs *generated from those models*
-(same fields, defaults and constraints; `_fast_struct`) decode a valid batch 5-10x
-faster than pydantic. They are strict: whatever they refuse, including the lax
-inputs pydantic accepts (a whole float for an integer, a space in a timestamp), goes
-to the pydantic model, which accepts it or refuses it with the message it always
-gave. So every acceptance and every refusal, message included, is what the models
-alone decide; tests/unit/test_wire_fast.py holds the lanes to that.
+(same fields, defaults and constraints; `_fast_struct`) decode a valid batch about
+4-5x faster than pydantic (docs/performance.md). They are strict: whatever they
+refuse, including the lax inputs pydantic accepts (a whole float for an integer, a
+space in a timestamp), goes to the pydantic model, which accepts it or refuses it
+with the message it always gave. So every acceptance and every refusal, message
+included, is what the models alone decide; tests/unit/test_wire_fast.py holds the lanes to that.
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ _LIMITS = ("ge", "le", "min_length", "max_length")
 def _fast_type(annotation: Any, metadata: Sequence[Any], structs: dict[type, Any]) -> Any:
     """The msgspec type of one model field: the same type with the same limits (its
     pattern, if any, is checked by `_patterns`)."""
+    for m in metadata:
+        if not any(getattr(m, k, None) is not None for k in (*_LIMITS, "pattern")):
+            # A constraint the lane would not enforce would make it laxer than the model.
+            raise TypeError(f"wire fast lane: no msgspec equivalent for {m!r}")
     limits = {k: getattr(m, k) for m in metadata for k in _LIMITS if hasattr(m, k)}
     args = typing.get_args(annotation)
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
@@ -135,7 +139,7 @@ _fast_struct(WireEvent, _FAST)
 _fast_decode = msgspec.json.Decoder(_fast_struct(ScanBatch, _FAST)).decode
 _BATCH_PATTERNS, _EVENT_PATTERNS = _patterns(ScanBatch), _patterns(WireEvent)
 # msgspec rounds a seventh fraction digit where pydantic truncates; such times (and any
-# \\u escape, which could spell one) go to the models. The edge writes six digits.
+# JSON unicode escape, which could spell one) go to the models. The edge writes six.
 _SUBMICRO, _ESCAPE = re.compile(rb"\.[0-9]{7}"), re.compile(rb"\\u")
 
 

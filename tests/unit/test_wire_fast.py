@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ingest.store import batch_rows
 from parceltrack.events import EventKind, ScanEvent
-from parceltrack.wire import ScanBatch, describe_error, encode_batch, validate_batch
+from parceltrack.wire import ScanBatch, WireEvent, describe_error, encode_batch, validate_batch
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
 
@@ -102,6 +102,19 @@ EDGES: dict[str, bytes] = {
 def test_fast_lane_decides_as_the_models_do(payload: bytes) -> None:
     """Accepted with the same rows, or refused with the same reason, as by the models."""
     assert _outcome(validate_batch, payload) == _outcome(ScanBatch.model_validate_json, payload)
+
+
+def test_the_models_check_nothing_the_generated_structs_do_not() -> None:
+    """The lane is generated from fields and constraints; validators are not carried
+    over, so the only one (`_aware`: timestamps carry an offset, msgspec's tz=True) is
+    pinned here: a new validator fails this test until the lane enforces it too."""
+    validators = WireEvent.__pydantic_decorators__.field_validators
+    assert {name: set(v.info.fields) for name, v in validators.items()} == {
+        "_aware": {"ts", "first_seen", "last_seen"}
+    }
+    assert not ScanBatch.__pydantic_decorators__.field_validators
+    for model in (WireEvent, ScanBatch):
+        assert not model.__pydantic_decorators__.model_validators
 
 
 def test_a_valid_batch_takes_the_fast_lane() -> None:
