@@ -152,7 +152,7 @@ class Engine:
         return changes
 
     def _fill(self, slots: I64) -> None:
-        ids = [self.codec.decode(int(k)) for k in self.state.key[slots].tolist()]
+        ids = self.codec.decode_many(self.state.key[slots])
         self.new_ids = ids
         facts = self.manifest(ids)
         ref = self.ref
