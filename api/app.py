@@ -20,9 +20,11 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from api import admin, alerts, customers, feedback, kpis, language, operations, pages
+from api.lane import LookupLane
+from api.metrics import ApiMetrics, MetricsMiddleware, serve_metrics
 from api.models import Health
 from api.queries import has_detector_eta
-from api.security import RateLimiter, ensure_key
+from api.security import RateLimiter, ensure_key, rate_limited
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import MqttClient
 
@@ -110,6 +112,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.limiter = RateLimiter(settings.rate_per_s, settings.burst)
+    app.state.metrics = ApiMetrics(lambda: _pool_stats(app), lambda: app.state.limiter.refused)
+    # The lookup's lean lane (api/lane.py) inside the metrics, which count it too.
+    app.add_middleware(LookupLane, guard=rate_limited, serve=customers.parcel_response)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_api_route(
+        "/metrics", serve_metrics, methods=["GET"], tags=["operations"], include_in_schema=False
+    )
     for router in (
         customers.router,
         alerts.router,
@@ -191,6 +200,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 )
     app.openapi_schema = schema
     return schema
+
+
+def _pool_stats(app: FastAPI) -> dict[str, int]:
+    pool: AsyncConnectionPool[Any] | None = getattr(app.state, "pool", None)
+    return pool.get_stats() if pool is not None else {}
 
 
 async def _database_ok(pool: AsyncConnectionPool[Any]) -> bool:

@@ -46,14 +46,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     # Refused here, before any worker starts, when it is not a language we speak.
     os.environ["PARCELTRACK_LANGUAGE"] = configured(args.language or settings.language)
-    uvicorn.run(
-        "api.app:app_from_env",
-        factory=True,
-        workers=args.workers,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-    )
+    metrics_dir = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # GET /metrics then sums the workers' counters (api/metrics.py), whichever answers.
+        import tempfile
+
+        metrics_dir = tempfile.mkdtemp(prefix="parceltrack-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "api.app:app_from_env",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,  # a logging call per request on the lookup's hot path
+        )
+    finally:
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

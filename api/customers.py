@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from api import queries, tracking
+from api import lookup, queries, tracking
 from api.epcis import document
 from api.language import Problem, declared_language
 from api.models import (
@@ -34,6 +34,9 @@ from parceltrack.errors import InvalidTrackingNumber
 from parceltrack.i18n import N_
 from parceltrack.identifiers import parse_s10
 
+# The lean lane (api/lane.py) runs these dependencies itself for GET /v1/parcels/{id}:
+# one added here must be added there too (tests/api/test_lookup_lane.py checks).
+# declared_language only documents ?lang= (the error handlers read the language).
 router = APIRouter(
     tags=["customers"], dependencies=[Depends(rate_limited), Depends(declared_language)]
 )
@@ -160,17 +163,23 @@ def _pool(request: Request) -> AsyncConnectionPool[Any]:
     return pool
 
 
+async def parcel_response(request: Request, tracking_id: str) -> Response:
+    """The lookup's body, shared by the route below and the lean lane (api/lane.py)."""
+    s10 = s10_or_422(tracking_id)
+    async with _pool(request).connection() as conn:
+        # The hot path (api/lookup.py): the same ParcelView, built without pydantic.
+        body = await lookup.parcel_json(
+            conn, s10, request.app.state.detector_eta, datetime.now(UTC)
+        )
+    if body is None:
+        raise Problem(404, NOT_FOUND)
+    return Response(body, media_type="application/json")
+
+
 @router.get("/v1/parcels/{tracking_id}", response_model=ParcelView, responses=RESPONSES)
 async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
     """Where the parcel is, since when, its status, timeline with UPU codes, and ETA."""
-    s10 = s10_or_422(tracking_id)
-    async with _pool(request).connection() as conn:
-        record = await read_parcel(conn, s10, request.app.state.detector_eta)
-    if record is None:
-        raise Problem(404, NOT_FOUND)
-    # Built as a ParcelView already: serialise once instead of re-validating it.
-    view = parcel_view(s10, record, datetime.now(UTC))
-    return Response(view.model_dump_json(), media_type="application/json")
+    return await parcel_response(request, tracking_id)
 
 
 @router.get(

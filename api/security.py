@@ -177,13 +177,17 @@ class RateLimiter:
     ) -> None:
         self.rate, self.burst, self.max_clients, self.clock = rate, burst, max_clients, clock
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.refused = 0  # requests answered 429 since start (GET /metrics)
 
     def wait_for(self, client: str) -> float:
         bucket = self._buckets.pop(client, None) or TokenBucket(self.rate, self.burst)
         self._buckets[client] = bucket
         while len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
-        return bucket.take(self.clock())
+        wait = bucket.take(self.clock())
+        if wait > 0:
+            self.refused += 1
+        return wait
 
 
 async def client_identity(request: Request) -> str:

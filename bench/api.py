@@ -63,9 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default=".local", help="where the private PostgreSQL lives")
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (nearest rank); NaN for none."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def load(dsn: str, parcels: int, per_parcel: int) -> float:
@@ -275,14 +276,14 @@ def _bench(server: PrivatePostgres, mqtt_url: str, args: argparse.Namespace) -> 
         api.terminate()
         api.wait(timeout=30)
     ms = 1000.0
-    f50, f99 = _percentile(floor_s, 0.5) * ms, _percentile(floor_s, 0.99) * ms
+    f50, f99 = percentile(floor_s, 0.5) * ms, percentile(floor_s, 0.99) * ms
     print()
     print(f"parcel lookup, {counts[0]:,} parcels / {counts[1]:,} scans, {args.workers} workers")
     print(f"{'':34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>7} {'API CPU ms/req':>15}")
     floor_rate = len(floor_s) / sum(floor_s)
     print(f"{'SQL direct, 1 connection (floor)':34} {f50:8.2f} {f99:8.2f} {floor_rate:8.0f}")
     for rate, latencies, errors, achieved, cpu_ms in runs:
-        a50, a99 = _percentile(latencies, 0.5) * ms, _percentile(latencies, 0.99) * ms
+        a50, a99 = percentile(latencies, 0.5) * ms, percentile(latencies, 0.99) * ms
         label = f"HTTP lookup, offered {rate:.0f}/s"
         print(f"{label:34} {a50:8.2f} {a99:8.2f} {achieved:8.0f} {errors:7d} {cpu_ms:15.2f}")
         print(f"{'  ratio to floor':34} {a50 / f50:8.1f} {a99 / f99:8.1f}")

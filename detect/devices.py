@@ -11,6 +11,7 @@ the alert closes when it is heard again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,19 +69,23 @@ class DeviceState:
         self.open = np.zeros(0, dtype=np.uint8)
         self.since = np.empty(0, dtype=np.float64)  # when the spike condition began
 
-    def indices(self, devices: list[str], sites: list[str]) -> I64:
-        out = np.empty(len(devices), dtype=np.int64)
+    def indices(self, devices: Sequence[str], sites: Sequence[str]) -> I64:
+        # dict.get mapped in C over the batch; Python runs only for devices not seen yet.
+        found = list(map(self.index.get, devices))
         added = 0
         windows: list[DeviceThresholds] = []
-        for i, (d, s) in enumerate(zip(devices, sites, strict=True)):
-            idx = self.index.get(d)
-            if idx is None:
-                idx = self.index[d] = len(self.ids)
-                self.ids.append(d)
-                self.site.append(s)
-                windows.append(self.per_site.get(s, self.t))
-                added += 1
-            out[i] = idx
+        if None in found:
+            for i in [i for i, idx in enumerate(found) if idx is None]:
+                d, s = devices[i], sites[i]
+                idx = self.index.get(d)
+                if idx is None:
+                    idx = self.index[d] = len(self.ids)
+                    self.ids.append(d)
+                    self.site.append(s)
+                    windows.append(self.per_site.get(s, self.t))
+                    added += 1
+                found[i] = idx
+        out = np.fromiter(found, dtype=np.int64, count=len(found))
         if added:
             n, b = len(self.ids), self.t.bins
             self.last_heard = np.concatenate([self.last_heard, np.full(added, np.nan)])

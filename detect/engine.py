@@ -9,11 +9,12 @@ scenario's ground truth. The same code runs in both.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -105,17 +106,20 @@ class Engine:
         if len(batch) == 0:
             return []
         changes: list[AlertChange] = []
-        dev = self.devices.indices(list(batch.device), list(batch.site))
+        dev = self.devices.indices(batch.device, batch.site)
         self.devices.count(dev, batch.ts, batch.noread)
         for d in self.devices.heard(dev, batch.ts).tolist():
             changes.append(self._device_change("resolve", AlertKind.SILENCE, d))
-        has_id = np.fromiter((t is not None for t in batch.tracking_id), np.bool_, len(batch))
-        read = np.flatnonzero(~batch.noread & has_id)
+        # Columns as object arrays: the per-row work (None checks, dictionary lookups)
+        # runs in C loops, not in Python (a restart replays millions of rows).
+        tracking_ids = np.asarray(batch.tracking_id, dtype=object)
+        read = np.flatnonzero(~batch.noread & np.not_equal(tracking_ids, cast(Any, None)))
         if len(read) == 0:
             return changes
-        ids = [str(batch.tracking_id[i]) for i in read.tolist()]
-        rp = np.array(
-            [self.ref.rp_index.get(batch.read_point[i], -1) for i in read.tolist()], dtype=np.int32
+        ids = tracking_ids[read].tolist()
+        names = np.asarray(batch.read_point, dtype=object)[read].tolist()
+        rp = np.fromiter(
+            map(self.ref.rp_index.get, names, itertools.repeat(-1)), dtype=np.int32, count=len(read)
         )
         self.unknown_read_points += int((rp < 0).sum())
         keys = self.codec.encode(ids)
@@ -148,7 +152,7 @@ class Engine:
         return changes
 
     def _fill(self, slots: I64) -> None:
-        ids = [self.codec.decode(int(k)) for k in self.state.key[slots].tolist()]
+        ids = self.codec.decode_many(self.state.key[slots])
         self.new_ids = ids
         facts = self.manifest(ids)
         ref = self.ref
