@@ -325,7 +325,16 @@ async def put_device(request: Request, _who: Admin, device: Ident, body: DeviceI
     await _save(
         request,
         save_devices(
-            [model.Device(device, body.site_id, body.read_point_id, body.kind, body.description)]
+            [
+                model.Device(
+                    device,
+                    body.site_id,
+                    body.read_point_id,
+                    body.kind,
+                    body.description,
+                    body.settings,
+                )
+            ]
         ),
     )
     return body

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from api.security import Role
 from api.tracking import Status
 from parceltrack.alerts import AlertKind
-from parceltrack.layout import Stage, Zone
+from parceltrack.layout import Protocol, Stage, Zone
 
 # Text fields: printable, no NUL (PostgreSQL text cannot hold it), bounded.
 Text = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
@@ -316,8 +316,11 @@ class ReadPoint(_ReadPointFields):
 class DeviceIn(BaseModel):
     site_id: str = Text
     read_point_id: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")
-    kind: str = Text
+    kind: Protocol = Field(description="the protocol it speaks (the edge agent's driver)")
     description: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f]*$")
+    settings: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, max_length=100, description="the driver's settings, as given"
+    )
 
 
 class ApiKeyIn(BaseModel):

@@ -41,7 +41,7 @@ from firmware_sim.parcels import (
 from firmware_sim.standards import SERVICE_CLASSES, ServiceClass, StageStandard, stage_standards
 from firmware_sim.truth import FAULT_KINDS, Fault, record_faults, wall_clock
 from parceltrack.errors import ParceltrackError
-from parceltrack.layout import TIMED_STAGES, Stage, Zone
+from parceltrack.layout import TIMED_STAGES, Protocol, Stage, Zone
 from storage import model
 from storage.model import ReferenceData
 
@@ -278,7 +278,8 @@ class Scenario:
                 for r in self.read_points
             ),
             devices=tuple(
-                model.Device(r.device, r.site, r.read_point, r.protocol) for r in self.read_points
+                model.Device(r.device, r.site, r.read_point, Protocol(r.protocol))
+                for r in self.read_points
             ),
             service_classes=tuple(
                 model.ServiceClass(c.service_class, c.description, c.delivery_days)

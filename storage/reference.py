@@ -25,17 +25,23 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from storage.model import (
+    THRESHOLD_FIELDS,
     Device,
+    DeviceThresholds,
     ManifestEntry,
+    MissingWindow,
     ReadPoint,
     ReferenceData,
     ReferenceDataError,
     ServiceClass,
     Site,
+    SiteTolerances,
     SortPlan,
     StageStandard,
+    never_applies,
 )
 
 __all__ = [
@@ -49,11 +55,14 @@ __all__ = [
     "load_standards",
     "run",
     "run_async",
+    "save_device_thresholds",
     "save_devices",
     "save_layout",
     "save_manifest",
+    "save_missing_windows",
     "save_read_points",
     "save_service_classes",
+    "save_site_tolerances",
     "save_sites",
     "save_sort_plan",
     "save_stage_standards",
@@ -174,8 +183,10 @@ def _hops_first(read_points: Iterable[ReadPoint]) -> list[ReadPoint]:
 
 
 def save_read_points(read_points: Iterable[ReadPoint]) -> Step[None]:
-    """Create or change read points (site, zone, stage, description, position and next
-    hop all as given); their site and next hop must exist or come in the same batch."""
+    """Create or change read points (site, zone, stage, description, position, next hop
+    and successors all as given); their site and successors must exist or come in the
+    same batch. The successors given replace the read point's stored ones."""
+    read_points = _hops_first(read_points)
     yield Query(
         "INSERT INTO read_points (read_point_id, site_id, zone, stage, description, "
         "position, next_read_point_id) VALUES (%s, %s, %s, %s, %s, %s, %s) "
@@ -185,20 +196,34 @@ def save_read_points(read_points: Iterable[ReadPoint]) -> Step[None]:
         many=[
             (r.read_point_id, r.site_id, r.zone.value, r.stage.value, r.description,
              r.position, r.next_read_point_id)
-            for r in _hops_first(read_points)
+            for r in read_points
         ],
     )  # fmt: skip
+    yield Query(
+        "DELETE FROM read_point_successors WHERE read_point_id = ANY(%s)",
+        ([r.read_point_id for r in read_points],),
+    )
+    yield Query(
+        "INSERT INTO read_point_successors (read_point_id, successor_id) VALUES (%s, %s)",
+        many=[(r.read_point_id, nxt) for r in read_points for nxt in r.successors],
+    )
 
 
 def save_devices(devices: Iterable[Device]) -> Step[None]:
-    """Register or change devices; their site and read point must exist."""
+    """Register or change devices (protocol and settings as given); their site and read
+    point must exist."""
     yield Query(
-        "INSERT INTO devices (device_id, site_id, read_point_id, kind, description) "
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
+        "INSERT INTO devices (device_id, site_id, read_point_id, kind, description, settings) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
         "site_id = EXCLUDED.site_id, read_point_id = EXCLUDED.read_point_id, "
-        "kind = EXCLUDED.kind, description = EXCLUDED.description",
-        many=[(d.device_id, d.site_id, d.read_point_id, d.kind, d.description) for d in devices],
-    )
+        "kind = EXCLUDED.kind, description = EXCLUDED.description, "
+        "settings = EXCLUDED.settings",
+        many=[
+            (d.device_id, d.site_id, d.read_point_id, d.kind.value, d.description,
+             Jsonb(dict(d.settings)))
+            for d in devices
+        ],
+    )  # fmt: skip
 
 
 def save_service_classes(classes: Iterable[ServiceClass]) -> Step[None]:
@@ -226,15 +251,47 @@ def save_stage_standards(standards: Iterable[StageStandard]) -> Step[None]:
     )
     if missing:
         site, stage = missing[0]
-        raise ReferenceDataError(
-            f"site {site!r} has no read point at stage {stage!r}: a standard for it "
-            "would never apply"
-        )
+        raise ReferenceDataError(never_applies(site, stage))
     yield Query(
         "INSERT INTO stage_standards (site_id, stage, service_class, max_seconds) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, stage, service_class) DO UPDATE "
         "SET max_seconds = EXCLUDED.max_seconds",
         many=[(s.site_id, s.stage.value, s.service_class, s.max_seconds) for s in standards],
+    )
+
+
+def save_missing_windows(windows: Iterable[MissingWindow]) -> Step[None]:
+    """Set missing windows, one per site, class (or none: all) and stage (or none)."""
+    yield Query(
+        "INSERT INTO missing_windows (site_id, service_class, stage, window_s) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, coalesce(service_class, ''), "
+        "coalesce(stage, '')) DO UPDATE SET window_s = EXCLUDED.window_s",
+        many=[
+            (w.site_id, w.service_class, None if w.stage is None else w.stage.value, w.window_s)
+            for w in windows
+        ],
+    )
+
+
+def save_device_thresholds(thresholds: Iterable[DeviceThresholds]) -> Step[None]:
+    """Set a site's device silence window and no-read spike limits, all of them."""
+    columns = ", ".join(THRESHOLD_FIELDS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in THRESHOLD_FIELDS)
+    yield Query(
+        f"INSERT INTO device_thresholds (site_id, {columns}) VALUES "
+        f"(%s, {', '.join(['%s'] * len(THRESHOLD_FIELDS))}) "
+        f"ON CONFLICT (site_id) DO UPDATE SET {updates}",
+        many=[(t.site_id, *(getattr(t, c) for c in THRESHOLD_FIELDS)) for t in thresholds],
+    )
+
+
+def save_site_tolerances(tolerances: Iterable[SiteTolerances]) -> Step[None]:
+    """Set a site's clock-skew tolerance and duplicate gap."""
+    yield Query(
+        "INSERT INTO site_tolerances (site_id, skew_tolerance_s, duplicate_gap_s) "
+        "VALUES (%s, %s, %s) ON CONFLICT (site_id) DO UPDATE SET "
+        "skew_tolerance_s = EXCLUDED.skew_tolerance_s, duplicate_gap_s = EXCLUDED.duplicate_gap_s",
+        many=[(t.site_id, t.skew_tolerance_s, t.duplicate_gap_s) for t in tolerances],
     )
 
 
