@@ -38,6 +38,9 @@ from parceltrack.config import BrokerAddress
 
 log = logging.getLogger(__name__)
 
+# Migration 80's trigger notifies here when any reference table changes.
+REFERENCE_CHANNEL = "parceltrack_reference"
+
 
 @dataclass(frozen=True, slots=True)
 class DetectSettings:
@@ -50,6 +53,8 @@ class DetectSettings:
     rebuild_s: float = 24 * 3600.0  # how far back a restart replays scans
     eta_flush_s: float = 2.0
     learn_every_s: float = 300.0
+    # Changes arrive by LISTEN/NOTIFY within a tick; this poll only picks up what no
+    # trigger reports (destinations of new parcels).
     reload_every_s: float = 30.0
     compact_every_s: float = 600.0
     done_after_s: float = 3600.0  # at the last stage this long: no longer active
@@ -77,12 +82,20 @@ class Detector:
 
     @stamina.retry(on=psycopg.OperationalError, attempts=None, timeout=None, wait_max=5.0)
     def _run(self, stop: threading.Event) -> None:
-        with psycopg.connect(self.settings.dsn, autocommit=True) as conn:
+        with (
+            psycopg.connect(self.settings.dsn, autocommit=True) as conn,
+            psycopg.connect(self.settings.dsn, autocommit=True) as listen,
+        ):
+            # Before the state is built: a change made while it is built is not missed.
+            listen.execute(f"LISTEN {REFERENCE_CHANNEL}")
             self.start(conn, time.time())
             mono = time.monotonic()
             last = {"eta": 0.0, "learn": mono, "reload": mono, "compact": mono}
             while not stop.is_set():
                 started = time.monotonic()
+                if _notified(listen):  # standards, windows, plans ... changed: this tick
+                    self.reload(conn, time.time())
+                    last["reload"] = started
                 self.step(conn, time.time())
                 if started - last["eta"] >= self.settings.eta_flush_s:
                     self.flush_eta(conn)
@@ -135,6 +148,7 @@ class Detector:
             self._watermark = datetime.fromtimestamp(0, UTC)
             self.start(conn, now)
             return
+        self.engine.devices.set_limits(store.load_site_thresholds(conn))
         if _same_numbers(self.engine.ref, ref):
             return  # nothing changed: no need to recompute (and re-publish) every ETA
         self.engine.ref = ref
@@ -203,9 +217,14 @@ class Detector:
         return store.flush_eta(conn, state, self.engine.ref, tracking)
 
 
+def _notified(listen: psycopg.Connection[Any]) -> bool:
+    """Whether the reference data changed since the last call (drains what is queued)."""
+    return sum(1 for _ in listen.notifies(timeout=0)) > 0
+
+
 def _same_numbers(a: Reference, b: Reference) -> bool:
     fields = ("stage_s", "grace_s", "missing_s", "delivery_s", "eta_in_s", "eta_in_p90_s",
-              "plan_key", "plan_chute", "plan_door")  # fmt: skip
+              "plan_key", "plan_chute", "plan_door", "skew_s", "gap_s")  # fmt: skip
     return all(
         getattr(a, f).shape == getattr(b, f).shape and np.array_equal(getattr(a, f), getattr(b, f))
         for f in fields

@@ -28,6 +28,7 @@ from detect.reference import (
     ReadPointRow,
     Reference,
     SortPlanRow,
+    ToleranceRow,
     TransitRow,
     build_reference,
 )
@@ -87,6 +88,12 @@ def load_reference(conn: Conn, config: DetectConfig) -> Reference:
         )
     ]
     dests = [str(d) for (d,) in conn.execute("SELECT DISTINCT destination FROM parcels")]
+    tolerances = [
+        ToleranceRow(str(a), float(b), float(c))
+        for a, b, c in conn.execute(
+            "SELECT site_id, skew_tolerance_s, duplicate_gap_s FROM site_tolerances"
+        )
+    ]
     return build_reference(
         rps,
         classes,
@@ -96,6 +103,7 @@ def load_reference(conn: Conn, config: DetectConfig) -> Reference:
         transits,
         sorted(dests),
         config,
+        tolerances,
     )
 
 

@@ -1,0 +1,85 @@
+"""Configuration reaches a running detector within one tick (LISTEN/NOTIFY on the
+reference tables, migration 80), not on the 30 s poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from detect.service import Detector, DetectSettings
+from tests.integration.test_detect_service import PLAIN, Centre
+from tests.waiting import wait_until
+
+P1 = "RR473124829GB"
+TICK_S = 0.2
+
+
+@pytest.fixture
+def running(db_dsn: str) -> Iterator[tuple[Centre, Detector]]:
+    """Centre A1 with one parcel 30 s into its 60 s chute standard, and a detector whose
+    poll would take an hour: only a notification can bring it a change."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        centre = Centre(conn, time.time() - 3600.0)
+        centre.parcel(P1)
+        centre.scan(P1, "A1-CHU02", 3600.0 - 30.0)
+        detector = Detector(
+            DetectSettings(dsn=db_dsn, config=PLAIN, overlap_s=0.0, tick_s=TICK_S,
+                           reload_every_s=3600.0)
+        )  # fmt: skip
+        stop = threading.Event()
+        thread = threading.Thread(target=detector.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            wait_until(detector.ready.is_set, 30, "the detector started")
+            yield centre, detector
+        finally:
+            stop.set()
+            thread.join(10)
+
+
+def _delays(conn: psycopg.Connection[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    return conn.execute(
+        "SELECT tracking_id, details->>'deadline' FROM alerts WHERE kind = 'delay'"
+    ).fetchall()
+
+
+def test_a_changed_stage_standard_is_used_by_the_next_tick(
+    running: tuple[Centre, Detector],
+) -> None:
+    """Cutting the chute standard from 60 s to 5 s opens the delay alert within a tick or two."""
+    centre, _ = running
+    time.sleep(3 * TICK_S)
+    assert _delays(centre.conn) == []  # 30 s into a 60 s standard: on time
+    changed = time.monotonic()
+    centre.conn.execute(
+        "UPDATE stage_standards SET max_seconds = 5 WHERE site_id = 'A1' AND stage = 'chute'"
+    )
+    wait_until(lambda: _delays(centre.conn) != [], 5, "the delay alert")
+    took = time.monotonic() - changed
+    assert took < 3 * TICK_S + 0.5, f"{took:.2f} s: not within a tick of the change"
+    ((tracking, deadline),) = _delays(centre.conn)
+    entered = centre.base + 3600.0 - 30.0
+    assert tracking == P1
+    assert abs(_epoch(str(deadline)) - (entered + 5.0)) < 0.01
+
+
+def test_a_changed_silence_window_reaches_the_device_checks(
+    running: tuple[Centre, Detector],
+) -> None:
+    """Shortening a site's silence window by SQL opens the silence alert without a restart."""
+    centre, _ = running
+    time.sleep(3 * TICK_S)
+    silent = "SELECT count(*) FROM alerts WHERE kind = 'silence'"
+    assert centre.conn.execute(silent).fetchone() == (0,)  # the fixture's window is 1e6 s
+    centre.conn.execute("UPDATE device_thresholds SET silence_s = 10 WHERE site_id = 'A1'")
+    wait_until(lambda: centre.conn.execute(silent).fetchone() == (1,), 5, "the silence alert")
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
