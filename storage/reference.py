@@ -236,22 +236,27 @@ def save_service_classes(classes: Iterable[ServiceClass]) -> Step[None]:
     )
 
 
-def save_stage_standards(standards: Iterable[StageStandard]) -> Step[None]:
-    """Set stage standards. One for a stage the site has no read point for would never
-    apply (detection would time the stage by its default), so it is refused."""
-    standards = list(standards)
-    # Only known sites: an unknown one is left to the foreign key, so it stays the
-    # conflict it is for every other reference (409 naming the site in the API).
+def _stages_present(pairs: Sequence[tuple[str, str]], what: str) -> Step[None]:
+    """Refuse a setting for a (site, stage) the site has no read point at: it would never
+    apply. Only known sites: an unknown one is left to the foreign key, so it stays the
+    conflict it is for every other reference (409 naming the site in the API)."""
     missing = yield Query(
         "SELECT s.site_id, s.stage FROM unnest(%s::text[], %s::text[]) AS s (site_id, stage) "
         "WHERE EXISTS (SELECT 1 FROM sites WHERE sites.site_id = s.site_id) "
         "AND NOT EXISTS (SELECT 1 FROM read_points r "
         "WHERE r.site_id = s.site_id AND r.stage = s.stage) LIMIT 1",
-        ([s.site_id for s in standards], [s.stage.value for s in standards]),
+        ([site for site, _ in pairs], [stage for _, stage in pairs]),
     )
     if missing:
         site, stage = missing[0]
-        raise ReferenceDataError(never_applies(site, stage))
+        raise ReferenceDataError(never_applies(site, stage, what))
+
+
+def save_stage_standards(standards: Iterable[StageStandard]) -> Step[None]:
+    """Set stage standards. One for a stage the site has no read point for would never
+    apply (detection would time the stage by its default), so it is refused."""
+    standards = list(standards)
+    yield from _stages_present([(s.site_id, s.stage.value) for s in standards], "a standard")
     yield Query(
         "INSERT INTO stage_standards (site_id, stage, service_class, max_seconds) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, stage, service_class) DO UPDATE "
@@ -261,7 +266,11 @@ def save_stage_standards(standards: Iterable[StageStandard]) -> Step[None]:
 
 
 def save_missing_windows(windows: Iterable[MissingWindow]) -> Step[None]:
-    """Set missing windows, one per site, class (or none: all) and stage (or none)."""
+    """Set missing windows, one per site, class (or none: all) and stage (or none); one
+    for a stage the site has no read point at is refused, as a standard would be."""
+    windows = list(windows)
+    staged = [(w.site_id, w.stage.value) for w in windows if w.stage is not None]
+    yield from _stages_present(staged, "a missing window")
     yield Query(
         "INSERT INTO missing_windows (site_id, service_class, stage, window_s) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, coalesce(service_class, ''), "
