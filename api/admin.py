@@ -527,6 +527,20 @@ async def delete_missing_window(
             raise HTTPException(status_code=404, detail="no such missing window")
 
 
+async def _site_row(request: Request, table: str, columns: str, site: str) -> dict[str, Any]:
+    """The site's one row of a per-site settings table (names written here), or 404."""
+    async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT site_id, {columns} FROM {table} WHERE site_id = %s",
+            (site,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no {table} set for {site!r}")
+    found: dict[str, Any] = row
+    return found
+
+
 @router.get(
     "/sites/{site}/device-thresholds",
     response_model=DeviceThresholds,
@@ -534,15 +548,8 @@ async def delete_missing_window(
 )
 async def get_device_thresholds(request: Request, _who: Admin, site: Ident) -> DeviceThresholds:
     """The site's silence window and no-read spike limits."""
-    async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT site_id, " + ", ".join(THRESHOLD_FIELDS) + " FROM device_thresholds "
-            "WHERE site_id = %s",
-            (site,),
-        )
-        row = await cur.fetchone()
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no device thresholds set for {site!r}")
+    columns = ", ".join(THRESHOLD_FIELDS)
+    row = await _site_row(request, "device_thresholds", columns, site)
     return DeviceThresholds(**row)
 
 
@@ -564,15 +571,7 @@ async def put_device_thresholds(
 )
 async def get_tolerances(request: Request, _who: Admin, site: Ident) -> SiteTolerances:
     """The site's clock-skew tolerance and duplicate gap."""
-    async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT site_id, skew_tolerance_s, duplicate_gap_s FROM site_tolerances "
-            "WHERE site_id = %s",
-            (site,),
-        )
-        row = await cur.fetchone()
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no tolerances set for {site!r}")
+    row = await _site_row(request, "site_tolerances", "skew_tolerance_s, duplicate_gap_s", site)
     return SiteTolerances(**row)
 
 
