@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detect.reference import ROLE_OTHER, Reference
+from detect.reference import ROLE_CHUTE, ROLE_OTHER, Reference
 from parceltrack.alerts import PARCEL_KINDS, AlertKind
 
 F64 = npt.NDArray[np.float64]
@@ -246,7 +246,15 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     chute, door = ref.planned(site, dest, ts)
     # A parcel leaves by the door its chute feeds: if the plan changed while it was
     # in the chute, the door of the plan before is right too.
-    door_before = ref.planned(site, dest, ts - ref.door_lookback_s)[1]
+    # Looking back past the site's first plan version means that version (a centre
+    # that started sorting less than a chute's dwell ago).
+    door_before = ref.planned(site, dest, ts - ref.door_lookback_s, earliest=True)[1]
+    # A parcel held in its chute longer than that (a delay) left by the door of the plan
+    # in force when it entered the chute.
+    prev = np.maximum(state.rp[slots], 0)
+    in_chute = (state.rp[slots] >= 0) & (ref.rp_role[prev] == ROLE_CHUTE)
+    chute_entered = np.where(in_chute, state.entered[slots], ts)
+    door_then = np.where(in_chute, ref.planned(site, dest, chute_entered)[1], -1)
     planned_here = np.where(role == 1, chute, door)
     judged = known & (role != ROLE_OTHER) & (planned_here >= 0)
     fresh = ~(ts < state.last_seen[slots] - skew)
@@ -258,7 +266,8 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     early_chute, early_door = ref.planned(site, dest, ts - tol)
     late_chute, late_door = ref.planned(site, dest, ts + tol)
     near = np.where(role == 1, (rp == early_chute) | (rp == late_chute),
-                    (rp == early_door) | (rp == late_door) | (rp == door_before))  # fmt: skip
+                    (rp == early_door) | (rp == late_door) | (rp == door_before)
+                    | (rp == door_then))  # fmt: skip
     right = judged & fresh & (rp == planned_here)
     wrong = judged & fresh & ~right & ~near
     touched, at = np.unique(slots[wrong | right], return_inverse=True)

@@ -141,21 +141,32 @@ class Reference:
                             self.config.duplicate_gap_s)  # fmt: skip
         return out
 
-    def plan_version_at(self, site: npt.NDArray[np.int16], ts: F64) -> I64:
-        """Row of the sort-plan version in force at each (site, time); -1 for none."""
+    def plan_version_at(self, site: npt.NDArray[np.int16], ts: F64, earliest: bool = False) -> I64:
+        """Row of the sort-plan version in force at each (site, time); -1 for none, or
+        with `earliest`, the site's first version for a time before it."""
         if len(self.plan_key) == 0:
             return np.full(len(ts), -1, dtype=np.int64)
         query = site.astype(np.float64) * _SITE_STRIDE + ts
         pos = np.searchsorted(self.plan_key, query, side="right").astype(np.int64) - 1
         safe = np.maximum(pos, 0)
         ok = (pos >= 0) & (self.plan_site[safe] == site)
+        if earliest:
+            first = np.searchsorted(self.plan_key, site.astype(np.float64) * _SITE_STRIDE)
+            first = np.minimum(first, len(self.plan_key) - 1)
+            pos = np.where(ok, pos, first)
+            ok = self.plan_site[np.maximum(pos, 0)] == site
         return np.where(ok, pos, -1)
 
     def planned(
-        self, site: npt.NDArray[np.int16], dest: npt.NDArray[np.int16], ts: F64
+        self,
+        site: npt.NDArray[np.int16],
+        dest: npt.NDArray[np.int16],
+        ts: F64,
+        earliest: bool = False,
     ) -> tuple[I32, I32]:
-        """Planned chute and door per (site, destination, time); -1 where no plan says."""
-        version = self.plan_version_at(site, ts)
+        """Planned chute and door per (site, destination, time); -1 where no plan says
+        (with `earliest`, a time before the site's first version takes that version)."""
+        version = self.plan_version_at(site, ts, earliest)
         ok = (version >= 0) & (dest >= 0)
         v, d = np.where(ok, version, 0), np.where(ok, dest, 0)
         if self.plan_chute.size == 0:

@@ -112,6 +112,8 @@ class ScenarioConfig:
     company_prefix: str = "0614141"  # GS1 company prefix of the SSCC-96 tags
     tag_dwell_s: float = 0.6  # how long a tag stays in an RFID gate's field
     linehaul_s: float = 1800.0  # nominal door-to-induction time to another site
+    # A delayed parcel takes 1.1 to this many times its stage standard at the stage.
+    delay_max_factor: float = 2.0
 
     @classmethod
     def barcode_only(
@@ -158,6 +160,8 @@ class ScenarioConfig:
         if {k for k, _ in self.transit_s} != set(TIMED_STAGES):
             stages = ", ".join(TIMED_STAGES)
             raise ScenarioError(f"transit_s needs exactly the stages ({stages})")
+        if not self.delay_max_factor > 1.1:
+            raise ScenarioError("delay_max_factor must be above 1.1 (a delay passes 1.1x)")
 
 
 @dataclass
@@ -439,7 +443,7 @@ def generate(
     jitter = rng.uniform(0.8, 1.2, size=(n, 5))
     order = rng.permutation(n)
     delay_stage = rng.integers(0, len(TIMED_STAGES), n)
-    delay_extra = rng.uniform(0.1, 1.0, n)
+    delay_extra = rng.uniform(0.1, cfg.delay_max_factor - 1.0, n)
     lost_slot = np.array([IND, TUN, SRT, CHU])[rng.integers(0, 4, n)]
     wrong_pick = rng.integers(0, chutes - 1, n)
     # Drawn last, so adding mis-routes left every earlier draw (and scenario) as it was.
