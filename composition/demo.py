@@ -68,6 +68,7 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
         api_port=api_port,
         fast_db=False,
         overdue_after_s=20.0,
+        site_files=True,  # standards and plans go in as an operator's site files
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -264,7 +264,10 @@ def canonical(data: ReferenceData) -> ReferenceData:
                 key=lambda w: (w.stage is not None, w.stage or "", w.service_class or ""),
             )
         ),
-        sort_plans=tuple(sorted(data.sort_plans, key=lambda p: p.effective_from)),
+        sort_plans=tuple(
+            replace(p, entries=tuple(sorted(p.entries, key=lambda e: e.destination)))
+            for p in sorted(data.sort_plans, key=lambda p: p.effective_from)
+        ),
     )
 
 
