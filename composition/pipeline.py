@@ -108,6 +108,9 @@ def wait_devices_connected(
         client.stop()
 
 
+SITE_APPLY_S = 10.0  # the most `parceltrack site apply` may take when the demo starts
+
+
 @dataclass
 class Pipeline:
     """Everything under `workdir`; `start()` brings it up, `stop()` leaves nothing behind."""
@@ -299,9 +302,14 @@ class Pipeline:
         self.wait_devices_connected(devices)
         # Scenario time 0 just ahead; the standards and sort plans in the database and
         # the ground truth follow the same clock.
-        self.clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=1), self.speed)
+        # `site apply` is a process of its own: scenario time 0 waits for it, or the
+        # first reads would be played late, in a burst.
+        ahead = SITE_APPLY_S if self.site_files else 1.0
+        self.clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=ahead), self.speed)
         if self.site_files:
             self.apply_site_files()
+            if datetime.now(UTC) > self.clock.start:
+                raise ServiceError(f"site apply took over {ahead:g} s; playback would start late")
         else:
             with psycopg.connect(self.dsn, autocommit=True) as conn:
                 load_standards(conn, self.scenario.reference_data(self.clock))
