@@ -16,7 +16,7 @@ import io
 import json
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -208,9 +208,15 @@ def _shown(value: Any) -> str:
     return repr(value)
 
 
-def parse_site(name: str, text: str, read: Callable[[str], str]) -> ReferenceData:
+def parse_site(
+    name: str,
+    text: str,
+    read: Callable[[str], str],
+    time_zones: Collection[str] | None = None,
+) -> ReferenceData:
     """A site file's data, or SiteFileInvalid with every problem in it and in the sort
-    plan CSV files it names (`read` returns a named file's text, or raises OSError)."""
+    plan CSV files it names (`read` returns a named file's text, or raises OSError).
+    With `time_zones` (the IANA names known), the site's time zone is checked too."""
     r = _Reader(name, _Lines.of(text))
     try:
         doc = tomllib.loads(text)
@@ -237,6 +243,9 @@ def parse_site(name: str, text: str, read: Callable[[str], str]) -> ReferenceDat
         s = sections["site"]
         with r.model(r.lines.line("site"), "site"):
             site = Site(s["id"], s["name"], s.get("timezone", "UTC"))
+        if site is not None and time_zones is not None and site.timezone not in time_zones:
+            said = f"unknown time zone {site.timezone!r} (an IANA name, e.g. Europe/Paris)"
+            r.add(r.lines.line("site", 0, "timezone"), "site.timezone", said)
     elif doc.get("site") is None:
         r.add(1, "site", "is missing: a site file describes one [site]")
     if site is None:

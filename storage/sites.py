@@ -11,6 +11,7 @@ are left alone.
 
 from __future__ import annotations
 
+import zoneinfo
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -196,6 +197,7 @@ def read_site_files(paths: Sequence[Path]) -> list[ReferenceData]:
     SiteFileInvalid with every problem of every file when any has one."""
     problems: list[Problem] = []
     sites: list[ReferenceData] = []
+    zones = zoneinfo.available_timezones() | {"UTC"}
     for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
@@ -208,7 +210,7 @@ def read_site_files(paths: Sequence[Path]) -> list[ReferenceData]:
             return (folder / name).read_text(encoding="utf-8")
 
         try:
-            sites.append(parse_site(str(path), text, read))
+            sites.append(parse_site(str(path), text, read, zones))
         except SiteFileInvalid as exc:
             # CSV files are named as the site file names them: say where they are.
             problems += [

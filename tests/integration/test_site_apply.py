@@ -4,6 +4,7 @@ file changes nothing."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -167,3 +168,37 @@ def test_a_bad_sort_plan_is_one_error_and_changes_nothing(
     assert code == 2 and len(problems) == 1 and says in problems[0], err
     assert problems[0].startswith(f"{plan}:10: ")
     assert _export(tmp_path / "after", capsys) == before
+
+
+def test_two_sites_apply_together_or_not_at_all(
+    site_dir: Path, db_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With one of two site files wrong, neither site is stored; fixed, both are."""
+    other = site_dir / "BEN2.toml"
+    text = re.sub(r"\bBEN1-", "BEN2-", (site_dir / "BEN1.toml").read_text())
+    text = text.replace('id = "BEN1"', 'id = "BEN2"')
+    other.write_text(text.replace("max_seconds = 120.0", 'max_seconds = "fast"'))
+    plan = (site_dir / "BEN1-sortplan.csv").read_text()
+    (site_dir / "BEN2-sortplan.csv").write_text(re.sub(r"\bBEN1-", "BEN2-", plan))
+    code, _, err = _apply(site_dir / "BEN1.toml", capsys, str(other))
+    assert code == 2 and f"{other}:" in err and "must be a number" in err
+    with psycopg.connect(db_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM sites").fetchone() == (0,)
+    other.write_text(other.read_text().replace('max_seconds = "fast"', "max_seconds = 60.0"))
+    code, out, err = _apply(site_dir / "BEN1.toml", capsys, str(other))
+    assert code == 0, err
+    assert "site BEN1: 28 change(s)" in out and "site BEN2: 28 change(s)" in out
+    with psycopg.connect(db_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM read_points").fetchone() == (20,)
+
+
+def test_an_unknown_time_zone_names_its_line(
+    site_dir: Path, db_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zone neither Python nor PostgreSQL knows is refused before anything is stored."""
+    toml = site_dir / "BEN1.toml"
+    toml.write_text(toml.read_text().replace("Europe/London", "Mars/Olympus"))
+    code, _, err = _apply(toml, capsys)
+    assert code == 2 and f"{toml}:10: site.timezone: unknown time zone 'Mars/Olympus'" in err
+    with psycopg.connect(db_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM sites").fetchone() == (0,)

@@ -191,3 +191,16 @@ def test_the_diff_names_each_change() -> None:
         "~ stage standard sort/express: max_seconds 300.0 -> 450.0",
         "- missing window chute/*",
     ]
+
+
+def test_an_unknown_time_zone_is_one_problem_when_the_zones_are_known() -> None:
+    """Given the IANA names, a misspelt zone names its line; without them it is left to
+    the database."""
+    bad = TOML.replace('timezone = "Europe/London"', 'timezone = "Europe/Londn"')
+    with pytest.raises(SiteFileInvalid) as caught:
+        parse_site("BEN1.toml", bad, lambda n: PLAN, {"Europe/London", "UTC"})
+    assert [str(p) for p in caught.value.problems] == [
+        f"BEN1.toml:{line_of(bad, 'timezone')}: site.timezone: unknown time zone "
+        "'Europe/Londn' (an IANA name, e.g. Europe/Paris)"
+    ]
+    assert parse_site("BEN1.toml", bad, lambda n: PLAN).sites[0].timezone == "Europe/Londn"
