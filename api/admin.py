@@ -322,11 +322,14 @@ async def put_site(request: Request, _who: Admin, site: Ident, body: SiteIn) -> 
 
 @router.get("/read-points", response_model=list[ReadPoint], responses=AUTH)
 async def list_read_points(request: Request, _who: Admin) -> list[ReadPoint]:
-    """Read points with their zone, stage and the next read point on the conveyor."""
+    """Read points with their zone, stage, the next read point on the conveyor (when it
+    is the only one) and every successor."""
     async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT read_point_id, site_id, zone, stage, description, position, "
-            "next_read_point_id FROM read_points ORDER BY site_id, position, read_point_id"
+            "next_read_point_id, coalesce((SELECT array_agg(successor_id ORDER BY successor_id) "
+            "FROM read_point_successors s WHERE s.read_point_id = r.read_point_id), '{}') "
+            "AS successors FROM read_points r ORDER BY site_id, position, read_point_id"
         )
         return [ReadPoint(**r) for r in await cur.fetchall()]
 
@@ -338,7 +341,7 @@ async def put_read_point(
     """Create or change a read point (its site and next read point must exist). Without a
     next read point, the successors it has (PUT .../successors) are kept."""
 
-    def step() -> Step[None]:
+    def step() -> Step[tuple[str, ...]]:
         kept: tuple[str, ...] = ()
         if body.next_read_point_id is None:
             rows = yield Query(
@@ -350,9 +353,10 @@ async def put_read_point(
         rp = model.ReadPoint(read_point, body.site_id, body.zone, body.stage, body.description,
                              body.position, body.next_read_point_id, kept)  # fmt: skip
         yield from save_read_points([rp])
+        return rp.successors
 
-    await _save(request, step())
-    return ReadPoint(read_point_id=read_point, **body.model_dump())
+    successors = await _save(request, step())
+    return ReadPoint(read_point_id=read_point, successors=list(successors), **body.model_dump())
 
 
 @router.put("/devices/{device}", response_model=DeviceIn, responses=CONFLICT)

@@ -311,6 +311,9 @@ class ReadPoint(_ReadPointFields):
     # Rows stored before zones and stages were fixed sets are shown as they are.
     zone: Zone | str
     stage: Stage | str
+    successors: list[str] = Field(
+        default_factory=list, description="every read point a parcel may reach next"
+    )
 
 
 class SuccessorsIn(BaseModel):

@@ -41,6 +41,8 @@ def test_successors_one_or_many_per_read_point(
     rp = {"site_id": SITE, "zone": "sorter", "stage": "sort", "position": 3, "description": "S"}
     assert client.put(f"/v1/admin/read-points/{SITE}-SRT1", json=rp, headers=h).status_code == 200
     assert client.get(url, headers=h).json()["successors"] == chutes
+    listed = client.get("/v1/admin/read-points", headers=h).json()
+    assert next(r for r in listed if r["read_point_id"] == f"{SITE}-SRT1")["successors"] == chutes
     with psycopg.connect(db_dsn) as conn:
         assert conn.execute(
             "SELECT next_read_point_id FROM read_points WHERE read_point_id = %s",
