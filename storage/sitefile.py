@@ -185,6 +185,9 @@ class _Reader:
             if bad:
                 self.add(line, f"{where}.{key}", f"must be {said}, not {_shown(value)}")
                 ok = False
+            elif _has_nul(value):  # PostgreSQL stores no NUL in text
+                self.add(line, f"{where}.{key}", "must not contain the NUL character")
+                ok = False
         return dict(raw) if ok else None
 
     @contextmanager
@@ -194,6 +197,16 @@ class _Reader:
             yield
         except ReferenceDataError as exc:
             self.add(line, where, str(exc))
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
 
 
 def _shown(value: Any) -> str:
@@ -464,9 +477,10 @@ def _plans(
     for name in files:
         try:
             text = read(name)
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8"
             r.add(r.lines.line("sort_plans", 0, "files"), "sort_plans.files",
-                  f"cannot read {name!r}: {exc.strerror or exc}")  # fmt: skip
+                  f"cannot read {name!r}: {why or exc}")  # fmt: skip
             continue
         rows = csv.reader(io.StringIO(text.lstrip("\ufeff")))
         header = next(rows, None)
@@ -520,6 +534,9 @@ def _plan_row(
     if not dest:
         bad("destination", "is empty")
         ok = False
+    if "\x00" in dest:
+        bad("destination", "must not contain the NUL character")
+        ok = False
     for where, rp, zone in (("chute", chute, Zone.CHUTE), ("door", door, Zone.DOOR)):
         if not rp and where == "door":
             continue
@@ -543,17 +560,31 @@ def _plan_row(
 # -- writing ------------------------------------------------------------------------
 
 
+def _string(text: str) -> str:
+    """A TOML basic string: quote and backslash escaped, control characters as \\uXXXX
+    (TOML allows none of them raw, DEL included), everything else as it is."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def _value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
+        return _string(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, Mapping):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{_string(k)} = {_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {v!r} in a site file")
 
 

@@ -201,8 +201,9 @@ def read_site_files(paths: Sequence[Path]) -> list[ReferenceData]:
     for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            problems.append(Problem(str(path), 1, "(file)", f"cannot read: {exc.strerror}"))
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8"
+            problems.append(Problem(str(path), 1, "(file)", f"cannot read: {why}"))
             continue
         folder = path.parent
 
@@ -245,7 +246,7 @@ def apply_sites(
 
     try:
         return run(conn, step())
-    except psycopg.errors.IntegrityError as exc:
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         detail = exc.diag.message_detail or exc.diag.message_primary or str(exc)
         raise ReferenceDataError(f"nothing applied: {detail}") from exc
 

@@ -202,3 +202,21 @@ def test_an_unknown_time_zone_names_its_line(
     assert code == 2 and f"{toml}:10: site.timezone: unknown time zone 'Mars/Olympus'" in err
     with psycopg.connect(db_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM sites").fetchone() == (0,)
+
+
+def test_unreadable_files_are_one_error_each(
+    site_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing site file and a sort plan that is not UTF-8 are named, not a traceback."""
+    (site_dir / "BEN1-sortplan.csv").write_bytes(b"destination,chute,door,effective_from\n\xff\n")
+    code, _, err = _apply(site_dir / "BEN1.toml", capsys, str(site_dir / "NOPE.toml"))
+    assert code == 2
+    assert err.removeprefix("parceltrack: ").strip().splitlines() == [
+        f"{site_dir / 'BEN1.toml'}:{_line(site_dir / 'BEN1.toml', 'files = ')}: "
+        "sort_plans.files: cannot read 'BEN1-sortplan.csv': it is not UTF-8",
+        f"{site_dir / 'NOPE.toml'}:1: (file): cannot read: No such file or directory",
+    ]
+
+
+def _line(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)

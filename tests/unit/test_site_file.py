@@ -3,9 +3,12 @@ naming file, line and field, and what is rendered parses back to the same data."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parceltrack.layout import Stage
 from storage.model import ReferenceData
@@ -204,3 +207,27 @@ def test_an_unknown_time_zone_is_one_problem_when_the_zones_are_known() -> None:
         "'Europe/Londn' (an IANA name, e.g. Europe/Paris)"
     ]
     assert parse_site("BEN1.toml", bad, lambda n: PLAN).sites[0].timezone == "Europe/Londn"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                    max_size=40))  # fmt: skip
+def test_any_text_survives_render_and_parse(text: str) -> None:
+    """Names, descriptions and device settings of any text come back as written."""
+    data = parse()
+    site = replace(data.sites[0], name=text or "x")
+    points = (replace(data.read_points[0], description=text), *data.read_points[1:])
+    devices = (replace(data.devices[0], settings={"note": text, text or "k": 1}),
+               *data.devices[1:])  # fmt: skip
+    changed = replace(data, sites=(site,), read_points=points, devices=devices)
+    files = render_site(changed, "BEN1-sortplan.csv")
+    assert parse(files["site"], files["BEN1-sortplan.csv"]) == changed
+
+
+def test_a_nul_character_is_refused_where_it_is() -> None:
+    """PostgreSQL stores no NUL in text: the file says where one is instead of failing later."""
+    bad = TOML.replace('description = "Next day"', 'description = "Next\\u0000day"')
+    assert _one_problem(bad) == (
+        f"BEN1.toml:{line_of(bad, 'Next')}: service_class[1].description: must not contain the "
+        "NUL character"
+    )
