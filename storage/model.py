@@ -247,11 +247,32 @@ class SortPlan:
         seen: set[str] = set()
         for e in self.entries:
             if e.destination in seen:
-                raise ReferenceDataError(
-                    f"destination {e.destination!r} appears twice in the sort plan in force "
-                    f"from {self.effective_from.isoformat()}"
-                )
+                raise ReferenceDataError(destination_twice(e.destination, self.effective_from))
             seen.add(e.destination)
+
+
+def destination_twice(destination: str, effective_from: datetime) -> str:
+    """Why a plan version naming a destination twice is refused (files and API alike)."""
+    return (
+        f"destination {destination!r} appears twice in the version in force from "
+        f"{effective_from.isoformat()}"
+    )
+
+
+def plan_point_problem(read_point: str, want: Zone, zone: str | None) -> str | None:
+    """Why `read_point` (of zone `zone`; None: not a read point of the site) cannot be a
+    plan's chute or door (`want`); None when it can."""
+    if zone == want:
+        return None
+    known = "" if zone is None else f" (it is a {zone} read point)"
+    return f"{read_point!r} is not a {want.value} read point of this site{known}"
+
+
+def overlapping_versions(effective_from: datetime, version: int) -> str:
+    return (
+        f"overlapping plan versions: version {version} is already in force from "
+        f"{effective_from.isoformat()}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

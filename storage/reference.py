@@ -27,6 +27,7 @@ from typing import Any, TypeVar, cast
 import psycopg
 from psycopg.types.json import Jsonb
 
+from parceltrack.layout import Zone
 from storage.model import (
     THRESHOLD_FIELDS,
     Device,
@@ -42,6 +43,8 @@ from storage.model import (
     SortPlan,
     StageStandard,
     never_applies,
+    overlapping_versions,
+    plan_point_problem,
 )
 
 __all__ = [
@@ -311,6 +314,24 @@ def save_sort_plan(plan: SortPlan) -> Step[int]:
     version (its time and every entry)."""
     # Serialises "the next version" between concurrent writers.
     yield Query("SELECT pg_advisory_xact_lock(hashtext('sort_plans'), 0)")
+    # What a site file refuses: a chute or door that is no chute or door of the site,
+    # another version in force from the same moment (checked last, below).
+    points = {e.chute_read_point_id for e in plan.entries} | {
+        e.door_read_point_id for e in plan.entries if e.door_read_point_id
+    }
+    # Unknown read points are left to the foreign key: a conflict, as everywhere (409).
+    zones = yield Query(
+        "SELECT read_point_id, site_id, zone FROM read_points WHERE read_point_id = ANY(%s)",
+        (sorted(points),),
+    )
+    found = {str(r): (str(site), str(z)) for r, site, z in zones}
+    for e in plan.entries:
+        for rp, want in ((e.chute_read_point_id, Zone.CHUTE), (e.door_read_point_id, Zone.DOOR)):
+            if not rp or rp not in found:
+                continue
+            site, zone = found[rp]
+            if problem := plan_point_problem(rp, want, zone if site == plan.site_id else None):
+                raise ReferenceDataError(problem)
     saved = yield Query(
         "INSERT INTO sort_plans (site_id, version, effective_from) "
         "SELECT %s, coalesce(%s::integer, max(version) + 1, 1), %s "
@@ -329,6 +350,13 @@ def save_sort_plan(plan: SortPlan) -> Step[int]:
             for e in plan.entries
         ],
     )
+    same = yield Query(
+        "SELECT version FROM sort_plans WHERE site_id = %s AND effective_from = %s "
+        "AND sort_plan_id <> %s",
+        (plan.site_id, plan.effective_from, plan_id),
+    )
+    if same:
+        raise ReferenceDataError(overlapping_versions(plan.effective_from, int(same[0][0])))
     return plan_id
 
 

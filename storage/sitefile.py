@@ -37,7 +37,9 @@ from storage.model import (
     SortPlan,
     SortPlanEntry,
     StageStandard,
+    destination_twice,
     never_applies,
+    plan_point_problem,
     successor_problems,
 )
 
@@ -503,9 +505,8 @@ def _plans(
                 continue
             first = dest_line.setdefault((eff, e.destination), line)
             if first != line:
-                r.problems.append(Problem(name, line, "destination",
-                    f"{e.destination!r} appears twice in the version in force from "
-                    f"{eff.isoformat()} (first at line {first})"))  # fmt: skip
+                said = f"{destination_twice(e.destination, eff)} (first at line {first})"
+                r.problems.append(Problem(name, line, "destination", said))
                 continue
             versions.setdefault(eff, []).append(e)
     return [
@@ -542,9 +543,8 @@ def _plan_row(
             continue
         if rp in declared and rp not in zone_of:
             ok = False  # a read point with a problem of its own, reported there
-        elif zone_of.get(rp) != zone:
-            known = "" if rp not in zone_of else f" (it is a {zone_of[rp].value} read point)"
-            bad(where, f"{rp!r} is not a {zone.value} read point of this site{known}")
+        elif problem := plan_point_problem(rp, zone, zone_of.get(rp)):
+            bad(where, problem)
             ok = False
     try:
         eff = datetime.fromisoformat(when)

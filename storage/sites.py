@@ -176,10 +176,12 @@ def replace_site(data: ReferenceData) -> Step[None]:
     yield from save_device_thresholds(data.device_thresholds)
     yield Query("DELETE FROM site_tolerances WHERE site_id = %s", (site,))
     yield from save_site_tolerances(data.site_tolerances)
+    # The file's versions replace the site's whole history of plans (renumbered 1.. by
+    # time): kept versions would clash with moved ones.
+    yield Query("DELETE FROM sort_plans WHERE site_id = %s", (site,))
     plans = sorted(data.sort_plans, key=lambda p: p.effective_from)
     for version, plan in enumerate(plans, 1):
         yield from save_sort_plan(SortPlan(site, plan.effective_from, plan.entries, version))
-    yield Query("DELETE FROM sort_plans WHERE site_id = %s AND version > %s", (site, len(plans)))
     # Last, once no plan, device or hop of the site refers to them any more.
     yield Query(
         "UPDATE read_points SET next_read_point_id = NULL WHERE site_id = %s "

@@ -144,3 +144,36 @@ def test_a_device_has_a_protocol_and_settings(
         ).fetchone() == ("mercury", {"region": "EU", "power_dbm": 27.5})
     bad = client.put(f"/v1/admin/devices/{SITE}-gate9", json=dev | {"kind": "laser"}, headers=h)
     assert bad.status_code == 422 and "barcode" in str(bad.json()["detail"])
+
+
+def test_sort_plans_are_refused_as_a_site_file_refuses_them(
+    client: TestClient, seeded: Seeded, keys: dict[str, str]
+) -> None:
+    """A door as chute, a destination twice and a second version from the same moment are
+    422 in the site file's words; nothing is stored."""
+    h = auth(keys["admin"])
+    url = f"/v1/admin/sites/{SITE}/sort-plans"
+    before = client.get(url, headers=h).json()
+    at = "2030-01-01T00:00:00+00:00"
+    entry = {"destination": "LON", "chute_read_point_id": f"{SITE}-CHU01",
+             "door_read_point_id": f"{SITE}-DOR01"}  # fmt: skip
+    door_as_chute = entry | {"chute_read_point_id": f"{SITE}-DOR01"}
+    bad = client.post(url, json={"effective_from": at, "entries": [door_as_chute]}, headers=h)
+    assert bad.status_code == 422
+    assert bad.json()["detail"] == (
+        f"'{SITE}-DOR01' is not a chute read point of this site (it is a door read point)"
+    )
+    twice = client.post(url, json={"effective_from": at, "entries": [entry, entry]}, headers=h)
+    assert twice.status_code == 422
+    assert twice.json()["detail"] == (
+        f"destination 'LON' appears twice in the version in force from {at}"
+    )
+    assert client.get(url, headers=h).json() == before
+    first = client.post(url, json={"effective_from": at, "entries": [entry]}, headers=h)
+    assert first.status_code == 201
+    again = client.post(url, json={"effective_from": at, "entries": [entry]}, headers=h)
+    assert again.status_code == 422
+    assert again.json()["detail"] == (
+        f"overlapping plan versions: version {first.json()['version']} is already in force "
+        f"from {at}"
+    )

@@ -149,7 +149,8 @@ def test_a_bad_site_file_is_one_error_and_changes_nothing(
     ("row", "says"),
     [
         pytest.param("LON,BEN1-CHU03,BEN1-DOR02,2026-12-01T06:00:00+00:00",
-                     "'LON' appears twice in the version in force from 2026-12-01T06:00:00+00:00",
+                     "destination 'LON' appears twice in the version in force from "
+                     "2026-12-01T06:00:00+00:00",
                      id="overlapping-versions"),
         pytest.param("LEE;BEN1-CHU03;BEN1-DOR02;2026-12-02T06:00:00+00:00", "has 1 fields",
                      id="bad-csv-row"),
@@ -220,3 +221,24 @@ def test_unreadable_files_are_one_error_each(
 
 def _line(path: Path, needle: str) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+def test_plan_versions_follow_the_file_when_they_move(
+    site_dir: Path, db_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dropping the first version and adding a later one renumbers the versions by time."""
+    assert _apply(site_dir / "BEN1.toml", capsys)[0] == 0
+    plan = site_dir / "BEN1-sortplan.csv"
+    rows = plan.read_text().splitlines()
+    later = [r.replace("2026-12-01T06:00:00", "2027-01-01T06:00:00") for r in rows[5:]]
+    plan.write_text("\n".join([rows[0], *rows[5:], *later]) + "\n")
+    code, out, err = _apply(site_dir / "BEN1.toml", capsys)
+    assert code == 0, err
+    assert "  - sort plan from 2026-11-01T00:00:00+00:00" in out
+    assert "  + sort plan from 2027-01-01T06:00:00+00:00" in out
+    with psycopg.connect(db_dsn) as conn:
+        versions = conn.execute(
+            "SELECT version, effective_from::text FROM sort_plans ORDER BY version"
+        ).fetchall()
+    assert [v for v, _ in versions] == [1, 2]
+    assert versions[0][1].startswith("2026-12-01") and versions[1][1].startswith("2027-01-01")

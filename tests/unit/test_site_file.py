@@ -124,8 +124,8 @@ def test_overlapping_plan_versions_are_one_problem() -> None:
         pytest.param("LON,BEN1-CHU01,BEN1-DOR01,2026-11-02T00:00:00", "effective_from",
                      "needs a UTC offset", id="no-offset"),
         pytest.param("LON,BEN1-CHU01,BEN1-DOR01,2026-11-01T00:00:00+00:00", "destination",
-                     "'LON' appears twice in the version in force from 2026-11-01T00:00:00+00:00 "
-                     "(first at line 2)", id="destination-twice"),
+                     "destination 'LON' appears twice in the version in force from "
+                     "2026-11-01T00:00:00+00:00 (first at line 2)", id="destination-twice"),
     ],
 )  # fmt: skip
 def test_a_bad_csv_row_is_one_problem_at_its_line(row: str, field: str, says: str) -> None:
