@@ -33,7 +33,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     detect.add_argument("--tick", type=float, default=1.0, help="seconds between ticks (<= 1)")
     detect.add_argument(
-        "--skew-tolerance", type=float, default=1.0, help="device clock disagreement (s)"
+        "--skew-tolerance",
+        type=float,
+        default=1.0,
+        help="device clock disagreement (s) at sites without their own (site_tolerances)",
     )
     detect.add_argument("--no-mqtt", action="store_true", help="do not publish alerts on MQTT")
     detect.set_defaults(func=run)
