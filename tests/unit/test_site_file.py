@@ -231,3 +231,14 @@ def test_a_nul_character_is_refused_where_it_is() -> None:
         f"BEN1.toml:{line_of(bad, 'Next')}: service_class[1].description: must not contain the "
         "NUL character"
     )
+
+
+def test_device_threshold_defaults_are_the_detectors() -> None:
+    """A site file's unset thresholds and the detector's fallbacks are the same numbers."""
+    from detect.devices import DeviceThresholds as DetectorThresholds
+    from storage.model import THRESHOLD_FIELDS, DeviceThresholds
+
+    stored, detector = DeviceThresholds("X"), DetectorThresholds()
+    assert {f: getattr(stored, f) for f in THRESHOLD_FIELDS} == {
+        f: getattr(detector, f) for f in THRESHOLD_FIELDS
+    }
