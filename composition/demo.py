@@ -98,7 +98,7 @@ The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdi
   More parcels:    {", ".join(on_time[1:])}
   A lost parcel:   {url}/track?id={sorted(lost)[0] if lost else on_time[0]}
                    (a delay alert opens once its stage standard has passed, a missing alert
-                   about 30 s after that: watch them in the control room)
+                   30 s + two standards after that: watch them in the control room)
   Alerts so far:   psql {pipeline.dsn} -c 'select * from alerts'
   Logs:            {pipeline.logs}
 
