@@ -1,5 +1,6 @@
 """Reference data as an operator supplies it, in wall-clock terms: sites, read points,
-devices, service classes, stage standards, sort plans and the manifest.
+devices, service classes, stage standards, missing windows, device thresholds, site
+tolerances, sort plans and the manifest.
 
 Value objects that validate themselves: a zone or stage outside the ground's
 enumerations, or a sort plan time without a UTC offset, is refused where the object

@@ -1,6 +1,8 @@
 """The reference-data repository: exactly one rule for storing each entity (site, read
-point, device, service class, stage standard, sort plan, manifest), used by the
-loader (`db load-scenario`), the demo, `sim site`, the benchmarks and the admin API.
+point with its successors, device, service class, stage standard, missing window,
+device thresholds, site tolerances, sort plan, manifest), used by the loader
+(`db load-scenario`), `site apply` (storage/sites.py), the demo, `sim site`, the
+benchmarks and the admin API.
 
 Each rule is written once, as a *step*: a generator that yields the statements to run
 (`Query`, or `Copy` for bulk rows) and is sent back each statement's rows, so the
