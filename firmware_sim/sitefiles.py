@@ -10,7 +10,7 @@ from pathlib import Path
 from firmware_sim.clock import PlaybackClock
 from firmware_sim.scenario import Scenario
 from storage.model import ReferenceData
-from storage.sitefile import render_site
+from storage.sitetext import render_site
 
 
 def site_data(scenario: Scenario, clock: PlaybackClock | None = None) -> list[ReferenceData]:

@@ -49,14 +49,8 @@ from storage.reference import (
     save_sort_plan,
     save_stage_standards,
 )
-from storage.sitefile import (
-    Problem,
-    SiteFileInvalid,
-    canonical,
-    parse_site,
-    render_site,
-    site_diff,
-)
+from storage.sitefile import Problem, SiteFileInvalid, parse_site
+from storage.sitetext import canonical, render_site, site_diff
 
 
 def read_site(site_id: str) -> Step[ReferenceData]:

@@ -12,8 +12,8 @@ from composition.cli import main
 from firmware_sim.scenario import Scenario
 from firmware_sim.sitefiles import site_data
 from storage.reference import run
-from storage.sitefile import canonical
 from storage.sites import read_site
+from storage.sitetext import canonical
 
 
 def test_generated_centres_apply_as_site_files(

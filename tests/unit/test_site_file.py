@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from parceltrack.layout import Stage
 from storage.model import ReferenceData
-from storage.sitefile import SiteFileInvalid, parse_site, render_site, site_diff
+from storage.sitefile import SiteFileInvalid, parse_site
+from storage.sitetext import render_site, site_diff
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "site-files"
 TOML = (EXAMPLE / "BEN1.toml").read_text()
