@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api import admin, alerts, customers, feedback, kpis, operations, pages
+from api import admin, alerts, customers, feedback, kpis, operations, pages, site_settings
 from api.models import Health
 from api.queries import has_detector_eta
 from api.security import RateLimiter, ensure_key
@@ -115,6 +115,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         feedback.router,
         kpis.router,
         admin.router,
+        site_settings.router,
     ):
         app.include_router(router)
     pages.install(app)  # the tracking page and the control room (api/pages.py)
