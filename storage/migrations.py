@@ -477,7 +477,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         -- Detection reloads its configuration when any of these change (LISTEN), not
         -- on a poll. One notification per statement; PostgreSQL folds identical ones
-        -- of a transaction into one.
+        -- of a transaction into one. Not `devices`: detection does not read it, and the
+        -- ingest updates its last_seen with every health report.
         CREATE FUNCTION reference_changed() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             PERFORM pg_notify('parceltrack_reference', TG_TABLE_NAME);
@@ -487,7 +488,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         DECLARE t text;
         BEGIN
             FOREACH t IN ARRAY ARRAY['sites', 'read_points', 'read_point_successors',
-                'devices', 'service_classes', 'stage_standards', 'missing_windows',
+                'service_classes', 'stage_standards', 'missing_windows',
                 'device_thresholds', 'site_tolerances', 'sort_plans', 'sort_plan_entries']
             LOOP
                 EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE OR '

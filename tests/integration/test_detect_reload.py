@@ -83,3 +83,25 @@ def _epoch(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso).timestamp()
+
+
+def test_device_health_does_not_make_the_detector_reload(db_dsn: str) -> None:
+    """The ingest's last_seen updates notify nothing; a standard's change notifies once."""
+    with (
+        psycopg.connect(db_dsn, autocommit=True) as listen,
+        psycopg.connect(db_dsn, autocommit=True) as conn,
+    ):
+        Centre(conn, time.time())
+        listen.execute("LISTEN parceltrack_reference")
+        list(listen.notifies(timeout=0.2))  # what setting up the centre said
+        conn.execute(
+            "INSERT INTO devices (device_id, site_id, kind) VALUES ('d1', 'A1', 'barcode')"
+        )
+        list(listen.notifies(timeout=0.2))
+        for _ in range(3):
+            conn.execute("UPDATE devices SET last_seen = now() WHERE device_id = 'd1'")
+        assert [n.payload for n in listen.notifies(timeout=0.5)] == []
+        with conn.transaction():
+            conn.execute("UPDATE stage_standards SET max_seconds = max_seconds + 1")
+            conn.execute("UPDATE stage_standards SET max_seconds = max_seconds + 1")
+        assert [n.payload for n in listen.notifies(timeout=0.5)] == ["stage_standards"]
