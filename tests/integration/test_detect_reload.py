@@ -105,3 +105,29 @@ def test_device_health_does_not_make_the_detector_reload(db_dsn: str) -> None:
             conn.execute("UPDATE stage_standards SET max_seconds = max_seconds + 1")
             conn.execute("UPDATE stage_standards SET max_seconds = max_seconds + 1")
         assert [n.payload for n in listen.notifies(timeout=0.5)] == ["stage_standards"]
+
+
+def test_a_sites_own_clock_tolerance_is_used_and_changes_live(db_dsn: str) -> None:
+    """A1's 60 s tolerance keeps a parcel 3 s past its standard on time (for a minute);
+    set to 0, the next tick calls it delayed."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        centre = Centre(conn, time.time() - 3600.0)
+        conn.execute("INSERT INTO site_tolerances VALUES ('A1', 60.0, 3.0)")
+        centre.parcel(P1)
+        centre.scan(P1, "A1-CHU02", 3600.0 - 63.0)  # the chute standard is 60 s
+        detector = Detector(
+            DetectSettings(dsn=db_dsn, config=PLAIN, overlap_s=0.0, tick_s=TICK_S,
+                           reload_every_s=3600.0)
+        )  # fmt: skip
+        stop = threading.Event()
+        thread = threading.Thread(target=detector.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            wait_until(detector.ready.is_set, 30, "the detector started")
+            time.sleep(3 * TICK_S)
+            assert _delays(conn) == []
+            conn.execute("UPDATE site_tolerances SET skew_tolerance_s = 0 WHERE site_id = 'A1'")
+            wait_until(lambda: _delays(conn) != [], 5, "the delay alert")
+        finally:
+            stop.set()
+            thread.join(10)
