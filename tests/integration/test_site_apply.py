@@ -242,3 +242,20 @@ def test_plan_versions_follow_the_file_when_they_move(
         ).fetchall()
     assert [v for v, _ in versions] == [1, 2]
     assert versions[0][1].startswith("2026-12-01") and versions[1][1].startswith("2027-01-01")
+
+
+def test_rows_stored_before_the_rules_are_replaced_with_a_warning(
+    site_dir: Path, db_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read point stored with a zone outside today's words cannot be compared: apply says
+    so and puts the file in force, which is how an operator mends such a site."""
+    assert _apply(site_dir / "BEN1.toml", capsys)[0] == 0
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE read_points SET zone = 'slide' WHERE read_point_id = 'BEN1-IND2'")
+    code, out, err = _apply(site_dir / "BEN1.toml", capsys)
+    assert code == 0, err
+    assert "  ! what is in force cannot be read as a site file (unknown zone 'slide'" in out
+    with psycopg.connect(db_dsn) as conn:
+        assert conn.execute(
+            "SELECT zone FROM read_points WHERE read_point_id = 'BEN1-IND2'"
+        ).fetchone() == ("induction",)
