@@ -121,12 +121,23 @@ class Detector:
             site_thresholds=store.load_site_thresholds(conn),
         )
 
-    def start(self, conn: psycopg.Connection[Any], now: float) -> None:
-        """Rebuild the state from the scans and adopt the live alerts."""
+    def start(
+        self, conn: psycopg.Connection[Any], now: float, until: datetime | None = None
+    ) -> None:
+        """Rebuild the state from the scans and adopt the live alerts. With `until`,
+        only scans stored by then are replayed: the later ones are new, and the next
+        step takes them with every alert they raise (a replay raises none)."""
         engine = self.engine = self._new_engine(conn)
         since = datetime.fromtimestamp(now - self.settings.rebuild_s, UTC)
         replayed = 0
         for rows in store.replay_scans(conn, since):
+            if until is not None:
+                keep = [i for i, at in enumerate(rows.ingested_at) if at <= until]
+                rows = store.ScanRows(
+                    _take(rows.batch, keep),
+                    [rows.event_ids[i] for i in keep],
+                    [rows.ingested_at[i] for i in keep],
+                )
             engine.ingest(rows.batch)  # no alert is live in the state yet: nothing resolves
             replayed += len(rows.batch)
             if rows.ingested_at:
@@ -145,8 +156,8 @@ class Detector:
         layout = (ref.sites, ref.read_points, ref.stages, ref.classes, ref.destinations)
         if layout != self._layout:
             log.info("layout changed: rebuilding the detection state")
-            self._watermark = datetime.fromtimestamp(0, UTC)
-            self.start(conn, now)
+            # Replays what was taken so far; scans stored since come in by the next step.
+            self.start(conn, now, until=self._watermark)
             return
         self.engine.devices.set_limits(store.load_site_thresholds(conn))
         if _same_numbers(self.engine.ref, ref):

@@ -33,8 +33,9 @@ pytestmark = pytest.mark.e2e
 SITE = "BNC1"
 LINES, BENCHES, CHUTES, DOORS = 2, 8, 200, 20
 STANDARD_S = {"induction": 20.0, "sort": 30.0, "chute": 60.0}  # express; standard: x2
-NOW = datetime.now(UTC).replace(microsecond=0)
-PLAN_FROM = NOW - timedelta(hours=2)
+# The plan is in force from well before any read; reads are placed before the moment
+# they are published (seconds before "now", taken in the test).
+PLAN_FROM = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
 
 
 def bench_of(chute: int) -> int:
@@ -96,7 +97,8 @@ def sort_plan() -> str:
 
 @dataclass
 class Journey:
-    """One parcel's reads (read point, seconds before NOW) and the alerts it should raise."""
+    """One parcel's reads (read point, seconds before publishing) and the alerts it should
+    raise."""
 
     tracking_id: str
     service_class: str
@@ -205,8 +207,9 @@ def test_a_bench_centre_from_site_files_alerts_as_the_truth_says(
     # its outbox): the morning's reads reach detection in one batch, so no tick judges a
     # parcel before its later reads are in.
     device = f"{SITE}-hand-all"
+    now = datetime.now(UTC)
     events = [
-        ScanEvent(device, 1, seq, NOW - timedelta(seconds=before), SITE, rp, EventKind.READ,
+        ScanEvent(device, 1, seq, now - timedelta(seconds=before), SITE, rp, EventKind.READ,
                   j.tracking_id, tracking_id=j.tracking_id)
         for seq, (j, (rp, before)) in enumerate(
             ((j, r) for j in trips for r in j.reads), start=1

@@ -14,7 +14,7 @@ from detect.service import Detector, DetectSettings
 from tests.integration.test_detect_service import PLAIN, Centre
 from tests.waiting import wait_until
 
-P1 = "RR473124829GB"
+P1, P2 = "RR473124829GB", "EE471108151FR"
 TICK_S = 0.2
 
 
@@ -131,3 +131,29 @@ def test_a_sites_own_clock_tolerance_is_used_and_changes_live(db_dsn: str) -> No
         finally:
             stop.set()
             thread.join(10)
+
+
+def test_scans_stored_with_a_layout_change_still_raise_their_alerts(
+    running: tuple[Centre, Detector],
+) -> None:
+    """A new read point and the reads at it come in one commit: the rebuild for the new
+    layout replays what was taken before, and the late arrival there is still alerted."""
+    centre, _ = running
+    time.sleep(3 * TICK_S)
+    entered = 3600.0 - 200.0
+    with centre.conn.transaction():
+        centre.conn.execute(
+            "INSERT INTO read_points (read_point_id, site_id, zone, stage, position) "
+            "VALUES ('A1-IND9', 'A1', 'induction', 'induction', 1)"
+        )
+        centre.parcel(P2)
+        centre.scan(P2, "A1-IND9", entered)
+        centre.scan(P2, "A1-TUN1", entered + 50.0)  # the induction standard is 10 s
+    wait_until(lambda: (P2,) in [(t,) for t, _ in _delays(centre.conn)], 5, "P2's late arrival")
+    with psycopg.connect(centre.conn.info.dsn) as conn:
+        state = conn.execute(
+            "SELECT state, read_point_id FROM alerts WHERE tracking_id = %s AND kind = 'delay'",
+            (P2,),
+        ).fetchall()
+    # Opened and resolved at once, on arrival (and it is overdue in the tunnel now too).
+    assert ("resolved", "A1-IND9") in state
