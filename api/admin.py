@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, LiteralString, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
@@ -37,6 +38,7 @@ from parceltrack.identifiers import parse_s10
 from storage import model
 from storage.model import ManifestEntry, ReferenceDataError
 from storage.reference import (
+    Query,
     Step,
     run_async,
     save_devices,
@@ -64,6 +66,15 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 def _pool(request: Request) -> AsyncConnectionPool[Any]:
     pool: AsyncConnectionPool[Any] = request.app.state.pool
     return pool
+
+
+def _model(make: Callable[[], T]) -> T:
+    """A reference-model object; what it refuses is a 422 with the model's own words
+    (the words a site file gets)."""
+    try:
+        return make()
+    except ReferenceDataError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
 async def _save(request: Request, step: Step[T]) -> T:
@@ -299,11 +310,14 @@ async def put_site(request: Request, _who: Admin, site: Ident, body: SiteIn) -> 
 
 @router.get("/read-points", response_model=list[ReadPoint], responses=AUTH)
 async def list_read_points(request: Request, _who: Admin) -> list[ReadPoint]:
-    """Read points with their zone, stage and the next read point on the conveyor."""
+    """Read points with their zone, stage, the next read point on the conveyor (when it
+    is the only one) and every successor."""
     async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT read_point_id, site_id, zone, stage, description, position, "
-            "next_read_point_id FROM read_points ORDER BY site_id, position, read_point_id"
+            "next_read_point_id, coalesce((SELECT array_agg(successor_id ORDER BY successor_id) "
+            "FROM read_point_successors s WHERE s.read_point_id = r.read_point_id), '{}') "
+            "AS successors FROM read_points r ORDER BY site_id, position, read_point_id"
         )
         return [ReadPoint(**r) for r in await cur.fetchall()]
 
@@ -312,11 +326,25 @@ async def list_read_points(request: Request, _who: Admin) -> list[ReadPoint]:
 async def put_read_point(
     request: Request, _who: Admin, read_point: Ident, body: ReadPointIn
 ) -> ReadPoint:
-    """Create or change a read point (its site and next read point must exist)."""
-    rp = model.ReadPoint(read_point, body.site_id, body.zone, body.stage, body.description,
-                         body.position, body.next_read_point_id)  # fmt: skip
-    await _save(request, save_read_points([rp]))
-    return ReadPoint(read_point_id=read_point, **body.model_dump())
+    """Create or change a read point (its site and next read point must exist). Without a
+    next read point, the successors it has (PUT .../successors) are kept."""
+
+    def step() -> Step[tuple[str, ...]]:
+        kept: tuple[str, ...] = ()
+        if body.next_read_point_id is None:
+            rows = yield Query(
+                "SELECT successor_id FROM read_point_successors WHERE read_point_id = %s "
+                "ORDER BY 1",
+                (read_point,),
+            )
+            kept = tuple(str(r) for (r,) in rows)
+        rp = model.ReadPoint(read_point, body.site_id, body.zone, body.stage, body.description,
+                             body.position, body.next_read_point_id, kept)  # fmt: skip
+        yield from save_read_points([rp])
+        return rp.successors
+
+    successors = await _save(request, step())
+    return ReadPoint(read_point_id=read_point, successors=list(successors), **body.model_dump())
 
 
 @router.put("/devices/{device}", response_model=DeviceIn, responses=CONFLICT)
@@ -325,7 +353,16 @@ async def put_device(request: Request, _who: Admin, device: Ident, body: DeviceI
     await _save(
         request,
         save_devices(
-            [model.Device(device, body.site_id, body.read_point_id, body.kind, body.description)]
+            [
+                model.Device(
+                    device,
+                    body.site_id,
+                    body.read_point_id,
+                    body.kind,
+                    body.description,
+                    body.settings,
+                )
+            ]
         ),
     )
     return body

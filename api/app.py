@@ -19,7 +19,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api import admin, alerts, customers, feedback, kpis, language, operations, pages
+from api import (
+    admin,
+    alerts,
+    customers,
+    feedback,
+    kpis,
+    language,
+    operations,
+    pages,
+    site_settings,
+)
 from api.lane import LookupLane
 from api.metrics import ApiMetrics, MetricsMiddleware, serve_metrics
 from api.models import Health
@@ -126,6 +136,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         feedback.router,
         kpis.router,
         admin.router,
+        site_settings.router,
     ):
         app.include_router(router)
     pages.install(app)  # the tracking page and the control room (api/pages.py)

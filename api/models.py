@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from api.security import Role
 from api.tracking import Status
 from parceltrack.alerts import AlertKind
-from parceltrack.layout import Stage, Zone
+from parceltrack.layout import Protocol, Stage, Zone
 
 # Text fields: printable, no NUL (PostgreSQL text cannot hold it), bounded.
 Text = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")
@@ -311,13 +311,77 @@ class ReadPoint(_ReadPointFields):
     # Rows stored before zones and stages were fixed sets are shown as they are.
     zone: Zone | str
     stage: Stage | str
+    successors: list[str] = Field(
+        default_factory=list, description="every read point a parcel may reach next"
+    )
+
+
+class SuccessorsIn(BaseModel):
+    successors: list[str] = Field(
+        max_length=10_000, description="every read point a parcel may reach next (none: the end)"
+    )
+
+
+class Successors(SuccessorsIn):
+    read_point_id: str
+
+
+# Site settings: values are checked by the reference model, so the API refuses what a
+# site file refuses, with the same words (422).
+class MissingWindowIn(BaseModel):
+    stage: str | None = Field(default=None, description="none: every stage of the site")
+    service_class: str | None = Field(default=None, description="none: every class")
+    window_s: float = Field(description="after the stage deadline, unseen this long: missing")
+
+
+class MissingWindow(MissingWindowIn):
+    site_id: str
+
+
+class DeviceThresholdsIn(BaseModel):
+    """Unset fields take their defaults."""
+
+    silence_s: float | None = Field(default=None, description="quiet this long: silent")
+    bin_s: float | None = None
+    window_bins: int | None = None
+    bins: int | None = None
+    open_rate: float | None = Field(default=None, description="no-read share opening a spike")
+    close_rate: float | None = None
+    jump: float | None = None
+    min_reads: int | None = None
+    min_noreads: int | None = None
+
+
+class DeviceThresholds(BaseModel):
+    site_id: str
+    silence_s: float
+    bin_s: float
+    window_bins: int
+    bins: int
+    open_rate: float
+    close_rate: float
+    jump: float
+    min_reads: int
+    min_noreads: int
+
+
+class SiteTolerancesIn(BaseModel):
+    skew_tolerance_s: float = Field(description="how far device clocks may disagree")
+    duplicate_gap_s: float = Field(description="re-reads closer than this are duplicates")
+
+
+class SiteTolerances(SiteTolerancesIn):
+    site_id: str
 
 
 class DeviceIn(BaseModel):
     site_id: str = Text
     read_point_id: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")
-    kind: str = Text
+    kind: Protocol = Field(description="the protocol it speaks (the edge agent's driver)")
     description: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f]*$")
+    settings: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, max_length=100, description="the driver's settings, as given"
+    )
 
 
 class ApiKeyIn(BaseModel):

@@ -97,6 +97,22 @@ def reference_for(scenario: Scenario, config: DetectConfig, base: float) -> Refe
     )
 
 
+# Long holds: stage standards from seconds (induction) to an hour (an economy parcel in a
+# chute waiting for its truck), delayed parcels held up to 3x their standard.
+LONG_HOLD_TRANSIT_S: tuple[tuple[str, float], ...] = (
+    (Stage.INDUCTION, 4.0),
+    (Stage.TUNNEL, 6.0),
+    (Stage.SORT, 20.0),
+    (Stage.CHUTE, 1000.0),
+)
+LONG_HOLD_FACTOR = 3.0
+
+
+def long_hold_config() -> DetectConfig:
+    """The detector's own defaults (derived missing windows), the bench's skew tolerance."""
+    return DetectConfig(skew_tolerance_s=0.45)
+
+
 def default_config() -> DetectConfig:
     # Missing once a delayed parcel (held at most twice its standard) would have shown.
     return DetectConfig(
@@ -114,7 +130,7 @@ class _Feed:
 
 
 def _feed(
-    scenario: Scenario, noise: Noise, rng: np.random.Generator
+    scenario: Scenario, noise: Noise, rng: np.random.Generator, tail_s: float = TAIL_S
 ) -> tuple[_Feed, list[Truth], dict[str, list[float]], set[tuple[str, str]]]:
     cols = scenario.columns
     at = cols.at_ms.astype(np.float64) / 1000.0
@@ -187,7 +203,7 @@ def _feed(
     silent_from = arrivals / 3
     health: dict[str, list[float]] = {}
     for d in devices:
-        health[d] = list(np.arange(0.0, duration + TAIL_S, HEALTH_EVERY_S))
+        health[d] = list(np.arange(0.0, duration + tail_s, HEALTH_EVERY_S))
     silent_dev = rps[silent_rp].device
     health[silent_dev] = [h for h in health[silent_dev] if h < silent_from]
     gone = (dev_of_rp[rp] == dev_of_rp[silent_rp]) & (at >= silent_from)
@@ -253,11 +269,12 @@ def run_accuracy(
     noise: Noise | None = None,
     seed: int = 1,
     config: DetectConfig | None = None,
+    tail_s: float = TAIL_S,
 ) -> AccuracyRun:
     """Feed the scenario through an engine in accelerated time and score its alerts."""
     noise = noise or Noise()
     rng = np.random.default_rng(seed)
-    feed, truths, health, unobservable = _feed(scenario, noise, rng)
+    feed, truths, health, unobservable = _feed(scenario, noise, rng, tail_s)
     base = scenario.start.timestamp()
     ref = reference_for(scenario, config or default_config(), base)
     manifest = {
@@ -284,7 +301,7 @@ def run_accuracy(
     dev_site = {r.device: r.site for r in rps}
 
     step = tick_wall_s * speed
-    end = float(feed.at.max()) + TAIL_S
+    end = float(feed.at.max()) + tail_s
     raised: list[Raised] = []
     tick_seconds: list[float] = []
     lo = hb_lo = 0

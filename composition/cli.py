@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.register(sub)
     _add_broker(sub)
     _add_load_scenario(storage.commands.register(sub))
+    storage.commands.register_site(sub)
     return parser
 
 

@@ -85,6 +85,7 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
         api_port=api_port,
         fast_db=False,
         overdue_after_s=20.0,
+        site_files=True,  # standards and plans go in as an operator's site files
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -120,7 +121,7 @@ The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdi
   More parcels:    {", ".join(on_time[1:])}
   A lost parcel:   {url}/track?id={sorted(lost)[0] if lost else on_time[0]}
                    (a delay alert opens once its stage standard has passed, a missing alert
-                   about 30 s after that: watch them in the control room)
+                   30 s + two standards after that: watch them in the control room)
   Alerts so far:   psql {pipeline.dsn} -c 'select * from alerts'
   Logs:            {pipeline.logs}
 

@@ -110,6 +110,9 @@ def wait_devices_connected(
         client.stop()
 
 
+SITE_APPLY_S = 10.0  # the most `parceltrack site apply` may take when the demo starts
+
+
 @dataclass
 class Pipeline:
     """Everything under `workdir`; `start()` brings it up, `stop()` leaves nothing behind."""
@@ -134,6 +137,9 @@ class Pipeline:
     broker_tls: bool = False
     api_admin_key: str | None = None  # PARCELTRACK_API_ADMIN_KEY for the API
     verbose: bool = False  # every process logs at DEBUG
+    # True: the standards and sort plans are written as site files (workdir/sites) and
+    # put in force with `parceltrack site apply`, as an operator does.
+    site_files: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -298,13 +304,32 @@ class Pipeline:
         self.wait_devices_connected(devices)
         # Scenario time 0 just ahead; the standards and sort plans in the database and
         # the ground truth follow the same clock.
-        self.clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=1), self.speed)
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            load_standards(conn, self.scenario.reference_data(self.clock))
+        # `site apply` is a process of its own: scenario time 0 waits for it, or the
+        # first reads would be played late, in a burst.
+        ahead = SITE_APPLY_S if self.site_files else 1.0
+        self.clock = PlaybackClock(datetime.now(UTC) + timedelta(seconds=ahead), self.speed)
+        if self.site_files:
+            self.apply_site_files()
+            if datetime.now(UTC) > self.clock.start:
+                raise ServiceError(f"site apply took over {ahead:g} s; playback would start late")
+        else:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                load_standards(conn, self.scenario.reference_data(self.clock))
         (self.workdir / "truth.jsonl").write_text(
             self.scenario.truth_lines(self.clock.start, self.clock.speed)
         )
         self.clock.save(clock_file)
+
+    def apply_site_files(self) -> None:
+        """The scenario's centres as site files, put in force by `parceltrack site apply`."""
+        from firmware_sim.sitefiles import write_site_files
+
+        files = write_site_files(self.scenario, self.workdir / "sites", self.clock)
+        with (self.logs / "site-apply.log").open("ab") as out:
+            subprocess.run(
+                [sys.executable, "-m", "composition.cli", "site", "apply", *map(str, files)],
+                env=self.env(None), stdout=out, stderr=subprocess.STDOUT, check=True,
+            )  # fmt: skip
 
     def _spawn_sim(self, clock_file: Path) -> None:
         self.spawn(

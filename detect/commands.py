@@ -21,11 +21,22 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--missing-after",
         type=float,
         default=30.0,
-        help="missing window (s) after the stage deadline where missing_windows has none",
+        help="where missing_windows has none, the window (s) after the stage deadline is "
+        "this plus --missing-factor x the longer of the stage standard and learned p90",
+    )
+    detect.add_argument(
+        "--missing-factor",
+        type=float,
+        default=2.0,
+        help="how many stage standards a delayed parcel may still take to show up (default 2: "
+        "held up to 3x its standard, it is delayed, not lost)",
     )
     detect.add_argument("--tick", type=float, default=1.0, help="seconds between ticks (<= 1)")
     detect.add_argument(
-        "--skew-tolerance", type=float, default=1.0, help="device clock disagreement (s)"
+        "--skew-tolerance",
+        type=float,
+        default=1.0,
+        help="device clock disagreement (s) at sites without their own (site_tolerances)",
     )
     detect.add_argument(
         "--sites",
@@ -51,6 +62,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     config = DetectConfig(
         default_stage_s=args.overdue_after,
         default_missing_s=args.missing_after,
+        missing_factor=args.missing_factor,
         skew_tolerance_s=args.skew_tolerance,
     )
     broker = None if args.no_mqtt else settings.broker()

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detect.reference import ROLE_OTHER, Reference
+from detect.reference import ROLE_CHUTE, ROLE_OTHER, Reference
 from parceltrack.alerts import PARCEL_KINDS, AlertKind
 
 F64 = npt.NDArray[np.float64]
@@ -226,7 +226,6 @@ def _last_per_slot(slots: I64, order_by: F64, mask: Mask) -> tuple[I64, I64]:
 
 def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64) -> ReadOutcome:
     """Apply a batch of decoded reads (any order, duplicates welcome) to the state."""
-    cfg = ref.config
     empty = np.empty(0, dtype=np.int64)
     if len(slots) == 0:
         return ReadOutcome({k: empty for k in PARCEL_KINDS}, LateArrivals.none())
@@ -237,7 +236,8 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     # One order for "which read is current": later stages win over slightly later
     # reads at earlier stages (clock skew); a clearly later earlier-stage read wins
     # (recirculation, re-induction).
-    eff = ts + rank * cfg.skew_tolerance_s
+    skew = ref.skew_at(site)  # per read: each site has its own tolerance
+    eff = ts + rank * skew
     resolved: dict[AlertKind, list[I64]] = {k: [] for k in PARCEL_KINDS}
 
     # Sort-plan and route checks look at every read, the latest per parcel deciding.
@@ -246,19 +246,28 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     chute, door = ref.planned(site, dest, ts)
     # A parcel leaves by the door its chute feeds: if the plan changed while it was
     # in the chute, the door of the plan before is right too.
-    door_before = ref.planned(site, dest, ts - ref.door_lookback_s)[1]
+    # Looking back past the site's first plan version means that version (a centre
+    # that started sorting less than a chute's dwell ago).
+    door_before = ref.planned(site, dest, ts - ref.door_lookback_s, earliest=True)[1]
+    # A parcel held in its chute longer than that (a delay) left by the door of the plan
+    # in force when it entered the chute.
+    prev = np.maximum(state.rp[slots], 0)
+    in_chute = (state.rp[slots] >= 0) & (ref.rp_role[prev] == ROLE_CHUTE)
+    chute_entered = np.where(in_chute, state.entered[slots], ts)
+    door_then = np.where(in_chute, ref.planned(site, dest, chute_entered)[1], -1)
     planned_here = np.where(role == 1, chute, door)
     judged = known & (role != ROLE_OTHER) & (planned_here >= 0)
-    fresh = ~(ts < state.last_seen[slots] - cfg.skew_tolerance_s)
+    fresh = ~(ts < state.last_seen[slots] - skew)
     # Set by any wrong read not followed by a right one; cleared only by a read at the
     # place the plan in force names (a door that was right under the plan before is
     # not wrong, but no proof the parcel is back on track either).
     # Within the clock tolerance of a plan change either version may be the one in force.
-    tol = cfg.skew_tolerance_s
+    tol = skew
     early_chute, early_door = ref.planned(site, dest, ts - tol)
     late_chute, late_door = ref.planned(site, dest, ts + tol)
     near = np.where(role == 1, (rp == early_chute) | (rp == late_chute),
-                    (rp == early_door) | (rp == late_door) | (rp == door_before))  # fmt: skip
+                    (rp == early_door) | (rp == late_door) | (rp == door_before)
+                    | (rp == door_then))  # fmt: skip
     right = judged & fresh & (rp == planned_here)
     wrong = judged & fresh & ~right & ~near
     touched, at = np.unique(slots[wrong | right], return_inverse=True)
@@ -287,7 +296,8 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     # longer than a duplicate's). A pass that moved the parcel forward later than the
     # standards of the stages in between allow is a delay seen only on arrival.
     cur_rank = np.where(state.rp[slots] >= 0, ref.rp_rank[np.maximum(state.rp[slots], 0)], 0)
-    cur_eff = state.last_seen[slots] + cur_rank * cfg.skew_tolerance_s
+    cur_site = np.where(state.rp[slots] >= 0, state.site[slots], -1)
+    cur_eff = state.last_seen[slots] + cur_rank * ref.skew_at(cur_site)
     take = np.flatnonzero(known & ~(eff <= cur_eff))  # NaN: never seen, so newer
     if len(take) == 0:
         out = {k: np.unique(np.concatenate(v)) if v else empty for k, v in resolved.items()}
@@ -297,7 +307,7 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     r_stage = ref.rp_stage[r_rp]
     first = np.ones(len(rows), dtype=np.bool_)
     first[1:] = r_slot[1:] != r_slot[:-1]
-    gap = cfg.duplicate_gap_s
+    gap = ref.gap_at(r_site)
     cont_state = (
         first
         & (state.rp[r_slot] >= 0)
@@ -307,7 +317,9 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     )
     moves = first & ~cont_state
     moves[1:] |= ~first[1:] & (
-        (r_stage[1:] != r_stage[:-1]) | (r_site[1:] != r_site[:-1]) | (r_ts[1:] - r_ts[:-1] > gap)
+        (r_stage[1:] != r_stage[:-1])
+        | (r_site[1:] != r_site[:-1])
+        | (r_ts[1:] - r_ts[:-1] > gap[1:])
     )
     starts = np.flatnonzero(first | moves)  # one row per pass
     p_slot = r_slot[starts]
@@ -330,7 +342,7 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
         & prev_ok
         & (prev_site == p_site)
         & (ref.stage_rank[p_site, p_stage] > ref.stage_rank[p_site, prev_stage])
-        & (p_start > prev_start + allowed + cfg.skew_tolerance_s)
+        & (p_start > prev_start + allowed + ref.skew_at(p_site))
         & ((state.open[p_slot] & BIT[AlertKind.DELAY]) == 0)
     )
     late_first = np.flatnonzero(late_pass)
@@ -401,7 +413,7 @@ def refresh(state: ParcelState, ref: Reference, slots: I64) -> None:
     has_next = (ref.next_stage[site, stage] >= 0) & ~(untagged & ref.next_tag_only[site, stage])
     # Late once past the standard (plus clock tolerance), and when the next stage may
     # pass a parcel unread, past the next stage's standard as well.
-    due = entered + ref.stage_s[site, stage, svc] + ref.config.skew_tolerance_s
+    due = entered + ref.stage_s[site, stage, svc] + ref.skew_at(site)
     deadline = np.where(has_next, due + ref.grace_s[site, stage, svc], INF)
     state.deadline[slots] = deadline
     window = ref.missing_s[site, stage, svc]

@@ -101,6 +101,15 @@ class DeviceState:
             assert len(self.open) == n
         return out
 
+    def set_limits(self, per_site: dict[str, DeviceThresholds]) -> None:
+        """New per-site silence windows and spike limits for every device, at once (the
+        ring's geometry stays: changing it needs a restart)."""
+        self.per_site = per_site
+        windows = [per_site.get(s, self.t) for s in self.site]
+        self.silence_s = np.array([w.silence_s for w in windows], dtype=np.float64)
+        for name in self.limits:
+            self.limits[name] = np.array([float(getattr(w, name)) for w in windows])
+
     def heard(self, dev: I64, at: F64) -> I64:
         """Record that devices were heard at these times; returns silences this ends."""
         if len(dev) == 0:

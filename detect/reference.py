@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,11 +34,15 @@ class DetectConfig:
     """Fallbacks where the database has no row, and the tolerances of the checks."""
 
     default_stage_s: float = 30.0  # stage standard when none is configured
-    default_missing_s: float = 30.0  # after the stage deadline, with no read anywhere
-    # ... plus this many times the stage standard: a delayed parcel may be held up to
-    # about twice its standard, and until then it cannot be told from a lost one.
-    missing_factor: float = 0.0
+    # Where no missing window is set, it is derived: this much (time for a read to get
+    # through the pipeline) plus `missing_factor` times the longer of the stage standard
+    # and the learned p90 transit time of the stage. A delayed parcel held up to three
+    # times its standard shows up again within two standards after its deadline; until
+    # then it cannot be told from a lost one (docs/architecture.md).
+    default_missing_s: float = 30.0
+    missing_factor: float = 2.0
     default_delivery_days: int = 2
+    # Defaults for sites without a row in site_tolerances.
     # A read at a later stage wins over one up to this much later at an earlier stage:
     # device clocks disagree by a few seconds, parcels do not travel backwards that fast.
     skew_tolerance_s: float = 1.0
@@ -58,6 +63,15 @@ class ReadPointRow:
     stage: str
     position: int
     tag_only: bool = False  # only RFID readers here: a parcel without a tag is not seen
+
+
+@dataclass(frozen=True, slots=True)
+class ToleranceRow:
+    """A site's own clock-skew tolerance and duplicate gap (site_tolerances)."""
+
+    site: str
+    skew_tolerance_s: float
+    duplicate_gap_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,27 +121,52 @@ class Reference:
     plan_chute: I32  # [version, destination] read point, -1 when not planned
     plan_door: I32
     door_lookback_s: float  # longest a parcel may spend in a chute (its standard)
+    skew_s: F64  # [site] clock-skew tolerance
+    gap_s: F64  # [site] duplicate gap
     site_index: dict[str, int] = field(default_factory=dict)
     rp_index: dict[str, int] = field(default_factory=dict)
     class_index: dict[str, int] = field(default_factory=dict)
     dest_index: dict[str, int] = field(default_factory=dict)
     stage_index: dict[str, int] = field(default_factory=dict)
 
-    def plan_version_at(self, site: npt.NDArray[np.int16], ts: F64) -> I64:
-        """Row of the sort-plan version in force at each (site, time); -1 for none."""
+    def skew_at(self, site: npt.NDArray[np.integer[Any]]) -> F64:
+        """The clock-skew tolerance at each site (the default where the site is -1)."""
+        out: F64 = np.where(site >= 0, self.skew_s[np.maximum(site, 0)],
+                            self.config.skew_tolerance_s)  # fmt: skip
+        return out
+
+    def gap_at(self, site: npt.NDArray[np.integer[Any]]) -> F64:
+        """The duplicate gap at each site (the default where the site is -1)."""
+        out: F64 = np.where(site >= 0, self.gap_s[np.maximum(site, 0)],
+                            self.config.duplicate_gap_s)  # fmt: skip
+        return out
+
+    def plan_version_at(self, site: npt.NDArray[np.int16], ts: F64, earliest: bool = False) -> I64:
+        """Row of the sort-plan version in force at each (site, time); -1 for none, or
+        with `earliest`, the site's first version for a time before it."""
         if len(self.plan_key) == 0:
             return np.full(len(ts), -1, dtype=np.int64)
         query = site.astype(np.float64) * _SITE_STRIDE + ts
         pos = np.searchsorted(self.plan_key, query, side="right").astype(np.int64) - 1
         safe = np.maximum(pos, 0)
         ok = (pos >= 0) & (self.plan_site[safe] == site)
+        if earliest:
+            first = np.searchsorted(self.plan_key, site.astype(np.float64) * _SITE_STRIDE)
+            first = np.minimum(first, len(self.plan_key) - 1)
+            pos = np.where(ok, pos, first)
+            ok = self.plan_site[np.maximum(pos, 0)] == site
         return np.where(ok, pos, -1)
 
     def planned(
-        self, site: npt.NDArray[np.int16], dest: npt.NDArray[np.int16], ts: F64
+        self,
+        site: npt.NDArray[np.int16],
+        dest: npt.NDArray[np.int16],
+        ts: F64,
+        earliest: bool = False,
     ) -> tuple[I32, I32]:
-        """Planned chute and door per (site, destination, time); -1 where no plan says."""
-        version = self.plan_version_at(site, ts)
+        """Planned chute and door per (site, destination, time); -1 where no plan says
+        (with `earliest`, a time before the site's first version takes that version)."""
+        version = self.plan_version_at(site, ts, earliest)
         ok = (version >= 0) & (dest >= 0)
         v, d = np.where(ok, version, 0), np.where(ok, dest, 0)
         if self.plan_chute.size == 0:
@@ -154,6 +193,7 @@ def build_reference(
     transits: Sequence[TransitRow] = (),
     destinations: Sequence[str] = (),
     config: DetectConfig | None = None,
+    tolerances: Sequence[ToleranceRow] = (),
 ) -> Reference:
     """Arrays from rows; unknown names in standards or plans are a ConfigError."""
     cfg = config or DetectConfig()
@@ -202,18 +242,6 @@ def build_reference(
     for site, stage, c, seconds in standards:
         if site in sites and stage in stages and c in cls:
             stage_s[sites[site], stages[stage], cls[c]] = seconds
-    missing_s = cfg.default_missing_s + cfg.missing_factor * stage_s
-    # Rows without a class or stage apply to all; more specific rows win.
-    for w_site, w_class, w_stage, seconds in sorted(
-        missing_windows, key=lambda w: (w[1] is not None) + (w[2] is not None)
-    ):
-        if w_site not in sites or (w_class is not None and w_class not in cls):
-            continue
-        if w_stage is not None and w_stage not in stages:
-            continue
-        g_sel = slice(None) if w_stage is None else stages[w_stage]
-        c_sel = slice(None) if w_class is None else cls[w_class]
-        missing_s[sites[w_site], g_sel, c_sel] = seconds
     skippable = np.array([g in cfg.skippable_stages for g in stages] or [False])
     grace_s = np.zeros_like(stage_s)
     cum_stage_s = np.zeros_like(stage_s)
@@ -236,6 +264,7 @@ def build_reference(
         if thick and t.site in sites and t.stage in stages and t.service_class in cls:
             at = (sites[t.site], stages[t.stage], cls[t.service_class])
             p50[at], p90[at] = t.p50_s, t.p90_s
+    missing_s = _missing_windows(cfg, stage_s, p90, missing_windows, sites, stages, cls)
     last = next_stage < 0
     p50[last], p90[last] = 0.0, 0.0
     eta_in = np.zeros_like(p50)
@@ -299,9 +328,47 @@ def build_reference(
                 default=cfg.default_stage_s,
             )
         ),
+        skew_s=_per_site(sites, tolerances, "skew_tolerance_s", cfg.skew_tolerance_s),
+        gap_s=_per_site(sites, tolerances, "duplicate_gap_s", cfg.duplicate_gap_s),
         site_index=sites,
         rp_index=rps,
         class_index=cls,
         dest_index=dests,
         stage_index=stages,
     )
+
+
+def _missing_windows(
+    cfg: DetectConfig,
+    stage_s: F64,
+    p90: F64,
+    rows: Sequence[tuple[str, str | None, str | None, float]],
+    sites: dict[str, int],
+    stages: dict[str, int],
+    cls: dict[str, int],
+) -> F64:
+    """[site, stage, class] missing window: the configured one where a row says, else
+    derived from the stage standard and the learned transit times (DetectConfig)."""
+    missing_s: F64 = cfg.default_missing_s + cfg.missing_factor * np.maximum(stage_s, p90)
+    # Rows without a class or stage apply to all; more specific rows win.
+    for w_site, w_class, w_stage, seconds in sorted(
+        rows, key=lambda w: (w[1] is not None) + (w[2] is not None)
+    ):
+        if w_site not in sites or (w_class is not None and w_class not in cls):
+            continue
+        if w_stage is not None and w_stage not in stages:
+            continue
+        g_sel = slice(None) if w_stage is None else stages[w_stage]
+        c_sel = slice(None) if w_class is None else cls[w_class]
+        missing_s[sites[w_site], g_sel, c_sel] = seconds
+    return missing_s
+
+
+def _per_site(
+    sites: dict[str, int], rows: Sequence[ToleranceRow], name: str, default: float
+) -> F64:
+    out = np.full(max(len(sites), 1), default, dtype=np.float64)
+    for row in rows:
+        if row.site in sites:
+            out[sites[row.site]] = getattr(row, name)
+    return out

@@ -51,6 +51,9 @@ from storage import feed
 
 log = logging.getLogger(__name__)
 
+# Migration 80's trigger notifies here when any reference table changes.
+REFERENCE_CHANNEL = "parceltrack_reference"
+
 
 @dataclass(frozen=True, slots=True)
 class DetectSettings:
@@ -64,6 +67,8 @@ class DetectSettings:
     rebuild_s: float = 24 * 3600.0  # how far back a restart replays scans
     eta_flush_s: float = 2.0
     learn_every_s: float = 300.0
+    # Changes arrive by LISTEN/NOTIFY within a tick; this poll only picks up what no
+    # trigger reports (destinations of new parcels).
     reload_every_s: float = 30.0
     compact_every_s: float = 600.0
     done_after_s: float = 3600.0  # at the last stage this long: no longer active
@@ -94,14 +99,22 @@ class Detector:
 
     @stamina.retry(on=psycopg.OperationalError, attempts=None, timeout=None, wait_max=5.0)
     def _run(self, stop: threading.Event) -> None:
-        with psycopg.connect(self.settings.dsn, autocommit=True) as conn:
+        with (
+            psycopg.connect(self.settings.dsn, autocommit=True) as conn,
+            psycopg.connect(self.settings.dsn, autocommit=True) as listen,
+        ):
             if not self._claim(conn, stop):
                 return
+            # Before the state is built: a change made while it is built is not missed.
+            listen.execute(f"LISTEN {REFERENCE_CHANNEL}")
             self.start(conn, time.time())
             mono = time.monotonic()
             last = {"eta": 0.0, "learn": mono, "reload": mono, "compact": mono}
             while not stop.is_set():
                 started = time.monotonic()
+                if _notified(listen):  # standards, windows, plans ... changed: this tick
+                    self.reload(conn, time.time())
+                    last["reload"] = started
                 self.step(conn, time.time())
                 if started - last["eta"] >= self.settings.eta_flush_s:
                     self.flush_eta(conn)
@@ -141,8 +154,12 @@ class Detector:
             site_thresholds=store.load_site_thresholds(conn),
         )
 
-    def start(self, conn: psycopg.Connection[Any], now: float) -> None:
-        """Rebuild the state from the scans and adopt the live alerts."""
+    def start(
+        self, conn: psycopg.Connection[Any], now: float, seen: feed.FeedPosition | None = None
+    ) -> None:
+        """Rebuild the state from the scans and adopt the live alerts. With `seen` (a
+        rebuild while following), only scans the feed had delivered are replayed: the
+        later ones are new, and the next step takes them with every alert they raise."""
         engine = self.engine = self._new_engine(conn)
         since = datetime.fromtimestamp(now - self.settings.rebuild_s, UTC)
         sites = self.settings.sites
@@ -150,13 +167,15 @@ class Detector:
             # Not fatal: a site being set up may own a shard before its layout is loaded.
             log.warning("--sites names sites with no read points (yet): %s", ", ".join(unknown))
         replayed = 0
-        # One snapshot for the replay and the feed's first position.
+        # One snapshot for the replay and the feed's first position. A rebuild (`seen`)
+        # replays only what the feed had delivered: what came after is taken by the
+        # next step, with every alert it raises (a replay raises none).
         with feed.snapshot(conn) as position:
-            for rows in store.replay_scans(conn, since, sites=sites):
+            for rows in store.replay_scans(conn, since, sites=sites, visible_at=seen):
                 engine.ingest(rows.batch)  # no alert is live in the state yet: nothing resolves
                 replayed += len(rows.batch)
             gone = store.departures(conn, sites, None, since) if sites is not None else None
-        self._position = position
+        self._position = seen or position
         if gone is not None:
             self._let_go(*gone)
         self._heard(conn)
@@ -173,8 +192,10 @@ class Detector:
         layout = (ref.sites, ref.read_points, ref.stages, ref.classes, ref.destinations)
         if layout != self._layout:
             log.info("layout changed: rebuilding the detection state")
-            self.start(conn, now)
+            # Replays what the feed delivered so far; later scans come in by the next step.
+            self.start(conn, now, seen=self._position)
             return
+        self.engine.devices.set_limits(store.load_site_thresholds(conn))
         if _same_numbers(self.engine.ref, ref):
             return  # nothing changed: no need to recompute (and re-publish) every ETA
         self.engine.ref = ref
@@ -276,9 +297,14 @@ class Detector:
         return store.flush_eta(conn, state, self.engine.ref, tracking)
 
 
+def _notified(listen: psycopg.Connection[Any]) -> bool:
+    """Whether the reference data changed since the last call (drains what is queued)."""
+    return sum(1 for _ in listen.notifies(timeout=0)) > 0
+
+
 def _same_numbers(a: Reference, b: Reference) -> bool:
     fields = ("stage_s", "grace_s", "missing_s", "delivery_s", "eta_in_s", "eta_in_p90_s",
-              "plan_key", "plan_chute", "plan_door")  # fmt: skip
+              "plan_key", "plan_chute", "plan_door", "skew_s", "gap_s")  # fmt: skip
     return all(
         getattr(a, f).shape == getattr(b, f).shape and np.array_equal(getattr(a, f), getattr(b, f))
         for f in fields

@@ -28,10 +28,12 @@ from detect.reference import (
     ReadPointRow,
     Reference,
     SortPlanRow,
+    ToleranceRow,
     TransitRow,
     build_reference,
 )
 from storage import feed
+from storage.feed import FeedPosition
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,12 @@ def load_reference(conn: Conn, config: DetectConfig) -> Reference:
         )
     ]
     dests = [str(d) for (d,) in conn.execute("SELECT DISTINCT destination FROM parcels")]
+    tolerances = [
+        ToleranceRow(str(a), float(b), float(c))
+        for a, b, c in conn.execute(
+            "SELECT site_id, skew_tolerance_s, duplicate_gap_s FROM site_tolerances"
+        )
+    ]
     return build_reference(
         rps,
         classes,
@@ -97,6 +105,7 @@ def load_reference(conn: Conn, config: DetectConfig) -> Reference:
         transits,
         sorted(dests),
         config,
+        tolerances,
     )
 
 
@@ -215,16 +224,31 @@ def departures(
 
 
 def replay_scans(
-    conn: Conn, since: datetime, chunk: int = 100_000, sites: Sequence[str] | None = None
+    conn: Conn,
+    since: datetime,
+    chunk: int = 100_000,
+    sites: Sequence[str] | None = None,
+    visible_at: FeedPosition | None = None,
 ) -> Iterator[ScanRows]:
-    """Every scan with a time after `since` (at the given sites), in time order, in
-    chunks (restart rebuild)."""
+    """Every scan with a time after `since` (at the given sites; committed before the
+    feed position `visible_at`), in time order, in chunks (restart rebuild)."""
+    seen = ""
+    if visible_at is not None:
+        seen = (
+            " AND s.xact_id < %(xmax)s::text::xid8"
+            " AND NOT s.xact_id = ANY(%(in_flight)s::text[]::xid8[])"
+        )
     with conn.transaction(), conn.cursor(name="detect_replay") as cur:
         cur.itersize = chunk
         cur.execute(
             f"SELECT {_SCAN_COLUMNS} FROM {_SCAN_FROM} WHERE s.ts > %(since)s"
-            f"{_site_filter(sites)} ORDER BY s.ts",
-            {"since": since, "sites": list(sites or ())},
+            f"{_site_filter(sites)}{seen} ORDER BY s.ts",
+            {
+                "since": since,
+                "sites": list(sites or ()),
+                "xmax": str(visible_at.xmax if visible_at else 0),
+                "in_flight": [str(x) for x in (visible_at.in_flight if visible_at else ())],
+            },
         )
         while rows := cur.fetchmany(chunk):
             yield to_batch(rows)

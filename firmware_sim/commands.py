@@ -37,6 +37,12 @@ def register(parent: argparse._SubParsersAction[Any]) -> argparse._SubParsersAct
     gen = sub.add_parser("generate", help="write a scenario file with its ground truth")
     scenario_arguments(gen)
     gen.add_argument("--out", required=True)
+    gen.add_argument(
+        "--site-files",
+        metavar="DIR",
+        help="also write each centre as site files there (for `parceltrack site apply`; "
+        "sort plans from the scenario's nominal start)",
+    )
 
     play = sub.add_parser("play", help="play a scenario on virtual serial ports")
     _playback_arguments(play)
@@ -200,6 +206,11 @@ def _generate(args: argparse.Namespace) -> int:
         scenario.save(Path(args.out))
     console.print(summary_table(scenario))
     console.print(f"wrote {args.out}")
+    if args.site_files:
+        from firmware_sim.sitefiles import write_site_files
+
+        for path in write_site_files(scenario, Path(args.site_files)):
+            console.print(f"wrote {path}")
     return 0
 
 

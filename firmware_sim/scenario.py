@@ -44,7 +44,7 @@ from firmware_sim.standards import SERVICE_CLASSES, ServiceClass, StageStandard,
 from firmware_sim.truth import FAULT_KINDS, Fault, record_faults, wall_clock
 from parceltrack.errors import ParceltrackError
 from parceltrack.i18n import LANGUAGES
-from parceltrack.layout import TIMED_STAGES, Stage, Zone
+from parceltrack.layout import TIMED_STAGES, Protocol, Stage, Zone
 from storage import model
 from storage.model import ReferenceData
 
@@ -118,6 +118,8 @@ class ScenarioConfig:
     # Centres with their own zone, S10 country, language and express standards
     # (firmware_sim/hubs.py), e.g. hubs.CHINESE_HUB; each must be among `sites`.
     hubs: tuple[Hub, ...] = ()
+    # A delayed parcel takes 1.1 to this many times its stage standard at the stage.
+    delay_max_factor: float = 2.0
 
     @classmethod
     def barcode_only(
@@ -164,6 +166,8 @@ class ScenarioConfig:
         if {k for k, _ in self.transit_s} != set(TIMED_STAGES):
             stages = ", ".join(TIMED_STAGES)
             raise ScenarioError(f"transit_s needs exactly the stages ({stages})")
+        if not self.delay_max_factor > 1.1:
+            raise ScenarioError("delay_max_factor must be above 1.1 (a delay passes 1.1x)")
         self._validate_hubs()
 
     def _validate_hubs(self) -> None:
@@ -303,7 +307,8 @@ class Scenario:
                 for r in self.read_points
             ),
             devices=tuple(
-                model.Device(r.device, r.site, r.read_point, r.protocol) for r in self.read_points
+                model.Device(r.device, r.site, r.read_point, Protocol(r.protocol))
+                for r in self.read_points
             ),
             service_classes=tuple(
                 model.ServiceClass(c.service_class, c.description, c.delivery_days)
@@ -465,7 +470,7 @@ def generate(
     jitter = rng.uniform(0.8, 1.2, size=(n, 5))
     order = rng.permutation(n)
     delay_stage = rng.integers(0, len(TIMED_STAGES), n)
-    delay_extra = rng.uniform(0.1, 1.0, n)
+    delay_extra = rng.uniform(0.1, cfg.delay_max_factor - 1.0, n)
     lost_slot = np.array([IND, TUN, SRT, CHU])[rng.integers(0, 4, n)]
     wrong_pick = rng.integers(0, chutes - 1, n)
     # Drawn last, so adding mis-routes left every earlier draw (and scenario) as it was.

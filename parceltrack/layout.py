@@ -53,6 +53,14 @@ class Zone(StrEnum):
     FACILITY = "facility"
 
 
+class Protocol(StrEnum):
+    """What a device speaks on its serial line: the edge agent has a driver for each."""
+
+    BARCODE = "barcode"  # ASCII barcode scanner
+    MERCURY = "mercury"  # ThingMagic/JADAK Mercury RFID reader
+    R2000 = "r2000"  # R2000-module RFID gate
+
+
 def allowed(enum: type[StrEnum]) -> str:
     """The allowed values, for an error message: 'a, b, c'."""
     return ", ".join(member.value for member in enum)

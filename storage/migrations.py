@@ -476,6 +476,55 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # -- issue 14 (site files, every detection setting, live reload): 80-89 ---------
+    Migration(
+        80,
+        "site files: successors, device settings, site tolerances, change notifications",
+        common="""
+        -- A read point may feed many (a sorter feeds every chute): one row per hop.
+        -- next_read_point_id stays, kept by the repository as the successor when there
+        -- is exactly one, for the readers that show "the next read point".
+        CREATE TABLE read_point_successors (
+            read_point_id text NOT NULL REFERENCES read_points ON DELETE CASCADE,
+            successor_id  text NOT NULL REFERENCES read_points ON DELETE CASCADE,
+            PRIMARY KEY (read_point_id, successor_id),
+            CHECK (read_point_id <> successor_id)
+        );
+        INSERT INTO read_point_successors (read_point_id, successor_id)
+            SELECT read_point_id, next_read_point_id FROM read_points
+            WHERE next_read_point_id IS NOT NULL;
+        -- The protocol is `kind`; its settings (baud rate, framing, power ...) as given.
+        ALTER TABLE devices ADD COLUMN settings jsonb NOT NULL DEFAULT '{}';
+        -- Per site: device clock disagreement and the gap that still makes a repeated
+        -- read a duplicate. Sites without a row use the detector's defaults.
+        CREATE TABLE site_tolerances (
+            site_id          text PRIMARY KEY REFERENCES sites ON DELETE CASCADE,
+            skew_tolerance_s double precision NOT NULL CHECK (skew_tolerance_s >= 0),
+            duplicate_gap_s  double precision NOT NULL CHECK (duplicate_gap_s > 0)
+        );
+        -- Detection reloads its configuration when any of these change (LISTEN), not
+        -- on a poll. One notification per statement; PostgreSQL folds identical ones
+        -- of a transaction into one. Not `devices`: detection does not read it, and the
+        -- ingest updates its last_seen with every health report.
+        CREATE FUNCTION reference_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('parceltrack_reference', TG_TABLE_NAME);
+            RETURN NULL;
+        END $$;
+        DO $$
+        DECLARE t text;
+        BEGIN
+            FOREACH t IN ARRAY ARRAY['sites', 'read_points', 'read_point_successors',
+                'service_classes', 'stage_standards', 'missing_windows',
+                'device_thresholds', 'site_tolerances', 'sort_plans', 'sort_plan_entries']
+            LOOP
+                EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE OR '
+                    'TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION reference_changed()',
+                    t || '_changed', t);
+            END LOOP;
+        END $$;
+        """,
+    ),
 )
 
 

@@ -1,6 +1,8 @@
 """The reference-data repository: exactly one rule for storing each entity (site, read
-point, device, service class, stage standard, sort plan, manifest), used by the
-loader (`db load-scenario`), the demo, `sim site`, the benchmarks and the admin API.
+point with its successors, device, service class, stage standard, missing window,
+device thresholds, site tolerances, sort plan, manifest), used by the loader
+(`db load-scenario`), `site apply` (storage/sites.py), the demo, `sim site`, the
+benchmarks and the admin API.
 
 Each rule is written once, as a *step*: a generator that yields the statements to run
 (`Query`, or `Copy` for bulk rows) and is sent back each statement's rows, so the
@@ -25,17 +27,26 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import psycopg
+from psycopg.types.json import Jsonb
 
+from parceltrack.layout import Zone
 from storage.model import (
+    THRESHOLD_FIELDS,
     Device,
+    DeviceThresholds,
     ManifestEntry,
+    MissingWindow,
     ReadPoint,
     ReferenceData,
     ReferenceDataError,
     ServiceClass,
     Site,
+    SiteTolerances,
     SortPlan,
     StageStandard,
+    never_applies,
+    overlapping_versions,
+    plan_point_problem,
 )
 
 __all__ = [
@@ -49,11 +60,14 @@ __all__ = [
     "load_standards",
     "run",
     "run_async",
+    "save_device_thresholds",
     "save_devices",
     "save_layout",
     "save_manifest",
+    "save_missing_windows",
     "save_read_points",
     "save_service_classes",
+    "save_site_tolerances",
     "save_sites",
     "save_sort_plan",
     "save_stage_standards",
@@ -174,8 +188,10 @@ def _hops_first(read_points: Iterable[ReadPoint]) -> list[ReadPoint]:
 
 
 def save_read_points(read_points: Iterable[ReadPoint]) -> Step[None]:
-    """Create or change read points (site, zone, stage, description, position and next
-    hop all as given); their site and next hop must exist or come in the same batch."""
+    """Create or change read points (site, zone, stage, description, position, next hop
+    and successors all as given); their site and successors must exist or come in the
+    same batch. The successors given replace the read point's stored ones."""
+    read_points = _hops_first(read_points)
     yield Query(
         "INSERT INTO read_points (read_point_id, site_id, zone, stage, description, "
         "position, next_read_point_id) VALUES (%s, %s, %s, %s, %s, %s, %s) "
@@ -185,20 +201,34 @@ def save_read_points(read_points: Iterable[ReadPoint]) -> Step[None]:
         many=[
             (r.read_point_id, r.site_id, r.zone.value, r.stage.value, r.description,
              r.position, r.next_read_point_id)
-            for r in _hops_first(read_points)
+            for r in read_points
         ],
     )  # fmt: skip
+    yield Query(
+        "DELETE FROM read_point_successors WHERE read_point_id = ANY(%s)",
+        ([r.read_point_id for r in read_points],),
+    )
+    yield Query(
+        "INSERT INTO read_point_successors (read_point_id, successor_id) VALUES (%s, %s)",
+        many=[(r.read_point_id, nxt) for r in read_points for nxt in r.successors],
+    )
 
 
 def save_devices(devices: Iterable[Device]) -> Step[None]:
-    """Register or change devices; their site and read point must exist."""
+    """Register or change devices (protocol and settings as given); their site and read
+    point must exist."""
     yield Query(
-        "INSERT INTO devices (device_id, site_id, read_point_id, kind, description) "
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
+        "INSERT INTO devices (device_id, site_id, read_point_id, kind, description, settings) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
         "site_id = EXCLUDED.site_id, read_point_id = EXCLUDED.read_point_id, "
-        "kind = EXCLUDED.kind, description = EXCLUDED.description",
-        many=[(d.device_id, d.site_id, d.read_point_id, d.kind, d.description) for d in devices],
-    )
+        "kind = EXCLUDED.kind, description = EXCLUDED.description, "
+        "settings = EXCLUDED.settings",
+        many=[
+            (d.device_id, d.site_id, d.read_point_id, d.kind.value, d.description,
+             Jsonb(dict(d.settings)))
+            for d in devices
+        ],
+    )  # fmt: skip
 
 
 def save_service_classes(classes: Iterable[ServiceClass]) -> Step[None]:
@@ -211,30 +241,71 @@ def save_service_classes(classes: Iterable[ServiceClass]) -> Step[None]:
     )
 
 
-def save_stage_standards(standards: Iterable[StageStandard]) -> Step[None]:
-    """Set stage standards. One for a stage the site has no read point for would never
-    apply (detection would time the stage by its default), so it is refused."""
-    standards = list(standards)
-    # Only known sites: an unknown one is left to the foreign key, so it stays the
-    # conflict it is for every other reference (409 naming the site in the API).
+def _stages_present(pairs: Sequence[tuple[str, str]], what: str) -> Step[None]:
+    """Refuse a setting for a (site, stage) the site has no read point at: it would never
+    apply. Only known sites: an unknown one is left to the foreign key, so it stays the
+    conflict it is for every other reference (409 naming the site in the API)."""
     missing = yield Query(
         "SELECT s.site_id, s.stage FROM unnest(%s::text[], %s::text[]) AS s (site_id, stage) "
         "WHERE EXISTS (SELECT 1 FROM sites WHERE sites.site_id = s.site_id) "
         "AND NOT EXISTS (SELECT 1 FROM read_points r "
         "WHERE r.site_id = s.site_id AND r.stage = s.stage) LIMIT 1",
-        ([s.site_id for s in standards], [s.stage.value for s in standards]),
+        ([site for site, _ in pairs], [stage for _, stage in pairs]),
     )
     if missing:
         site, stage = missing[0]
-        raise ReferenceDataError(
-            f"site {site!r} has no read point at stage {stage!r}: a standard for it "
-            "would never apply"
-        )
+        raise ReferenceDataError(never_applies(site, stage, what))
+
+
+def save_stage_standards(standards: Iterable[StageStandard]) -> Step[None]:
+    """Set stage standards. One for a stage the site has no read point for would never
+    apply (detection would time the stage by its default), so it is refused."""
+    standards = list(standards)
+    yield from _stages_present([(s.site_id, s.stage.value) for s in standards], "a standard")
     yield Query(
         "INSERT INTO stage_standards (site_id, stage, service_class, max_seconds) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, stage, service_class) DO UPDATE "
         "SET max_seconds = EXCLUDED.max_seconds",
         many=[(s.site_id, s.stage.value, s.service_class, s.max_seconds) for s in standards],
+    )
+
+
+def save_missing_windows(windows: Iterable[MissingWindow]) -> Step[None]:
+    """Set missing windows, one per site, class (or none: all) and stage (or none); one
+    for a stage the site has no read point at is refused, as a standard would be."""
+    windows = list(windows)
+    staged = [(w.site_id, w.stage.value) for w in windows if w.stage is not None]
+    yield from _stages_present(staged, "a missing window")
+    yield Query(
+        "INSERT INTO missing_windows (site_id, service_class, stage, window_s) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, coalesce(service_class, ''), "
+        "coalesce(stage, '')) DO UPDATE SET window_s = EXCLUDED.window_s",
+        many=[
+            (w.site_id, w.service_class, None if w.stage is None else w.stage.value, w.window_s)
+            for w in windows
+        ],
+    )
+
+
+def save_device_thresholds(thresholds: Iterable[DeviceThresholds]) -> Step[None]:
+    """Set a site's device silence window and no-read spike limits, all of them."""
+    columns = ", ".join(THRESHOLD_FIELDS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in THRESHOLD_FIELDS)
+    yield Query(
+        f"INSERT INTO device_thresholds (site_id, {columns}) VALUES "
+        f"(%s, {', '.join(['%s'] * len(THRESHOLD_FIELDS))}) "
+        f"ON CONFLICT (site_id) DO UPDATE SET {updates}",
+        many=[(t.site_id, *(getattr(t, c) for c in THRESHOLD_FIELDS)) for t in thresholds],
+    )
+
+
+def save_site_tolerances(tolerances: Iterable[SiteTolerances]) -> Step[None]:
+    """Set a site's clock-skew tolerance and duplicate gap."""
+    yield Query(
+        "INSERT INTO site_tolerances (site_id, skew_tolerance_s, duplicate_gap_s) "
+        "VALUES (%s, %s, %s) ON CONFLICT (site_id) DO UPDATE SET "
+        "skew_tolerance_s = EXCLUDED.skew_tolerance_s, duplicate_gap_s = EXCLUDED.duplicate_gap_s",
+        many=[(t.site_id, t.skew_tolerance_s, t.duplicate_gap_s) for t in tolerances],
     )
 
 
@@ -245,6 +316,24 @@ def save_sort_plan(plan: SortPlan) -> Step[int]:
     version (its time and every entry)."""
     # Serialises "the next version" between concurrent writers.
     yield Query("SELECT pg_advisory_xact_lock(hashtext('sort_plans'), 0)")
+    # What a site file refuses: a chute or door that is no chute or door of the site,
+    # another version in force from the same moment (checked last, below).
+    points = {e.chute_read_point_id for e in plan.entries} | {
+        e.door_read_point_id for e in plan.entries if e.door_read_point_id
+    }
+    # Unknown read points are left to the foreign key: a conflict, as everywhere (409).
+    zones = yield Query(
+        "SELECT read_point_id, site_id, zone FROM read_points WHERE read_point_id = ANY(%s)",
+        (sorted(points),),
+    )
+    found = {str(r): (str(site), str(z)) for r, site, z in zones}
+    for e in plan.entries:
+        for rp, want in ((e.chute_read_point_id, Zone.CHUTE), (e.door_read_point_id, Zone.DOOR)):
+            if not rp or rp not in found:
+                continue
+            site, zone = found[rp]
+            if problem := plan_point_problem(rp, want, zone if site == plan.site_id else None):
+                raise ReferenceDataError(problem)
     saved = yield Query(
         "INSERT INTO sort_plans (site_id, version, effective_from) "
         "SELECT %s, coalesce(%s::integer, max(version) + 1, 1), %s "
@@ -263,6 +352,13 @@ def save_sort_plan(plan: SortPlan) -> Step[int]:
             for e in plan.entries
         ],
     )
+    same = yield Query(
+        "SELECT version FROM sort_plans WHERE site_id = %s AND effective_from = %s "
+        "AND sort_plan_id <> %s",
+        (plan.site_id, plan.effective_from, plan_id),
+    )
+    if same:
+        raise ReferenceDataError(overlapping_versions(plan.effective_from, int(same[0][0])))
     return plan_id
 
 

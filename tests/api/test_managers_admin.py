@@ -170,7 +170,7 @@ def test_service_classes_standards_and_layout(
     )
     rp = {"site_id": "CDG1", "zone": "induction", "stage": "induction", "description": "In 1"}
     assert client.put("/v1/admin/read-points/CDG1-IND1", json=rp, headers=h).status_code == 200
-    dev = {"site_id": "CDG1", "read_point_id": "CDG1-IND1", "kind": "rfid"}
+    dev = {"site_id": "CDG1", "read_point_id": "CDG1-IND1", "kind": "mercury"}
     assert client.put("/v1/admin/devices/CDG1-gate1", json=dev, headers=h).status_code == 200
     dev["read_point_id"] = "CDG1-NOPE"
     assert client.put("/v1/admin/devices/CDG1-gate2", json=dev, headers=h).status_code == 409

@@ -32,7 +32,9 @@ from tests.waiting import wait_until
 P1, P2, P3 = "RR473124829GB", "EE471108151FR", "EE123456785CN"
 P4 = str(S10.make("CP", 12345678, "GB"))
 # Without clock tolerance and skippable stages the deadlines are the plain standards.
-PLAIN = DetectConfig(skew_tolerance_s=0.0, skippable_stages=(), default_missing_s=20.0)
+PLAIN = DetectConfig(
+    skew_tolerance_s=0.0, skippable_stages=(), default_missing_s=20.0, missing_factor=0.0
+)
 
 
 class Centre:

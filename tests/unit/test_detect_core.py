@@ -4,7 +4,15 @@ import pytest
 from detect.core import BIT, ParcelState, apply_reads, inactive, tick
 from detect.devices import DeviceState, DeviceThresholds
 from detect.keys import KeyCodec
-from detect.reference import DetectConfig, ReadPointRow, Reference, SortPlanRow, build_reference
+from detect.reference import (
+    DetectConfig,
+    ReadPointRow,
+    Reference,
+    SortPlanRow,
+    ToleranceRow,
+    TransitRow,
+    build_reference,
+)
 from parceltrack.errors import ConfigError
 
 POINTS = [
@@ -28,7 +36,13 @@ PLANS = [
 
 def _ref(**config: object) -> Reference:
     cfg = DetectConfig(
-        **{"skew_tolerance_s": 0.0, "skippable_stages": (), "default_missing_s": 20.0, **config}  # type: ignore[arg-type]
+        **{
+            "skew_tolerance_s": 0.0,
+            "skippable_stages": (),
+            "default_missing_s": 20.0,  # type: ignore[arg-type]
+            "missing_factor": 0.0,
+            **config,
+        }
     )
     return build_reference(
         POINTS, [("express", 1), ("economy", 5)], STANDARDS, (), PLANS, (), ["LON"], cfg
@@ -261,3 +275,48 @@ def test_an_untagged_parcel_is_not_expected_at_a_stage_that_reads_tags_only() ->
     state.set_attributes(np.array([1]), 0, 0, 0, 0, 1e12, tagged=False)
     _read(state, ref, (0, CHU1, 0.0), (1, CHU1, 0.0))
     assert tick(state, 1000.0)["delay"].tolist() == [0]
+
+
+def test_without_a_missing_window_it_is_derived_from_the_standard_and_learned_p90() -> None:
+    """No window set: base + factor x the longer of the stage standard and the learned p90."""
+    cfg = DetectConfig(skippable_stages=(), default_missing_s=20.0, missing_factor=2.0)
+    learned = [TransitRow("S", "sort", "express", 500, 12.0, 40.0)]  # slower than its 10 s
+    ref = build_reference(POINTS, [("express", 1)], STANDARDS, (), PLANS, learned, ["LON"], cfg)
+    g, c = ref.stage_index["chute"], ref.class_index["express"]
+    assert ref.missing_s[0, g, c] == 20.0 + 2 * 60.0
+    assert ref.missing_s[0, ref.stage_index["sort"], c] == 20.0 + 2 * 40.0
+    windows = [("S", None, "chute", 7.0)]
+    ref = build_reference(POINTS, [("express", 1)], STANDARDS, windows, PLANS, learned, [], cfg)
+    assert ref.missing_s[0, g, c] == 7.0 and ref.missing_s[0, 0, c] == 20.0 + 2 * 10.0
+
+
+def test_a_delayed_parcel_held_three_standards_is_not_missing_with_derived_windows() -> None:
+    """Held 3x its chute standard, a parcel is delayed but never missing; unseen, it is."""
+    cfg = DetectConfig(skew_tolerance_s=1.0, skippable_stages=())
+    ref = build_reference(POINTS, [("express", 1)], STANDARDS, (), PLANS, (), ["LON"], cfg)
+    state = _state(ref, n=2)
+    _read(state, ref, (0, CHU1, 0.0), (1, CHU1, 0.0))
+    assert tick(state, 61.5)["delay"].tolist() == [0, 1]
+    assert tick(state, 179.9)["missing"].tolist() == []
+    out = _read(state, ref, (0, DOR1, 180.0))  # 3 x 60 s after arriving at the chute
+    assert out.resolved["delay"].tolist() == [0] and out.resolved["missing"].tolist() == []
+    assert tick(state, 60.0 + 1.0 + 30.0 + 120.0 + 0.1)["missing"].tolist() == [1]
+
+
+def test_skew_tolerance_and_duplicate_gap_are_per_site() -> None:
+    """A re-read 4 s later is the same pass where the gap is 5 s, a new pass where it is 3 s."""
+    points = [*POINTS, ReadPointRow("B-SRT", "B", "sorter", "sort", 3),
+              ReadPointRow("B-CHU", "B", "chute", "chute", 4)]  # fmt: skip
+    tolerances = [ToleranceRow("B", 2.5, 5.0)]
+    ref = build_reference(points, [("express", 1)], STANDARDS, (), PLANS, (), ["LON"],
+                          DetectConfig(skippable_stages=()), tolerances)  # fmt: skip
+    assert ref.skew_s.tolist() == [1.0, 2.5] and ref.gap_s.tolist() == [3.0, 5.0]
+    state = _state(ref, n=2)
+    b_srt = ref.rp_index["B-SRT"]
+    _read(state, ref, (0, SRT, 100.0), (1, b_srt, 100.0))
+    _read(state, ref, (0, SRT, 104.0), (1, b_srt, 104.0))
+    assert state.entered[:2].tolist() == [104.0, 100.0]
+    # At B a chute read 2 s before the sorter read is clock skew (2.5 s), not recirculation.
+    state = _state(ref, n=1)
+    _read(state, ref, (0, ref.rp_index["B-CHU"], 200.0), (0, b_srt, 202.0))
+    assert state.rp[0] == ref.rp_index["B-CHU"]

@@ -52,3 +52,30 @@ def test_engine_meets_the_goals_on_a_small_noisy_scenario(seed: int) -> None:
             assert s.latency(1.0) <= 120.0, s
         else:
             assert s.alerts == 0, s
+
+
+def test_long_holds_are_told_from_losses_by_derived_missing_windows() -> None:
+    """Standards up to an hour, delays up to 3x: derived windows keep missing alerts exact,
+    where the flat 30 s window calls held parcels lost."""
+    from dataclasses import replace
+
+    from bench.accuracy import LONG_HOLD_FACTOR, LONG_HOLD_TRANSIT_S, long_hold_config
+
+    config = ScenarioConfig(
+        seed=11, parcels=3000, transit_s=LONG_HOLD_TRANSIT_S, delay_max_factor=LONG_HOLD_FACTOR,
+        faults=FaultRates(missort=0.01, delay=0.03, lost=0.01),
+    )  # fmt: skip
+    scenario = generate(config)
+    assert max(s.max_seconds for s in scenario.stage_standards) >= 3000.0
+    tail = 4 * 3600.0
+    derived = run_accuracy(
+        scenario, config=long_hold_config(), tail_s=tail, noise=Noise(misroutes=0)
+    )
+    by_kind = {s.kind: s for s in derived.scores}
+    for kind in ("delay", "missing"):
+        assert by_kind[kind].truths > 20
+        assert by_kind[kind].precision >= 0.99 and by_kind[kind].recall >= 0.99, by_kind[kind]
+    flat = replace(long_hold_config(), missing_factor=0.0)
+    before = run_accuracy(scenario, config=flat, tail_s=tail, noise=Noise(misroutes=0))
+    missing = next(s for s in before.scores if s.kind == "missing")
+    assert missing.precision < 0.9
