@@ -27,7 +27,7 @@ def running(db_dsn: str) -> Iterator[tuple[Centre, Detector]]:
         centre.parcel(P1)
         centre.scan(P1, "A1-CHU02", 3600.0 - 30.0)
         detector = Detector(
-            DetectSettings(dsn=db_dsn, config=PLAIN, overlap_s=0.0, tick_s=TICK_S,
+            DetectSettings(dsn=db_dsn, config=PLAIN, tick_s=TICK_S,
                            reload_every_s=3600.0)
         )  # fmt: skip
         stop = threading.Event()
@@ -116,7 +116,7 @@ def test_a_sites_own_clock_tolerance_is_used_and_changes_live(db_dsn: str) -> No
         centre.parcel(P1)
         centre.scan(P1, "A1-CHU02", 3600.0 - 63.0)  # the chute standard is 60 s
         detector = Detector(
-            DetectSettings(dsn=db_dsn, config=PLAIN, overlap_s=0.0, tick_s=TICK_S,
+            DetectSettings(dsn=db_dsn, config=PLAIN, tick_s=TICK_S,
                            reload_every_s=3600.0)
         )  # fmt: skip
         stop = threading.Event()
