@@ -449,6 +449,55 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE parcels DROP COLUMN expected_tags;
         """,
     ),
+    # -- issue 15 items 3-4 (partners, EPCIS 2.0 queries): 110-119 ------------------
+    Migration(
+        110,
+        "partner accounts on parcels and api keys",
+        common="""
+        -- A partner (an e-commerce shipper) sees only the parcels of its own account:
+        -- the manifest names the account, a partner key carries it.
+        ALTER TABLE parcels ADD COLUMN account text;
+        CREATE INDEX parcels_account ON parcels (account) WHERE account IS NOT NULL;
+        ALTER TABLE api_keys ADD COLUMN account text;
+        ALTER TABLE api_keys DROP CONSTRAINT api_keys_role_check;
+        ALTER TABLE api_keys ADD CONSTRAINT api_keys_role_check
+            CHECK (role IN ('customer', 'controller', 'manager', 'admin', 'partner'));
+        -- A partner key without an account would see nothing or, worse, everything.
+        ALTER TABLE api_keys ADD CONSTRAINT api_keys_partner_account
+            CHECK ((role = 'partner') = (account IS NOT NULL));
+        """,
+    ),
+    Migration(
+        111,
+        "EPCIS named queries and subscriptions",
+        common="""
+        -- Named queries belong to an owner: a partner account, or '' for staff, so
+        -- one partner never sees another's query names or results.
+        CREATE TABLE epcis_queries (
+            owner      text NOT NULL,
+            name       text NOT NULL,
+            query      jsonb NOT NULL,
+            created_by text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (owner, name)
+        );
+        -- Webhook subscriptions to a named query. The cursor is the last scan
+        -- (record time, event id) handed to the delivery engine.
+        CREATE TABLE epcis_subscriptions (
+            subscription_id uuid PRIMARY KEY,
+            owner           text NOT NULL,
+            query_name      text NOT NULL,
+            dest            text NOT NULL,
+            signature_token text,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            initial_record_time timestamptz NOT NULL,
+            last_notified_at timestamptz,
+            cursor_ingested timestamptz NOT NULL,
+            cursor_event    text NOT NULL DEFAULT '',
+            FOREIGN KEY (owner, query_name) REFERENCES epcis_queries ON DELETE CASCADE
+        );
+        """,
+    ),
 )
 
 
