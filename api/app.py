@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api import admin, alerts, customers, feedback, kpis, operations, pages
+from api import admin, alerts, customers, epcis_api, feedback, kpis, operations, pages
 from api.models import Health
 from api.queries import has_detector_eta
 from api.security import RateLimiter, ensure_key
@@ -118,6 +118,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     ):
         app.include_router(router)
     pages.install(app)  # the tracking page and the control room (api/pages.py)
+    epcis_api.install(app)  # the EPCIS 2.0 query interface (api/epcis_api.py)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 

@@ -48,6 +48,16 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/api-keys"): "admin",
     ("POST", "/v1/admin/api-keys"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
+    # EPCIS: staff from controller up, and partners (tests/api/test_partners.py).
+    ("GET", "/epcis/events"): "controller",
+    ("POST", "/epcis/queries"): "controller",
+    ("GET", "/epcis/queries"): "controller",
+    ("GET", "/epcis/queries/{name}"): "controller",
+    ("DELETE", "/epcis/queries/{name}"): "controller",
+    ("GET", "/epcis/queries/{name}/events"): "controller",
+    ("POST", "/epcis/queries/{name}/subscriptions"): "controller",
+    ("GET", "/epcis/queries/{name}/subscriptions"): "controller",
+    ("DELETE", "/epcis/queries/{name}/subscriptions/{subscription_id}"): "controller",
 }
 CALLERS = ("anonymous", *ROLES)
 RANK = {"public": -1, **{role: rank for rank, role in enumerate(ROLES)}}
@@ -76,6 +86,8 @@ def _url(path: str, seeded: Seeded) -> str:
         "read_point": f"{SITE}-IND1",
         "device": f"{SITE}-scan-ind1",
         "key_id": "999999",
+        "name": "no-such-query",
+        "subscription_id": "00000000-0000-0000-0000-000000000000",
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
