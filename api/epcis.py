@@ -12,7 +12,7 @@ are name-based UUIDs of the scan's event id, so the same scan always gets the sa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,3 +100,22 @@ def envelope(kind: str, body: dict[str, Any], now: datetime) -> dict[str, Any]:
         "creationDate": epcis_time(now),
         "epcisBody": body,
     }
+
+
+def event_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The event of a row of the query interface's SQL (api/epcis_query.py)."""
+    return object_event(
+        row["ts"], row["event_id"], row["epc_uri"], row["biz_step"],
+        row["read_point_id"], row["site_id"],
+    )  # fmt: skip
+
+
+def query_document(
+    name: str, events: list[dict[str, Any]], now: datetime, subscription_id: str | None = None
+) -> dict[str, Any]:
+    """An EPCISQueryDocument holding `events`, the results of query `name`."""
+    results: dict[str, Any] = {"queryName": name}
+    if subscription_id is not None:
+        results["subscriptionID"] = subscription_id
+    results["resultsBody"] = {"eventList": events}
+    return envelope("EPCISQueryDocument", {"queryResults": results}, now)

@@ -29,7 +29,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from api.epcis import envelope, epcis_time, object_event
+from api import epcis_feed
+from api.epcis import epcis_time, event_of, query_document
 from api.epcis_query import (
     PAGING_PARAMETERS,
     EventQuery,
@@ -124,24 +125,6 @@ def _multi(request: Request) -> dict[str, list[str]]:
     for name, value in request.query_params.multi_items():
         params.setdefault(name, []).append(value)
     return params
-
-
-def query_document(
-    name: str, events: list[dict[str, Any]], now: datetime, subscription_id: str | None = None
-) -> dict[str, Any]:
-    """An EPCISQueryDocument holding `events`, the results of query `name`."""
-    results: dict[str, Any] = {"queryName": name}
-    if subscription_id is not None:
-        results["subscriptionID"] = subscription_id
-    results["resultsBody"] = {"eventList": events}
-    return envelope("EPCISQueryDocument", {"queryResults": results}, now)
-
-
-def event_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    return object_event(
-        row["ts"], row["event_id"], row["epc_uri"], row["biz_step"],
-        row["read_point_id"], row["site_id"],
-    )  # fmt: skip
 
 
 async def _page(
@@ -399,7 +382,7 @@ async def get_query_events(request: Request, who: Reader, name: str) -> Response
 
 _SUBSCRIPTION_IN = {
     "type": "object",
-    "required": ["dest"],
+    "required": ["dest", "signatureToken", "stream"],
     "properties": {
         "dest": {"type": "string", "format": "uri"},
         "signatureToken": {"type": "string"},
@@ -438,7 +421,7 @@ def check_dest(dest: Any) -> str:
     return dest
 
 
-def _subscription_settings(body: Mapping[str, Any]) -> tuple[str, str | None, datetime | None]:
+def _subscription_settings(body: Mapping[str, Any]) -> tuple[str, str, datetime | None]:
     if unknown := set(body) - set(SUBSCRIPTION_FIELDS):
         raise _invalid(f"{sorted(unknown)[0][:60]}: not a field of a subscription")
     dest = check_dest(body.get("dest"))
@@ -448,8 +431,9 @@ def _subscription_settings(body: Mapping[str, Any]) -> tuple[str, str | None, da
             "stream: set it to true; scheduled subscriptions are not offered here",
         )  # fmt: skip
     token = body.get("signatureToken")
-    if token is not None and (not isinstance(token, str) or not 16 <= len(token) <= 500):
-        raise _invalid("signatureToken: a secret of 16 to 500 characters")
+    # Optional in the binding; required here, as every delivery is signed with it.
+    if not isinstance(token, str) or not 16 <= len(token) <= 500:
+        raise _invalid("signatureToken: a secret of 16 to 500 characters, to sign deliveries")
     initial = body.get("initialRecordTime")
     when = None
     if initial is not None:
@@ -555,7 +539,8 @@ async def unsubscribe(request: Request, who: Reader, name: str, subscription_id:
 
 
 def install(app: FastAPI) -> None:
-    """Mount the EPCIS interface and answer its errors as problem details."""
+    """Mount the EPCIS interface, answer its errors as problem details, and feed its
+    subscriptions to the delivery engine while the app runs."""
 
     async def problem(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, EpcisProblem)
@@ -563,3 +548,4 @@ def install(app: FastAPI) -> None:
 
     app.include_router(router)
     app.add_exception_handler(EpcisProblem, problem)
+    epcis_feed.install(app)

@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from tests.api.conftest import SharedApi
+from tests.api.conftest import SharedApi, partner_owning
 
 CHECKS = [
     checks.not_a_server_error,
@@ -39,3 +39,19 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case, shared_api: SharedA
     """Generated requests, with an admin key, never get a 5xx or an undocumented response."""
     key = shared_api.keys["admin"]
     case.call_and_validate(headers={"Authorization": f"Bearer {key}"}, checks=CHECKS)
+
+
+@pytest.fixture(scope="module")
+def partner_key(shared_api: SharedApi) -> str:
+    """A partner key of an account that owns one seeded parcel."""
+    return partner_owning(shared_api.seeded.dsn, "fuzz", shared_api.seeded.dispatched)
+
+
+@schema.include(path_regex="^/epcis/").parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_epcis_conforms_to_its_schema_for_a_partner(
+    case: schemathesis.Case, shared_api: SharedApi, partner_key: str
+) -> None:
+    """Generated EPCIS queries, named queries and subscriptions with a partner key never
+    get a 5xx or an undocumented response."""
+    case.call_and_validate(headers={"Authorization": f"Bearer {partner_key}"}, checks=CHECKS)

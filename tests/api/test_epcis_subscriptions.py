@@ -1,0 +1,163 @@
+"""EPCIS webhook subscriptions to named queries: the subscription resource, and the
+feed that queues each new event, once, in the delivery engine's outbound queue;
+against a real PostgreSQL and the API's own background feed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.epcis import SORTING_STEP
+from api.epcis_feed import KIND, subscriber
+from ingest.store import ScanPartitions, write_scans
+from parceltrack.events import EventKind
+from storage.migrations import has_timescale
+from tests.api.conftest import SITE, Seeded, _scan, auth, partner_owning
+from tests.waiting import wait_until
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+TOKEN = "a-secret-the-partner-chose-0123456789"
+
+
+@pytest.fixture
+def partner(client: TestClient, seeded: Seeded) -> Iterator[str]:
+    """A partner key of account shop-a, which owns the dispatched parcel."""
+    yield partner_owning(seeded.dsn, "shop-a", seeded.dispatched)
+
+
+def _queued(dsn: str) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute(
+            "SELECT target, subscriber, idempotency_key, kind, body, secret "
+            "FROM outbound_deliveries ORDER BY delivery_id"
+        )
+        return cur.fetchall()
+
+
+def _subscribe(client: TestClient, key: str, query: dict[str, Any], **extra: Any) -> str:
+    made = client.post("/epcis/queries", json={"name": "mine", "query": query}, headers=auth(key))
+    assert made.status_code == 201, made.text
+    sub = client.post(
+        "/epcis/queries/mine/subscriptions",
+        json={"dest": "http://127.0.0.1:9/epcis", "signatureToken": TOKEN, "stream": True,
+              **extra},
+        headers=auth(key),
+    )  # fmt: skip
+    assert sub.status_code == 201, sub.text
+    body = sub.json()
+    assert sub.headers["Location"] == f"/epcis/queries/mine/subscriptions/{body['subscriptionID']}"
+    assert "signatureToken" not in body and TOKEN not in sub.text
+    return str(body["subscriptionID"])
+
+
+def test_a_partners_subscription_queues_its_parcels_events_once(
+    client: TestClient, seeded: Seeded, partner: str
+) -> None:
+    """A subscription from before the seeded reads queues one signed EPCISQueryDocument
+    of the partner's parcel's events (valid by the GS1 schema, named by the query and
+    the subscription), for the delivery engine; the next rounds queue nothing more."""
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    sid = _subscribe(client, partner, {}, initialRecordTime=since)
+    rows = wait_until(lambda: _queued(seeded.dsn), 15, "the subscription's first delivery")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["target"], row["kind"], row["secret"]) == ("http://127.0.0.1:9/epcis", KIND, TOKEN)
+    assert row["subscriber"] == subscriber(sid)
+    doc = json.loads(row["body"])
+    schema = json.loads((DATA / "epcis-2.0-json-schema.json").read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls(schema, format_checker=cls.FORMAT_CHECKER).validate(doc)
+    results = doc["epcisBody"]["queryResults"]
+    assert (results["queryName"], results["subscriptionID"]) == ("mine", sid)
+    events = results["resultsBody"]["eventList"]
+    assert {e["epcList"][0] for e in events} == {f"urn:parceltrack:s10:{seeded.dispatched}"}
+    assert len(events) == 5
+    # What the partner would get by running the query itself, in record order.
+    ran = client.get("/epcis/queries/mine/events", headers=auth(partner)).json()
+    expected = ran["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    assert sorted(e["eventID"] for e in events) == sorted(e["eventID"] for e in expected)
+    listed = client.get("/epcis/queries/mine/subscriptions", headers=auth(partner)).json()
+    assert [s["subscriptionID"] for s in listed] == [sid]
+
+
+def test_new_reads_are_queued_in_a_delivery_of_their_own(
+    client: TestClient, seeded: Seeded, partner: str
+) -> None:
+    """Reads recorded after the subscription starts arrive as a new delivery with only
+    the new events; reads of another account's parcels never do."""
+    sid = _subscribe(client, partner, {"EQ_bizStep": ["departing", SORTING_STEP]})
+    now = datetime.now(UTC)
+    new = [
+        _scan(seeded.dispatched, f"{SITE}-IND1", 900, now, EventKind.READ),
+        _scan(seeded.in_sorting, f"{SITE}-IND1", 901, now, EventKind.READ),  # not shop-a's
+    ]
+    with psycopg.connect(seeded.dsn) as conn, conn.transaction():
+        write_scans(conn, new, ScanPartitions(has_timescale(conn)))
+    rows = wait_until(lambda: _queued(seeded.dsn), 15, "the new read's delivery")
+    assert len(rows) == 1 and rows[0]["subscriber"] == subscriber(sid)
+    events = json.loads(rows[0]["body"])["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    assert [(e["epcList"][0], e["bizStep"]) for e in events] == [
+        (f"urn:parceltrack:s10:{seeded.dispatched}", SORTING_STEP)  # back at induction
+    ]
+
+
+BAD_SUBSCRIPTIONS = {
+    "no dest": ({"signatureToken": TOKEN, "stream": True}, 400, "dest:"),
+    "ftp dest": ({"dest": "ftp://x/y", "signatureToken": TOKEN, "stream": True}, 400, "dest:"),
+    "no host": ({"dest": "http:///x", "signatureToken": TOKEN, "stream": True}, 400, "dest:"),
+    "no token": ({"dest": "http://x/y", "stream": True}, 400, "signatureToken:"),
+    "short token": ({"dest": "http://x/y", "signatureToken": "k", "stream": True}, 400,
+                    "signatureToken:"),
+    "no stream": ({"dest": "http://x/y", "signatureToken": TOKEN}, 400, "stream:"),
+    "schedule": ({"dest": "http://x/y", "signatureToken": TOKEN, "schedule": {"hour": "1"}},
+                 400, "stream:"),
+    "extra field": ({"dest": "http://x/y", "signatureToken": TOKEN, "stream": True, "x": 1},
+                    400, "x:"),
+    "bad start": ({"dest": "http://x/y", "signatureToken": TOKEN, "stream": True,
+                   "initialRecordTime": "soon"}, 400, "initialRecordTime:"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SUBSCRIPTIONS))
+def test_bad_subscriptions_get_a_problem_naming_the_field(
+    client: TestClient, partner: str, case: str
+) -> None:
+    """A subscription that cannot be made is a 400 problem whose detail names the field."""
+    client.post("/epcis/queries", json={"name": "q", "query": {}}, headers=auth(partner))
+    body, status, start = BAD_SUBSCRIPTIONS[case]
+    response = client.post("/epcis/queries/q/subscriptions", json=body, headers=auth(partner))
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"].startswith(start)
+
+
+def test_subscriptions_belong_to_their_owner_and_end_with_their_query(
+    client: TestClient, seeded: Seeded, partner: str, keys: dict[str, str]
+) -> None:
+    """Staff cannot see or end a partner's subscription (404); the partner ends it with
+    DELETE, and deleting the named query ends the others."""
+    sid = _subscribe(client, partner, {})
+    path = f"/epcis/queries/mine/subscriptions/{sid}"
+    staff = auth(keys["controller"])
+    assert client.delete(path, headers=staff).status_code == 404
+    assert client.get("/epcis/queries/mine/subscriptions", headers=staff).status_code == 404
+    assert client.delete(path, headers=auth(partner)).status_code == 204
+    assert client.delete(path, headers=auth(partner)).status_code == 404
+    again = client.post(
+        "/epcis/queries/mine/subscriptions",
+        json={"dest": "https://example.org/e", "signatureToken": TOKEN, "stream": True},
+        headers=auth(partner),
+    )
+    assert again.status_code == 201
+    assert client.delete("/epcis/queries/mine", headers=auth(partner)).status_code == 204
+    with psycopg.connect(seeded.dsn) as conn:
+        left = conn.execute("SELECT count(*) FROM epcis_subscriptions").fetchone()
+    assert left == (0,)
