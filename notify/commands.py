@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from parceltrack.config import Settings
@@ -68,16 +69,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     stop = stop_on_signals()
-    threads = [threading.Thread(target=engine.run, args=(stop,), name="notify-engine")]
+    failed: list[str] = []
+
+    def guarded(name: str, loop: Callable[[threading.Event], None]) -> None:
+        # One loop dying ends the process (non-zero), so a supervisor restarts both.
+        try:
+            loop(stop)
+        except Exception:
+            log.exception("%s stopped on an error", name)
+            failed.append(name)
+            stop.set()
+
+    loops: list[tuple[str, Callable[[threading.Event], None]]] = [("delivery engine", engine.run)]
     if not args.no_notifier:
         notifier = Notifier(
             NotifierSettings(
                 dsn=settings.dsn, public_url=args.public_url, hold_down_s=args.hold_down
             )
         )
-        threads.append(threading.Thread(target=notifier.run, args=(stop,), name="notifier"))
+        loops.append(("notifier", notifier.run))
+    threads = [threading.Thread(target=guarded, args=loop, name=loop[0]) for loop in loops]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return 0
+    return 1 if failed else 0
