@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from api import admin, alerts, customers, epcis_api, feedback, kpis, operations, pages
+from api import subscriptions as customer_subscriptions
 from api.models import Health
 from api.queries import has_detector_eta
 from api.security import RateLimiter, ensure_key
@@ -115,6 +116,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         feedback.router,
         kpis.router,
         admin.router,
+        customer_subscriptions.router,
+        customer_subscriptions.admin_router,
     ):
         app.include_router(router)
     pages.install(app)  # the tracking page and the control room (api/pages.py)
