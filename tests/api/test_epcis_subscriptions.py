@@ -18,9 +18,14 @@ from fastapi.testclient import TestClient
 from api.epcis import SORTING_STEP
 from api.epcis_feed import KIND, subscriber
 from ingest.store import ScanPartitions, write_scans
+from notify.engine import EngineSettings
+from notify.policy import RetryPolicy
+from parceltrack import webhooks
 from parceltrack.events import EventKind
 from storage.migrations import has_timescale
 from tests.api.conftest import SITE, Seeded, _scan, auth, partner_owning
+from tests.notify.engine import running
+from tests.notify.receivers import webhook_receiver
 from tests.waiting import wait_until
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -42,13 +47,18 @@ def _queued(dsn: str) -> list[dict[str, Any]]:
         return cur.fetchall()
 
 
-def _subscribe(client: TestClient, key: str, query: dict[str, Any], **extra: Any) -> str:
+def _subscribe(
+    client: TestClient,
+    key: str,
+    query: dict[str, Any],
+    dest: str = "http://127.0.0.1:9/epcis",
+    **extra: Any,
+) -> str:
     made = client.post("/epcis/queries", json={"name": "mine", "query": query}, headers=auth(key))
     assert made.status_code == 201, made.text
     sub = client.post(
         "/epcis/queries/mine/subscriptions",
-        json={"dest": "http://127.0.0.1:9/epcis", "signatureToken": TOKEN, "stream": True,
-              **extra},
+        json={"dest": dest, "signatureToken": TOKEN, "stream": True, **extra},
         headers=auth(key),
     )  # fmt: skip
     assert sub.status_code == 201, sub.text
@@ -161,3 +171,33 @@ def test_subscriptions_belong_to_their_owner_and_end_with_their_query(
     with psycopg.connect(seeded.dsn) as conn:
         left = conn.execute("SELECT count(*) FROM epcis_subscriptions").fetchone()
     assert left == (0,)
+
+
+def test_deliveries_reach_a_real_receiver_signed_in_gs1_signature(
+    client: TestClient, seeded: Seeded, partner: str
+) -> None:
+    """Through the real delivery engine, a subscription's document reaches a local HTTP
+    receiver that first answers 500: the repeat carries the same idempotency key and
+    body, and the GS1-Signature header verifies with the subscription's signatureToken
+    (and fails with any other secret)."""
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    fail_first = lambda _request, seen: "500" if seen == 0 else "ok"  # noqa: E731
+    with (
+        webhook_receiver(fail_first) as receiver,
+        running(EngineSettings(seeded.dsn, retry=RetryPolicy(0.1, 2.0, 0.5, 20.0))),
+    ):
+        sid = _subscribe(client, partner, {}, initialRecordTime=since, dest=receiver.url)
+        wait_until(lambda: receiver.accepted_keys(), 20, "the delivery accepted")
+    requests = receiver.requests
+    assert [r.answer for r in requests] == ["500", "ok"]
+    assert len({r.headers["idempotency-key"] for r in requests}) == 1
+    assert requests[0].body == requests[1].body
+    delivered = requests[-1]
+    header = delivered.headers["gs1-signature"]
+    webhooks.verify(TOKEN, header, delivered.body, now=delivered.wall)
+    with pytest.raises(webhooks.InvalidSignature):
+        webhooks.verify("another-secret-0123456789", header, delivered.body, now=delivered.wall)
+    doc = json.loads(delivered.body)
+    assert doc["epcisBody"]["queryResults"]["subscriptionID"] == sid
+    events = doc["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    assert {e["epcList"][0] for e in events} == {f"urn:parceltrack:s10:{seeded.dispatched}"}
