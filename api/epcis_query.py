@@ -258,6 +258,15 @@ ORDER BY {{order}} LIMIT %(limit)s
 """
 
 
+# The stages whose reads have a fixed business step, whatever came before.
+_STEP_STAGES = {Stage.DELIVERY.value: "accepting", Stage.DISPATCH.value: "departing"}
+
+
+def _stages_for(steps: Iterable[str]) -> set[str]:
+    """Of the fixed-step stages, those whose step is among `steps`."""
+    return {stage for stage, step in _STEP_STAGES.items() if step in steps}
+
+
 @dataclass(frozen=True, slots=True)
 class Feed:
     """Where a subscription's feed stands: events recorded after (record time, scan id),
@@ -297,9 +306,10 @@ def events_sql(
     if query.match_epc:
         # Narrowed by index first (tracking number, or the manifest's EPC), then the
         # URI the event carries is compared exactly.
+        # One array, computed once: an OR with a subquery would defeat the index.
         where(
-            "AND (s.tracking_id = ANY(%(tracking_ids)s) OR s.tracking_id IN "
-            "(SELECT tracking_id FROM parcels WHERE epc = ANY(%(epcs)s)))",
+            "AND s.tracking_id = ANY(%(tracking_ids)s::text[] || "
+            "ARRAY(SELECT tracking_id FROM parcels WHERE epc = ANY(%(epcs)s::text[])))",
             tracking_ids=list(query.tracking_ids),
             epcs=list(query.epcs),
         )
@@ -310,10 +320,23 @@ def events_sql(
     if query.read_points:
         where("AND s.read_point_id = ANY(%(read_points)s)", read_points=list(query.read_points))
     if query.biz_steps:
+        # The step needs the parcel's previous read (a lateral lookup per row): the
+        # stage alone narrows the rows first, so departures or deliveries are cheap.
+        where(
+            "AND coalesce(rp.stage, '') <> ALL(%(stages_out)s)",
+            stages_out=sorted(_STEP_STAGES.keys() - _stages_for(query.biz_steps)),
+        )
+        if not {"arriving", SORTING_STEP} & set(query.biz_steps):
+            where(
+                "AND rp.stage = ANY(%(stages_in)s)",
+                stages_in=sorted(_stages_for(query.biz_steps)),
+            )
         outer.append("AND e.biz_step = ANY(%(biz_steps)s)")
         params["biz_steps"] = list(query.biz_steps)
     if feed is not None:
         where(
+            # The plain range too, so the index on ingested_at is used.
+            "AND s.ingested_at >= %(feed_at)s "
             "AND (s.ingested_at, s.event_id) > (%(feed_at)s, %(feed_event)s) "
             "AND s.ingested_at < %(feed_until)s",
             feed_at=feed.ingested,
@@ -324,7 +347,8 @@ def events_sql(
     else:
         if after is not None:
             where(
-                "AND (s.ts, s.event_id) > (%(after_ts)s, %(after_event)s)",
+                # The plain range too, so partitions and chunks before it are skipped.
+                "AND s.ts >= %(after_ts)s AND (s.ts, s.event_id) > (%(after_ts)s, %(after_event)s)",
                 after_ts=after.ts,
                 after_event=after.event_id,
             )

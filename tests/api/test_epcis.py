@@ -179,6 +179,9 @@ def _filtered(everything: list[dict[str, Any]], name: str, value: str) -> list[d
 FILTERS = {
     "bizStep arriving": ("EQ_bizStep", "arriving"),
     "bizStep two": ("EQ_bizStep", "departing|urn:parceltrack:bizstep:sorting"),
+    "bizStep departing": ("EQ_bizStep", "departing"),
+    "bizStep arriving or departing": ("EQ_bizStep", "arriving|departing"),
+    "bizStep not ours": ("EQ_bizStep", "shipping"),
     "bizLocation": ("EQ_bizLocation", f"urn:parceltrack:site:{SITE}"),
     "bizLocation elsewhere": ("EQ_bizLocation", "urn:parceltrack:site:NOWHERE"),
     "readPoint": ("EQ_readPoint", f"urn:parceltrack:rp:{SITE}-TUN1|urn:parceltrack:rp:{SITE}-SRT1"),
