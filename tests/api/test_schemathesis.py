@@ -6,6 +6,10 @@ stream is left out (an endless response); tests/api/test_controllers.py covers i
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -47,6 +51,23 @@ def partner_key(shared_api: SharedApi) -> str:
     return partner_owning(shared_api.seeded.dsn, "fuzz", shared_api.seeded.dispatched)
 
 
+_GS1 = json.loads(
+    (Path(__file__).resolve().parents[1] / "data/epcis-2.0-json-schema.json").read_text()
+)
+_GS1_VALIDATOR = jsonschema.validators.validator_for(_GS1)(
+    _GS1, format_checker=jsonschema.validators.validator_for(_GS1).FORMAT_CHECKER
+)
+
+
+def epcis_documents_are_valid(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case
+) -> bool | None:
+    """Every EPCIS document the interface answers with is valid by GS1's JSON Schema."""
+    if response.status_code == 200 and case.path.endswith("/events"):
+        _GS1_VALIDATOR.validate(response.json())
+    return None
+
+
 @schema.include(path_regex="^/epcis/").parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_epcis_conforms_to_its_schema_for_a_partner(
@@ -54,4 +75,7 @@ def test_epcis_conforms_to_its_schema_for_a_partner(
 ) -> None:
     """Generated EPCIS queries, named queries and subscriptions with a partner key never
     get a 5xx or an undocumented response."""
-    case.call_and_validate(headers={"Authorization": f"Bearer {partner_key}"}, checks=CHECKS)
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {partner_key}"},
+        checks=[*CHECKS, epcis_documents_are_valid],
+    )
