@@ -11,9 +11,10 @@ Matching is exact: `MATCH_epc` takes the URIs the events carry (`urn:epc:id:...`
 `urn:parceltrack:s10:<S10>`); EPC pattern URIs (`urn:epc:idpat:`) are not supported.
 
 Paging is keyset: events come in (eventTime, scan id) order, and the `nextPageToken`
-names the last event of the page and the query it belongs to, so a token is stable
-(the same token gives the same page, whatever was recorded since before it) and is
-refused with a query other than its own.
+names the last event of the page and the query it belongs to. A token is stable: it
+never expires and always resumes right after that event, so pages already read are
+neither repeated nor skipped when events are recorded meanwhile (those later in
+event time come on later pages); it is refused with a query other than its own.
 """
 
 from __future__ import annotations

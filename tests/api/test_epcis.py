@@ -7,15 +7,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
+import psycopg
 import pytest
 
-from tests.api.conftest import SCENARIO, SITE, Seeded, SharedApi, auth
+from ingest.store import ScanPartitions, write_scans
+from parceltrack.events import EventKind
+from storage.migrations import has_timescale
+from tests.api.conftest import SCENARIO, SITE, Seeded, SharedApi, _scan, auth
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 S10 = "urn:parceltrack:s10:"
@@ -76,7 +80,8 @@ def events(
     url: str | None = path
     sent: dict[str, Any] | None = params
     while url is not None:
-        response = p.http.get(url, params=sent, headers=auth(key))
+        # params={} would drop a query the URL already has (httpx), hence None.
+        response = p.http.get(url, params=sent or None, headers=auth(key))
         assert response.status_code == 200, response.text
         found += response.json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
         url, sent = response.links.get("next", {}).get("url"), None
@@ -333,3 +338,18 @@ def test_a_body_that_is_not_json_is_a_problem(partners: Partners) -> None:
     response = partners.http.post("/epcis/queries", content=b"\xff{", headers=auth(partners.staff))
     assert response.status_code == 400
     assert response.json()["detail"] == "body: not JSON"
+
+
+def test_a_token_resumes_after_its_event_while_new_events_arrive(partners: Partners) -> None:
+    """Events recorded between two pages neither repeat the first page nor get lost:
+    the token resumes after its event and the new read comes on a later page."""
+    seeded, staff = partners.seeded, partners.staff
+    first = partners.http.get("/epcis/events", params={"perPage": 2}, headers=auth(staff))
+    seen = first.json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    new = _scan(seeded.accepted, f"{SITE}-IND1", 950, datetime.now(UTC), EventKind.READ)
+    with psycopg.connect(seeded.dsn) as conn, conn.transaction():
+        write_scans(conn, [new], ScanPartitions(has_timescale(conn)))
+    rest = events(partners, staff, first.links["next"]["url"])
+    assert not {e["eventID"] for e in seen} & {e["eventID"] for e in rest}
+    assert rest[-1]["epcList"] == [S10 + seeded.accepted]
+    assert seen + rest == events(partners, staff, perPage=1000)
