@@ -457,7 +457,13 @@ def _subscription_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-_SUBSCRIPTION_COLUMNS = "subscription_id, dest, created_at, last_notified_at, initial_record_time"
+# lastNotifiedAt: when the receiver last accepted a delivery, as the engine recorded it.
+_SUBSCRIPTION_COLUMNS = (
+    "subscription_id, dest, created_at, initial_record_time, "
+    "(SELECT max(d.delivered_at) FROM outbound_deliveries d "
+    f"WHERE d.subscriber = '{epcis_feed.SUBSCRIBER_PREFIX}' || subscription_id "
+    "AND d.state = 'delivered') AS last_notified_at"
+)
 
 
 @router.post(

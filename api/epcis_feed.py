@@ -40,9 +40,12 @@ SETTLE = timedelta(seconds=2)
 KIND = "epcis.query"
 
 
+SUBSCRIBER_PREFIX = "epcis-subscription:"
+
+
 def subscriber(subscription_id: Any) -> str:
     """The name the delivery engine knows a subscription by (rate limit, dead letters)."""
-    return f"epcis-subscription:{subscription_id}"
+    return f"{SUBSCRIBER_PREFIX}{subscription_id}"
 
 
 async def _deliver_one(conn: AsyncConnection[Any], subscription_id: Any) -> int:

@@ -578,7 +578,6 @@ MIGRATIONS: tuple[Migration, ...] = (
             signature_token text,
             created_at      timestamptz NOT NULL DEFAULT now(),
             initial_record_time timestamptz NOT NULL,
-            last_notified_at timestamptz,
             cursor_ingested timestamptz NOT NULL,
             cursor_event    text NOT NULL DEFAULT '',
             FOREIGN KEY (owner, query_name) REFERENCES epcis_queries ON DELETE CASCADE

@@ -95,7 +95,7 @@ def test_a_partners_subscription_queues_its_parcels_events_once(
     expected = ran["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
     assert sorted(e["eventID"] for e in events) == sorted(e["eventID"] for e in expected)
     listed = client.get("/epcis/queries/mine/subscriptions", headers=auth(partner)).json()
-    assert [s["subscriptionID"] for s in listed] == [sid]
+    assert [(s["subscriptionID"], s["lastNotifiedAt"]) for s in listed] == [(sid, None)]
 
 
 def test_new_reads_are_queued_in_a_delivery_of_their_own(
@@ -199,5 +199,22 @@ def test_deliveries_reach_a_real_receiver_signed_in_gs1_signature(
         webhooks.verify("another-secret-0123456789", header, delivered.body, now=delivered.wall)
     doc = json.loads(delivered.body)
     assert doc["epcisBody"]["queryResults"]["subscriptionID"] == sid
+    listed = client.get("/epcis/queries/mine/subscriptions", headers=auth(partner)).json()
+    notified = datetime.fromisoformat(listed[0]["lastNotifiedAt"])
+    assert abs(notified.timestamp() - delivered.wall) < 5
     events = doc["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
     assert {e["epcList"][0] for e in events} == {f"urn:parceltrack:s10:{seeded.dispatched}"}
+
+
+def test_a_staff_subscription_covers_every_account(
+    client: TestClient, seeded: Seeded, partner: str, keys: dict[str, str]
+) -> None:
+    """A controller's subscription is not scoped: its delivery holds the reads of the
+    partner's parcel and of parcels of no account alike."""
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    _subscribe(client, keys["controller"], {}, initialRecordTime=since)
+    rows = wait_until(lambda: _queued(seeded.dsn), 15, "the staff subscription's delivery")
+    body = json.loads(rows[0]["body"])
+    events = body["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    parcels = {e["epcList"][0].removeprefix("urn:parceltrack:s10:") for e in events}
+    assert parcels == {seeded.dispatched, seeded.in_sorting, seeded.on_conveyor, seeded.missorted}
