@@ -48,6 +48,11 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/api-keys"): "admin",
     ("POST", "/v1/admin/api-keys"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
+    ("POST", "/v1/parcels/{tracking_id}/subscriptions"): "public",
+    ("GET", "/v1/unsubscribe/{token}"): "public",
+    ("POST", "/v1/unsubscribe/{token}"): "public",
+    ("GET", "/v1/admin/deliveries/dead"): "admin",
+    ("POST", "/v1/admin/deliveries/{delivery_id}/replay"): "admin",
 }
 CALLERS = ("anonymous", *ROLES)
 RANK = {"public": -1, **{role: rank for rank, role in enumerate(ROLES)}}
@@ -76,6 +81,8 @@ def _url(path: str, seeded: Seeded) -> str:
         "read_point": f"{SITE}-IND1",
         "device": f"{SITE}-scan-ind1",
         "key_id": "999999",
+        "delivery_id": "999999",
+        "token": "no-such-token-1",
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
