@@ -24,6 +24,10 @@ from notify.send import Outcome, SmtpServer, send_email, send_webhook
 from storage.outbound import Channel
 
 log = logging.getLogger(__name__)
+# httpx logs every request's URL at INFO and httpcore its hosts at DEBUG: a webhook URL
+# can carry the receiver's token, and no personal data may reach a log.
+for _chatty in ("httpx", "httpcore"):
+    logging.getLogger(_chatty).setLevel(logging.WARNING)
 
 WAKE_CHANNEL = "parceltrack_outbound"
 
