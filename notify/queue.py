@@ -36,11 +36,12 @@ class Delivery:
     secret: str | None
     attempts: int  # including this one
     retry_from: datetime
+    signature_header: str | None = None  # None: X-Parceltrack-Signature
 
 
 _COLUMNS = (
     "delivery_id, channel, target, subscriber, idempotency_key, kind, subject, body, html, "
-    "unsubscribe_url, secret, attempts, retry_from"
+    "unsubscribe_url, secret, attempts, retry_from, signature_header"
 )
 
 
@@ -105,6 +106,7 @@ def claim(
                 secret=r[10],
                 attempts=int(r[11]) + 1,
                 retry_from=r[12],
+                signature_header=r[13],
             )
             for r in send
         ]

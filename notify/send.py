@@ -67,7 +67,9 @@ def webhook_request(delivery: Delivery, now: float) -> tuple[dict[str, str], byt
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        webhooks.SIGNATURE_HEADER: webhooks.sign(delivery.secret, int(now), body),
+        delivery.signature_header or webhooks.SIGNATURE_HEADER: webhooks.sign(
+            delivery.secret, int(now), body
+        ),
         webhooks.IDEMPOTENCY_HEADER: delivery.idempotency_key,
         webhooks.KIND_HEADER: delivery.kind,
     }

@@ -233,3 +233,18 @@ def test_messages_of_a_crashed_engine_come_back_after_the_lease(db_dsn: str) -> 
             "SELECT detail, count(*)::int FROM outbound_attempts GROUP BY 1 ORDER BY 1"
         ).fetchall()
     assert attempts == [("HTTP 200", 3), ("in flight", 3)]
+
+
+def test_signature_in_another_header_when_asked(db_dsn: str) -> None:
+    """A webhook queued with signature_header="GS1-Signature" (EPCIS) is signed there."""
+    with webhook_receiver(lambda _r, _n: "ok") as receiver:
+        message = Outbound(
+            receiver.url, "partner:acme", "q1:1", "epcis.query",
+            Webhook({"type": "EPCISQueryDocument"}, "token-1", "GS1-Signature"),
+        )  # fmt: skip
+        with running(EngineSettings(db_dsn, retry=FAST)):
+            _queue(db_dsn, [message])
+            wait_until(lambda: receiver.requests, 20, "the EPCIS webhook")
+    request = receiver.requests[0]
+    assert webhooks.SIGNATURE_HEADER.lower() not in request.headers
+    webhooks.verify("token-1", request.headers["gs1-signature"], request.body, time.time())
