@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 BATCH = 500  # events per delivery: a document stays well under a megabyte
 SETTLE = timedelta(seconds=2)
 KIND = "epcis.query"
+# Where GS1's EPCIS 2.0 REST binding wants a subscription delivery's signature.
+GS1_SIGNATURE_HEADER = "GS1-Signature"
 
 
 SUBSCRIBER_PREFIX = "epcis-subscription:"
@@ -82,7 +84,11 @@ async def _deliver_one(conn: AsyncConnection[Any], subscription_id: Any) -> int:
                 # The batch's last event names it: a replayed round queues nothing new.
                 idempotency_key=f"{epcis_time(last['ingested_at'])}/{last['event_id']}",
                 kind=KIND,
-                content=Webhook(body=document, secret=sub["signature_token"]),
+                content=Webhook(
+                    body=document,
+                    secret=sub["signature_token"],
+                    signature_header=GS1_SIGNATURE_HEADER,
+                ),
             ),
         )
         await cur.execute(

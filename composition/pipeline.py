@@ -134,7 +134,7 @@ class Pipeline:
     verbose: bool = False  # every process logs at DEBUG
     # The notifier's SMTP server (smtp://host:port); None: e-mails wait in the queue.
     smtp_url: str | None = None
-    notify_hold_down_s: float = 3.0  # alerts resolved this fast are not told customers
+    notify_hold_down_s: float = 2.0  # alerts resolved this fast are not told customers
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 

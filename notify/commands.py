@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     notify.add_argument(
         "--hold-down",
         type=float,
-        default=3.0,
+        default=2.0,
         help="an alert resolved within this many seconds of opening is not notified",
     )
     notify.add_argument(

@@ -64,12 +64,12 @@ def webhook_request(delivery: Delivery, now: float) -> tuple[dict[str, str], byt
     """Headers and body of one attempt: signed at `now`, same key on every repeat."""
     assert delivery.secret is not None
     body = delivery.body.encode()
-    signature = webhooks.sign(delivery.secret, int(now), body)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        webhooks.SIGNATURE_HEADER: signature,
-        webhooks.GS1_SIGNATURE_HEADER: signature,
+        delivery.signature_header or webhooks.SIGNATURE_HEADER: webhooks.sign(
+            delivery.secret, int(now), body
+        ),
         webhooks.IDEMPOTENCY_HEADER: delivery.idempotency_key,
         webhooks.KIND_HEADER: delivery.kind,
     }

@@ -17,9 +17,6 @@ import hashlib
 import hmac
 
 SIGNATURE_HEADER = "X-Parceltrack-Signature"
-# The same signature again, in the header GS1's EPCIS 2.0 REST binding names for
-# subscription deliveries, so EPCIS clients find it where the standard says.
-GS1_SIGNATURE_HEADER = "GS1-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 KIND_HEADER = "X-Parceltrack-Kind"
 # A receiver refuses signatures older (or newer) than this, in seconds.

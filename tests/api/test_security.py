@@ -48,7 +48,6 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/api-keys"): "admin",
     ("POST", "/v1/admin/api-keys"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
-    # Customer subscriptions and dead letters (engineer D's, merged from i15-delivery).
     ("POST", "/v1/parcels/{tracking_id}/subscriptions"): "public",
     ("GET", "/v1/unsubscribe/{token}"): "public",
     ("POST", "/v1/unsubscribe/{token}"): "public",
@@ -92,8 +91,8 @@ def _url(path: str, seeded: Seeded) -> str:
         "read_point": f"{SITE}-IND1",
         "device": f"{SITE}-scan-ind1",
         "key_id": "999999",
-        "token": "no-such-token",
         "delivery_id": "999999",
+        "token": "no-such-token-1",
         "name": "no-such-query",
         "subscription_id": "00000000-0000-0000-0000-000000000000",
     }

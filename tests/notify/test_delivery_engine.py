@@ -12,6 +12,7 @@ import time
 import psycopg
 import pytest
 
+from notify import queue
 from notify.engine import EngineSettings
 from notify.policy import RateLimit, RetryPolicy
 from notify.send import SmtpServer
@@ -212,3 +213,38 @@ def test_no_address_url_or_token_in_logs(db_dsn: str, caplog: pytest.LogCaptureF
     assert "dead letter" in logged
     for secret in (token, "private.person", receiver.url, "127.0.0.1:", SECRET):
         assert secret not in logged
+
+
+def test_messages_of_a_crashed_engine_come_back_after_the_lease(db_dsn: str) -> None:
+    """Messages an engine claimed and never finished (it died) are sent by another
+    engine once their lease ends, and not before."""
+    with webhook_receiver(lambda _r, _n: "ok") as receiver:
+        _queue(db_dsn, [_hook(receiver.url, n) for n in range(3)])
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            claimed = queue.claim(conn, 10, lease_s=2.0, limit=RateLimit())
+        assert len(claimed) == 3  # ... and this "engine" dies without a word
+        started = time.monotonic()
+        with running(EngineSettings(db_dsn, retry=FAST)):
+            wait_until(lambda: _states(db_dsn) == {"delivered": 3}, 20, "3 delivered")
+        assert time.monotonic() - started >= 1.5
+    assert len(receiver.requests) == 3
+    with psycopg.connect(db_dsn) as conn:
+        attempts = conn.execute(
+            "SELECT detail, count(*)::int FROM outbound_attempts GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert attempts == [("HTTP 200", 3), ("in flight", 3)]
+
+
+def test_signature_in_another_header_when_asked(db_dsn: str) -> None:
+    """A webhook queued with signature_header="GS1-Signature" (EPCIS) is signed there."""
+    with webhook_receiver(lambda _r, _n: "ok") as receiver:
+        message = Outbound(
+            receiver.url, "partner:acme", "q1:1", "epcis.query",
+            Webhook({"type": "EPCISQueryDocument"}, "token-1", "GS1-Signature"),
+        )  # fmt: skip
+        with running(EngineSettings(db_dsn, retry=FAST)):
+            _queue(db_dsn, [message])
+            wait_until(lambda: receiver.requests, 20, "the EPCIS webhook")
+    request = receiver.requests[0]
+    assert webhooks.SIGNATURE_HEADER.lower() not in request.headers
+    webhooks.verify("token-1", request.headers["gs1-signature"], request.body, time.time())

@@ -63,7 +63,13 @@ def world(db_dsn: str) -> Iterator[World]:
             )
         )
         notifier = Notifier(
-            NotifierSettings(db_dsn, "http://api.example", hold_down_s=HOLD_DOWN, scan_lag_s=0.2)
+            NotifierSettings(
+                db_dsn,
+                "http://api.example",
+                hold_down_s=HOLD_DOWN,
+                scan_lag_s=0.2,
+                sweep_every_s=1.0,
+            )
         )
         with serving(engine, notifier):
             wait_until(lambda: _cursor_exists(db_dsn), 10, "the notifier's cursor")
@@ -198,3 +204,28 @@ def test_alert_kinds_map_to_customer_events(world: World, kind: str, event: str)
     _open_alert(world.seeded.dsn, world.parcel, kind)
     wait_until(lambda: _events(world.receiver) == [event], 10, f"the {event} webhook")
     assert json.loads(world.receiver.requests[0].body)["reason"]["code"] == kind
+
+
+def test_scan_committed_late_is_still_told(world: World) -> None:
+    """A scan whose transaction commits long after it began (behind the cursor) is
+    found by the sweep and told, once."""
+    dsn, parcel = world.seeded.dsn, world.parcel
+    event = ScanEvent(
+        device=f"{SITE}-SRT1-dev", boot=3, seq=1, ts=datetime.now(UTC), site=SITE,
+        read_point=f"{SITE}-SRT1", kind=EventKind.READ, code=parcel, tracking_id=parcel,
+    )  # fmt: skip
+    with psycopg.connect(dsn) as slow, slow.transaction():
+        write_scans(slow, [event], ScanPartitions(has_timescale(slow)))
+        _scan(dsn, parcel, "IND1", 50)  # committed first: moves the cursor past it
+        wait_until(lambda: _cursor_after(dsn, event.ts), 10, "the cursor past the slow scan")
+        wait_until(lambda: _events(world.receiver) == ["accepted"], 10, "the accepted webhook")
+    told = ["accepted", "sorted"]
+    wait_until(lambda: _events(world.receiver) == told, 10, "the late sorted webhook")
+    time.sleep(2.5)  # two more sweeps see it again
+    assert _events(world.receiver) == told
+
+
+def _cursor_after(dsn: str, at: datetime) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT scan_at FROM notify_cursor").fetchone()
+    return row is not None and row[0] > at
