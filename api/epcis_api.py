@@ -15,6 +15,7 @@ binding's exception types, the `detail` naming the parameter or field at fault.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -43,7 +44,7 @@ from api.epcis_query import (
     per_page,
     read_token,
 )
-from api.security import Caller, caller
+from api.security import Caller, RateLimiter, caller
 
 router = APIRouter(tags=["EPCIS"], prefix="/epcis")
 VERSION_HEADERS = {"GS1-EPCIS-Version": "2.0.0", "GS1-CBV-Version": "2.0.0"}
@@ -56,9 +57,12 @@ STAFF = ""  # the owner of the staff's named queries (a partner's is its account
 class EpcisProblem(Exception):
     """An error answered as RFC 7807 problem details, typed as the binding types it."""
 
-    def __init__(self, status: int, kind: str, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, kind: str, title: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status, self.kind, self.title, self.detail = status, kind, title, detail
+        self.headers = headers or {}
 
     def response(self) -> JSONResponse:
         body = {
@@ -67,9 +71,12 @@ class EpcisProblem(Exception):
             "status": self.status,
             "detail": self.detail,
         }
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
         return JSONResponse(
-            body, status_code=self.status, media_type="application/problem+json", headers=headers
+            body,
+            status_code=self.status,
+            media_type="application/problem+json",
+            headers={**headers, **self.headers},
         )
 
 
@@ -104,6 +111,17 @@ async def reader(request: Request) -> Caller:
             "SecurityException",
             "Access to resource forbidden",
             f"role {who.role} may not query EPCIS events; needs partner or controller",
+        )
+    # A partner's system may loop over queries: one bucket per key, as for lookups.
+    limiter: RateLimiter = request.app.state.limiter
+    wait = limiter.wait_for(f"key:{who.key_id}")
+    if wait > 0:
+        raise EpcisProblem(
+            429,
+            "TooManyRequestsException",
+            "Too many requests",
+            "too many requests for this key; slow down",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
         )
     return who
 
@@ -208,6 +226,7 @@ Responses = dict[int | str, dict[str, Any]]
 AUTH: Responses = {
     401: _problem("No API key, or an unknown one"),
     403: _problem("Not a partner or staff"),
+    429: _problem("Too many requests for this key; see Retry-After"),
 }
 QUERYING: Responses = {
     **AUTH,

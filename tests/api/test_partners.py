@@ -10,7 +10,9 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import Seeded, SharedApi, auth, partner_owning
+from api.app import create_app
+from composition.services import PrivateMosquitto
+from tests.api.conftest import Seeded, SharedApi, auth, make_key, partner_owning, settings_for
 from tests.api.test_security import MATRIX, _url
 
 EPCIS_OPERATIONS = sorted(op for op in MATRIX if op[1].startswith("/epcis/"))
@@ -162,3 +164,20 @@ def _accounts(dsn: str) -> dict[str, str | None]:
             "WHERE tracking_id IN ('RR473124829GB', 'EE471108151FR')"
         ).fetchall()
     return {str(t): a for t, a in rows}
+
+
+def test_epcis_calls_are_limited_per_key(seeded: Seeded, mqtt_server: PrivateMosquitto) -> None:
+    """Beyond its bucket a partner key gets a 429 problem with Retry-After, while
+    another key still gets its answers."""
+    key = partner_owning(seeded.dsn, "shop-a", seeded.dispatched)
+    other = make_key(seeded.dsn, "controller")
+    with TestClient(
+        create_app(settings_for(seeded.dsn, mqtt_server, rate_per_s=0.1, burst=2))
+    ) as c:
+        statuses = [c.get("/epcis/events", headers=auth(key)).status_code for _ in range(3)]
+        refused = c.get("/epcis/events", headers=auth(key))
+        assert c.get("/epcis/events", headers=auth(other)).status_code == 200
+    assert statuses == [200, 200, 429]
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["type"] == "epcisException:TooManyRequestsException"
