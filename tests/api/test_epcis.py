@@ -277,6 +277,8 @@ def test_named_queries_are_stored_run_and_kept_per_owner(
     assert {e["bizStep"] for e in found} == {"departing"}
     listed = http.get("/epcis/queries", headers=auth(partners.shop_a)).json()
     assert {"name": "departures", "query": {"EQ_bizStep": ["departing"]}} in listed
+    staff = http.get("/epcis/queries", headers=auth(partners.staff)).json()
+    assert "departures" not in {q["name"] for q in staff}
     for path in ("/epcis/queries/departures", "/epcis/queries/departures/events"):
         hidden = http.get(path, headers=auth(partners.shop_b))
         assert hidden.status_code == 404

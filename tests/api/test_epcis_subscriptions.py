@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from api import epcis_feed
 from api.epcis import SORTING_STEP
 from api.epcis_feed import KIND, subscriber
 from ingest.store import ScanPartitions, write_scans
@@ -218,3 +219,32 @@ def test_a_staff_subscription_covers_every_account(
     events = body["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
     parcels = {e["epcList"][0].removeprefix("urn:parceltrack:s10:") for e in events}
     assert parcels == {seeded.dispatched, seeded.in_sorting, seeded.on_conveyor, seeded.missorted}
+
+
+def test_a_backlog_goes_out_in_batches_each_event_once(
+    client: TestClient, seeded: Seeded, partner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With batches of 2, the partner's 5 waiting events leave as 3 deliveries of 2, 2
+    and 1 events, each with its own idempotency key, no event twice, none missing."""
+    monkeypatch.setattr(epcis_feed, "BATCH", 2)
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    _subscribe(client, partner, {}, initialRecordTime=since)
+
+    def delivered() -> list[dict[str, Any]]:
+        rows = _queued(seeded.dsn)
+        return rows if sum(len(_events(r)) for r in rows) >= 5 else []
+
+    rows = wait_until(delivered, 15, "5 events queued")
+    assert [len(_events(r)) for r in rows] == [2, 2, 1]
+    assert len({r["idempotency_key"] for r in rows}) == 3
+    ids = [e["eventID"] for r in rows for e in _events(r)]
+    ran = client.get("/epcis/queries/mine/events", headers=auth(partner)).json()
+    expected = ran["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    assert sorted(ids) == sorted(e["eventID"] for e in expected) and len(set(ids)) == 5
+
+
+def _events(row: dict[str, Any]) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = json.loads(row["body"])["epcisBody"]["queryResults"][
+        "resultsBody"
+    ]["eventList"]
+    return events
