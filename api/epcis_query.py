@@ -99,8 +99,10 @@ def _time(name: str, raw: Sequence[str]) -> datetime:
     try:
         when = datetime.fromisoformat(raw[0])
     except ValueError:
+        # A '+' sent unencoded in a URL arrives as a space.
+        hint = " (send the + of an offset as %2B)" if " " in raw[0] else ""
         raise QueryParameterError(
-            name, f"{raw[0][:40]!r} is not a date-time such as 2026-11-28T09:00:00Z"
+            name, f"{raw[0][:40]!r} is not a date-time such as 2026-11-28T09:00:00Z{hint}"
         ) from None
     if when.tzinfo is None:
         raise QueryParameterError(name, "needs a UTC offset (Z or +hh:mm)")

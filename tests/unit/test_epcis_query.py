@@ -116,3 +116,11 @@ def test_the_sql_business_step_is_the_python_one(db_dsn: str) -> None:
                 assert row[0] == biz_step(stage, first), (stage, prev)
                 seen.add(row[0])
     assert seen == {"arriving", "departing", "accepting", SORTING_STEP}
+
+
+def test_an_unencoded_plus_in_a_time_gets_a_hint() -> None:
+    """A time whose + offset was sent unencoded (so arrives as a space) is refused with
+    the fix in the message; the encoded one is accepted."""
+    with pytest.raises(QueryParameterError, match="%2B"):
+        parse({"GE_eventTime": ["2026-11-28T09:00:00 08:00"]})
+    assert parse({"GE_eventTime": ["2026-11-28T09:00:00+08:00"]}).time_from is not None
