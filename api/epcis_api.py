@@ -36,6 +36,7 @@ from api.epcis_http import (
     Reader,
     Responses,
     bad_parameter,
+    check_accept,
     definition,
     invalid,
     json_body,
@@ -72,6 +73,7 @@ def _multi(request: Request) -> dict[str, list[str]]:
 async def _page(
     request: Request, who: Caller, name: str, query: EventQuery, paging: Mapping[str, Sequence[str]]
 ) -> Response:
+    check_accept(request)
     try:
         limit = per_page(paging.get("perPage", ()))
         after = read_token(paging.get("nextPageToken", ()), query)
@@ -130,6 +132,7 @@ QUERYING: Responses = {
     **AUTH,
     200: _DOCUMENT,
     400: problem("A query parameter is wrong; detail names it"),
+    406: problem("The Accept header rules out JSON"),
 }
 _DEFINITION_SCHEMA = {
     "type": "object",

@@ -160,3 +160,22 @@ async def definition(conn: AsyncConnection[Any], who: Caller, name: str) -> Any:
     if row is None:
         raise no_such(f"no named query {name[:100]!r}")
     return row[0]
+
+
+# What a client may accept for an EPCIS document (JSON; JSON-LD is JSON).
+_ACCEPTED = ("application/json", "application/ld+json", "application/*", "*/*")
+
+
+def check_accept(request: Request) -> None:
+    """406 NotAcceptableException when the Accept header rules out JSON (XML, say)."""
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    if not offered & set(_ACCEPTED):
+        raise EpcisProblem(
+            406,
+            "NotAcceptableException",
+            "Not acceptable",
+            "Accept: this repository answers application/json (EPCIS 2.0 JSON) only",
+        )

@@ -355,3 +355,19 @@ def test_a_token_resumes_after_its_event_while_new_events_arrive(partners: Partn
     assert not {e["eventID"] for e in seen} & {e["eventID"] for e in rest}
     assert rest[-1]["epcList"] == [S10 + seeded.accepted]
     assert seen + rest == events(partners, staff, perPage=1000)
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [("application/xml", 406), ("text/html, application/xml;q=0.9", 406),
+     ("application/json", 200), ("application/ld+json", 200), ("text/html, */*;q=0.8", 200)],
+)  # fmt: skip
+def test_documents_are_json_and_other_accept_headers_get_406(
+    partners: Partners, accept: str, status: int
+) -> None:
+    """An Accept header that rules out JSON is a 406 NotAcceptableException problem."""
+    headers = {**auth(partners.staff), "Accept": accept}
+    response = partners.http.get("/epcis/events", headers=headers)
+    assert response.status_code == status, response.text
+    if status == 406:
+        assert response.json()["type"] == "epcisException:NotAcceptableException"
