@@ -146,6 +146,12 @@ def parse(params: Mapping[str, Sequence[str]]) -> EventQuery:
         if ":" not in value:
             raise QueryParameterError("MATCH_epc", f"{value[:40]!r} is not a URI")
     time_from, time_to = times.get("GE_eventTime"), times.get("LT_eventTime")
+    sites = _suffixes("EQ_bizLocation", lists.get("EQ_bizLocation", ()), SITE_URI)
+    read_points = _suffixes("EQ_readPoint", lists.get("EQ_readPoint", ()), READ_POINT_URI)
+    # A location filter naming none of our locations matches nothing.
+    nothing |= ("EQ_bizLocation" in lists and not sites) or (
+        "EQ_readPoint" in lists and not read_points
+    )
     return EventQuery(
         time_from=time_from,
         time_to=time_to,
@@ -153,19 +159,11 @@ def parse(params: Mapping[str, Sequence[str]]) -> EventQuery:
         epcs=tuple(v for v in epcs if v.startswith("urn:epc:id:")),
         match_epc="MATCH_epc" in lists,
         biz_steps=tuple(lists.get("EQ_bizStep", ())),
-        sites=_suffixes("EQ_bizLocation", lists.get("EQ_bizLocation", ()), SITE_URI),
-        read_points=_suffixes("EQ_readPoint", lists.get("EQ_readPoint", ()), READ_POINT_URI),
-        nothing=nothing
-        or bool(time_from and time_to and time_from >= time_to)
-        or any(n in lists and not _kept(lists[n], n) for n in ("EQ_bizLocation", "EQ_readPoint")),
+        sites=sites,
+        read_points=read_points,
+        nothing=nothing or bool(time_from and time_to and time_from >= time_to),
         definition=definition,
     )
-
-
-def _kept(values: Sequence[str], name: str) -> bool:
-    """Whether any of a location filter's URIs is one of ours (else nothing matches)."""
-    prefix = SITE_URI if name == "EQ_bizLocation" else READ_POINT_URI
-    return any(v.startswith(prefix) for v in values)
 
 
 def from_definition(query: Any) -> EventQuery:
