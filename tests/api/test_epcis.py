@@ -371,3 +371,26 @@ def test_documents_are_json_and_other_accept_headers_get_406(
     assert response.status_code == status, response.text
     if status == 406:
         assert response.json()["type"] == "epcisException:NotAcceptableException"
+
+
+def test_a_parcel_with_an_epc_uri_is_matched_by_it(partners: Partners) -> None:
+    """A parcel whose manifest holds an EPC URI carries it in epcList, MATCH_epc finds
+    its events by it (not by its S10 URI), as in its own export."""
+    seeded, epc = partners.seeded, "urn:epc:id:sscc:0614141.1234567890"
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE parcels SET epc = %s WHERE tracking_id = %s", (epc, seeded.on_conveyor)
+        )
+    try:
+        found = events(partners, partners.staff, MATCH_epc=epc)
+        export = partners.http.get(f"/v1/parcels/{seeded.on_conveyor}/epcis").json()
+        assert found and {e["epcList"][0] for e in found} == {epc}
+        assert [e["eventID"] for e in found] == [
+            e["eventID"] for e in export["epcisBody"]["eventList"]
+        ]
+        assert events(partners, partners.staff, MATCH_epc=S10 + seeded.on_conveyor) == []
+    finally:
+        with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE parcels SET epc = NULL WHERE tracking_id = %s", (seeded.on_conveyor,)
+            )
