@@ -43,6 +43,9 @@ class EngineSettings:
     poll_s: float = 1.0
     # Longer than any attempt can take, so a lease ends only when its engine died.
     lease_s: float = 60.0
+    # Webhooks to loopback or private addresses: only where receivers live there (the
+    # tests, the demo, a closed network). Otherwise refused as dead letters.
+    allow_private_targets: bool = False
 
     def __repr__(self) -> str:  # the DSN may carry a password
         return f"EngineSettings(workers={self.workers}, retry={self.retry}, rate={self.rate})"
@@ -88,7 +91,7 @@ class DeliveryEngine:
     def _send(self, client: httpx.Client, delivery: queue.Delivery) -> Outcome:
         try:
             if delivery.channel is Channel.WEBHOOK:
-                return send_webhook(client, delivery)
+                return send_webhook(client, delivery, self.settings.allow_private_targets)
             if self.settings.smtp is None:
                 return Outcome(False, "no SMTP server configured")
             return send_email(self.settings.smtp, delivery, self.settings.timeout_s)
@@ -103,7 +106,7 @@ class DeliveryEngine:
             return
         failures = queue.record(
             conn,
-            [(d, o.ok, o.detail) for d, o in finished],
+            [(d, o.ok, o.detail, o.permanent) for d, o in finished],
             self.settings.retry,
             datetime.now(UTC),
         )

@@ -58,6 +58,7 @@ def world(db_dsn: str) -> Iterator[World]:
         engine = DeliveryEngine(
             EngineSettings(
                 db_dsn,
+                allow_private_targets=True,
                 smtp=SmtpServer.from_url(url, "parceltrack <n@example.org>"),
                 retry=RetryPolicy(base_s=0.1, cap_s=0.5, window_s=30),
             )
