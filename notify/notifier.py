@@ -21,7 +21,7 @@ import stamina
 
 from notify import follow, rules
 from notify.texts import Notice, email, webhook_body
-from storage.outbound import Outbound, Webhook, enqueue
+from storage.outbound import Email, Outbound, Webhook, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Notifier:
         base = self.settings.public_url.rstrip("/")
         if sub.channel == "webhook":
             assert sub.secret is not None
-            content: Any = Webhook(
+            content: Email | Webhook = Webhook(
                 webhook_body(notice, sub.language, sub.subscription_id), sub.secret
             )
         else:
