@@ -165,14 +165,16 @@ class Notifier:
 
 def _cursor(conn: psycopg.Connection[Any]) -> tuple[datetime, int]:
     """The cursor, locked for this round; a first notifier starts from now."""
-    conn.execute(
-        "INSERT INTO notify_cursor (name, scan_at, alert_event) VALUES (%s, now(), %s) "
-        "ON CONFLICT (name) DO NOTHING",
-        (CURSOR, follow.last_alert_event(conn)),
-    )
     row = conn.execute(
         "SELECT scan_at, alert_event FROM notify_cursor WHERE name = %s FOR UPDATE", (CURSOR,)
     ).fetchone()
+    if row is None:
+        row = conn.execute(
+            "INSERT INTO notify_cursor (name, scan_at, alert_event) VALUES (%s, now(), %s) "
+            "ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name "
+            "RETURNING scan_at, alert_event",
+            (CURSOR, follow.last_alert_event(conn)),
+        ).fetchone()
     assert row is not None
     return row[0], int(row[1])
 

@@ -166,3 +166,15 @@ def record(
                 )
             failures.append((delivery, retry_at))
     return failures
+
+
+def prune(conn: psycopg.Connection[Any], keep_days: float) -> int:
+    """Delete delivered and cancelled messages (and their attempts) older than
+    `keep_days`; dead letters stay until an admin replays them. A message queued again
+    with a pruned key is sent again: keys protect against repeats within that time."""
+    cur = conn.execute(
+        "DELETE FROM outbound_deliveries WHERE state IN ('delivered', 'cancelled') "
+        "AND created_at < now() - make_interval(secs => %s * 86400)",
+        (keep_days,),
+    )
+    return cur.rowcount

@@ -288,3 +288,18 @@ def test_public_target(url: str, public: bool) -> None:
     """Loopback, private and link-local hosts are not public; an unresolvable one is let
     through to fail (and be retried) like any unreachable receiver."""
     assert public_target(url) is public
+
+
+def test_old_delivered_messages_are_pruned_dead_letters_kept(db_dsn: str) -> None:
+    """The engine deletes delivered messages older than keep_days; dead letters stay."""
+    with psycopg.connect(db_dsn) as conn:
+        for n in range(3):
+            enqueue(conn, _hook("http://example.org/h", n))
+        conn.execute(
+            "UPDATE outbound_deliveries SET created_at = now() - interval '31 days', "
+            "state = CASE delivery_id WHEN 1 THEN 'delivered' WHEN 2 THEN 'dead' "
+            "ELSE 'delivered' END"
+        )
+        conn.execute("UPDATE outbound_deliveries SET created_at = now() WHERE delivery_id = 3")
+    with running(EngineSettings(db_dsn, keep_days=30)):
+        wait_until(lambda: _states(db_dsn) == {"dead": 1, "delivered": 1}, 10, "one pruned")
