@@ -45,6 +45,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="an alert resolved within this many seconds of opening is not notified",
     )
     notify.add_argument(
+        "--keep-days", type=float, default=30.0, help="delete delivered messages after (days)"
+    )
+    notify.add_argument(
+        "--allow-private-targets",
+        action="store_true",
+        help="deliver webhooks to loopback and private addresses (tests, demo, closed networks)",
+    )
+    notify.add_argument(
         "--no-notifier", action="store_true", help="only deliver; do not follow scans and alerts"
     )
     notify.set_defaults(func=run)
@@ -66,6 +74,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             rate=RateLimit(per_window=args.rate, window_s=args.rate_window),
             workers=args.workers,
             timeout_s=args.timeout,
+            allow_private_targets=args.allow_private_targets,
+            keep_days=args.keep_days,
         )
     )
     stop = stop_on_signals()

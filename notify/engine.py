@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,11 @@ class EngineSettings:
     poll_s: float = 1.0
     # Longer than any attempt can take, so a lease ends only when its engine died.
     lease_s: float = 60.0
+    # Webhooks to loopback or private addresses: only where receivers live there (the
+    # tests, the demo, a closed network). Otherwise refused as dead letters.
+    allow_private_targets: bool = False
+    keep_days: float = 30.0  # delivered messages are deleted after this long
+    prune_every_s: float = 600.0
 
     def __repr__(self) -> str:  # the DSN may carry a password
         return f"EngineSettings(workers={self.workers}, retry={self.retry}, rate={self.rate})"
@@ -70,7 +76,12 @@ class DeliveryEngine:
             listener.execute(f"LISTEN {WAKE_CHANNEL}")
             log.info("delivery engine running with %d workers", s.workers)
             flying: dict[Future[Outcome], queue.Delivery] = {}
+            pruned_at = 0.0
             while not stop.is_set():
+                if time.monotonic() - pruned_at >= s.prune_every_s:
+                    pruned_at = time.monotonic()
+                    if count := queue.prune(conn, s.keep_days):
+                        log.info("pruned %d delivered messages", count)
                 free = s.workers - len(flying)
                 if free > 0:
                     for delivery in queue.claim(conn, free, s.lease_s, s.rate):
@@ -88,7 +99,7 @@ class DeliveryEngine:
     def _send(self, client: httpx.Client, delivery: queue.Delivery) -> Outcome:
         try:
             if delivery.channel is Channel.WEBHOOK:
-                return send_webhook(client, delivery)
+                return send_webhook(client, delivery, self.settings.allow_private_targets)
             if self.settings.smtp is None:
                 return Outcome(False, "no SMTP server configured")
             return send_email(self.settings.smtp, delivery, self.settings.timeout_s)
@@ -103,7 +114,7 @@ class DeliveryEngine:
             return
         failures = queue.record(
             conn,
-            [(d, o.ok, o.detail) for d, o in finished],
+            [(d, o.ok, o.detail, o.permanent) for d, o in finished],
             self.settings.retry,
             datetime.now(UTC),
         )

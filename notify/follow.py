@@ -57,15 +57,18 @@ def scans_after(
     conn: psycopg.Connection[Any], since: datetime, lag_s: float, limit: int = 5000
 ) -> list[ScanSeen]:
     """Scans of subscribed parcels ingested after `since` and at least `lag_s` ago."""
+    # RFID reads name the tag (EPC), not the parcel: the manifest says whose it is.
     rows = conn.execute(
-        "SELECT s.ingested_at, s.tracking_id, s.ts, s.site_id, st.name, st.timezone, "
-        "rp.stage, p.origin_site FROM scans s "
+        f"WITH watched AS (SELECT tracking_id, epc, origin_site FROM parcels "
+        f"WHERE tracking_id IN ({_ACTIVE})) "
+        "SELECT s.ingested_at, w.tracking_id, s.ts, s.site_id, st.name, st.timezone, "
+        "rp.stage, w.origin_site FROM scans s "
+        "JOIN watched w ON s.tracking_id = w.tracking_id "
+        "OR (s.tracking_id IS NULL AND s.epc IS NOT NULL AND s.epc = w.epc) "
         "JOIN read_points rp ON rp.read_point_id = s.read_point_id "
         "JOIN sites st ON st.site_id = s.site_id "
-        "LEFT JOIN parcels p ON p.tracking_id = s.tracking_id "
-        f"WHERE s.ingested_at > %s AND s.ingested_at <= now() - make_interval(secs => %s) "
-        f"AND s.kind <> 'noread' AND s.tracking_id IN ({_ACTIVE}) "
-        "ORDER BY s.ingested_at, s.ts LIMIT %s",
+        "WHERE s.ingested_at > %s AND s.ingested_at <= now() - make_interval(secs => %s) "
+        "AND s.kind <> 'noread' ORDER BY s.ingested_at, s.ts LIMIT %s",
         (since, lag_s, limit),
     ).fetchall()
     return [ScanSeen(*row) for row in rows]

@@ -21,7 +21,7 @@ import stamina
 
 from notify import follow, rules
 from notify.texts import Notice, email, webhook_body
-from storage.outbound import Outbound, Webhook, enqueue
+from storage.outbound import Email, Outbound, Webhook, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Notifier:
         base = self.settings.public_url.rstrip("/")
         if sub.channel == "webhook":
             assert sub.secret is not None
-            content: Any = Webhook(
+            content: Email | Webhook = Webhook(
                 webhook_body(notice, sub.language, sub.subscription_id), sub.secret
             )
         else:
@@ -165,14 +165,16 @@ class Notifier:
 
 def _cursor(conn: psycopg.Connection[Any]) -> tuple[datetime, int]:
     """The cursor, locked for this round; a first notifier starts from now."""
-    conn.execute(
-        "INSERT INTO notify_cursor (name, scan_at, alert_event) VALUES (%s, now(), %s) "
-        "ON CONFLICT (name) DO NOTHING",
-        (CURSOR, follow.last_alert_event(conn)),
-    )
     row = conn.execute(
         "SELECT scan_at, alert_event FROM notify_cursor WHERE name = %s FOR UPDATE", (CURSOR,)
     ).fetchone()
+    if row is None:
+        row = conn.execute(
+            "INSERT INTO notify_cursor (name, scan_at, alert_event) VALUES (%s, now(), %s) "
+            "ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name "
+            "RETURNING scan_at, alert_event",
+            (CURSOR, follow.last_alert_event(conn)),
+        ).fetchone()
     assert row is not None
     return row[0], int(row[1])
 

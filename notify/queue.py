@@ -124,29 +124,34 @@ def seconds_to_next(conn: psycopg.Connection[Any]) -> float:
 
 def record(
     conn: psycopg.Connection[Any],
-    outcomes: list[tuple[Delivery, bool, str]],
+    outcomes: list[tuple[Delivery, bool, str, bool]],
     policy: RetryPolicy,
     now: datetime,
 ) -> list[tuple[Delivery, datetime | None]]:
-    """Record the outcomes of finished attempts in one transaction. For each failure,
-    when it is tried next, or None: it is now a dead letter."""
+    """Record the outcomes (delivery, ok, detail, permanent) of finished attempts in one
+    transaction. For each failure, when it is tried next, or None: it is now a dead
+    letter (the window is over, or the failure is permanent)."""
     failures: list[tuple[Delivery, datetime | None]] = []
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             "UPDATE outbound_attempts SET ok = %s, detail = %s WHERE attempt_id = %s",
-            [(ok, detail[:500], d.attempt_id) for d, ok, detail in outcomes],
+            [(ok, detail[:500], d.attempt_id) for d, ok, detail, _ in outcomes],
         )
-        done = [d.delivery_id for d, ok, _ in outcomes if ok]
+        done = [d.delivery_id for d, ok, _, _ in outcomes if ok]
         if done:
             cur.execute(
                 "UPDATE outbound_deliveries SET state = 'delivered', delivered_at = now(), "
                 "last_error = NULL WHERE delivery_id = ANY(%s) AND state = 'pending'",
                 (done,),
             )
-        for delivery, ok, detail in outcomes:
+        for delivery, ok, detail, permanent in outcomes:
             if ok:
                 continue
-            retry_at = policy.next_attempt(delivery.retry_from, now, delivery.attempts)
+            retry_at = (
+                None
+                if permanent
+                else policy.next_attempt(delivery.retry_from, now, delivery.attempts)
+            )
             if retry_at is None:
                 cur.execute(
                     "UPDATE outbound_deliveries SET state = 'dead', dead_at = now(), "
@@ -161,3 +166,15 @@ def record(
                 )
             failures.append((delivery, retry_at))
     return failures
+
+
+def prune(conn: psycopg.Connection[Any], keep_days: float) -> int:
+    """Delete delivered and cancelled messages (and their attempts) older than
+    `keep_days`; dead letters stay until an admin replays them. A message queued again
+    with a pruned key is sent again: keys protect against repeats within that time."""
+    cur = conn.execute(
+        "DELETE FROM outbound_deliveries WHERE state IN ('delivered', 'cancelled') "
+        "AND created_at < now() - make_interval(secs => %s * 86400)",
+        (keep_days,),
+    )
+    return cur.rowcount

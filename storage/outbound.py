@@ -171,12 +171,10 @@ async def replay(conn: psycopg.AsyncConnection[Any], delivery_id: int) -> str | 
     """Send a dead letter again with a fresh retry window; the state it was in before
     (only 'dead' is replayed), or None when there is no such delivery."""
     cur = await conn.execute(
-        "WITH before AS (SELECT state FROM outbound_deliveries WHERE delivery_id = %s "
-        "FOR UPDATE) "
-        "UPDATE outbound_deliveries d SET state = 'pending', next_attempt_at = now(), "
-        "retry_from = now(), dead_at = NULL FROM before "
-        "WHERE d.delivery_id = %s AND before.state = 'dead' RETURNING 'dead'",
-        (delivery_id, delivery_id),
+        "UPDATE outbound_deliveries SET state = 'pending', next_attempt_at = now(), "
+        "retry_from = now(), dead_at = NULL WHERE delivery_id = %s AND state = 'dead' "
+        "RETURNING delivery_id",
+        (delivery_id,),
     )
     if await cur.fetchone() is not None:
         return "dead"

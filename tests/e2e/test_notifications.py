@@ -66,7 +66,8 @@ def test_simulated_delay_reaches_the_subscriber(
     services_dir: Path, receivers: tuple[WebhookReceiver, Mailbox, str]
 ) -> None:
     """The delay the simulator injects is told by webhook (signed, en) and e-mail (zh-CN)
-    with a new expected time, within 5 s of the delay alert opening."""
+    with a new expected time, within 5 s of the delay alert opening; the e-mail's
+    unsubscribe link ends its subscription."""
     hooks, mailbox, smtp_url = receivers
     assert (float(DELAYED.details["next_read_at_s"]) - DELAYED.detectable_at_s) / SPEED > 3
     pipeline = Pipeline(
@@ -118,5 +119,15 @@ def test_simulated_delay_reaches_the_subscriber(
         )[0]
         text = mail.get_body(("plain",))
         assert text is not None and "新的预计时间" in text.get_content()
+        # The e-mail's unsubscribe link works against the running API.
+        link = str(mail["List-Unsubscribe"]).strip().strip("<>")
+        assert link.startswith(f"{pipeline.api_url}/v1/unsubscribe/") and link in text.get_content()
+        with urllib.request.urlopen(link, timeout=10) as resp:
+            assert resp.status == 200 and "已退订" in resp.read().decode()
+        with psycopg.connect(pipeline.dsn) as conn:
+            ended = conn.execute(
+                "SELECT count(*) FROM customer_subscriptions WHERE unsubscribed_at IS NOT NULL"
+            ).fetchone()
+        assert ended == (1,)
     finally:
         pipeline.stop()

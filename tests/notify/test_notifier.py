@@ -58,6 +58,7 @@ def world(db_dsn: str) -> Iterator[World]:
         engine = DeliveryEngine(
             EngineSettings(
                 db_dsn,
+                allow_private_targets=True,
                 smtp=SmtpServer.from_url(url, "parceltrack <n@example.org>"),
                 retry=RetryPolicy(base_s=0.1, cap_s=0.5, window_s=30),
             )
@@ -229,3 +230,19 @@ def _cursor_after(dsn: str, at: datetime) -> bool:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT scan_at FROM notify_cursor").fetchone()
     return row is not None and row[0] > at
+
+
+def test_rfid_reads_name_the_parcel_by_its_tag(world: World) -> None:
+    """An RFID pass (EPC only, no tracking number) of a subscribed parcel is told too."""
+    dsn, parcel = world.seeded.dsn, world.parcel
+    epc = "urn:epc:id:sscc:0614141.1234567890"
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE parcels SET epc = %s WHERE tracking_id = %s", (epc, parcel))
+    event = ScanEvent(
+        device=f"{SITE}-SRT1-dev", boot=4, seq=1, ts=datetime.now(UTC), site=SITE,
+        read_point=f"{SITE}-SRT1", kind=EventKind.SEEN, epc=epc,
+    )  # fmt: skip
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        write_scans(conn, [event], ScanPartitions(has_timescale(conn)))
+    wait_until(lambda: _events(world.receiver) == ["sorted"], 10, "the sorted webhook")
+    assert json.loads(world.receiver.requests[0].body)["tracking_id"] == parcel

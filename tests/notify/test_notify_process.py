@@ -27,7 +27,15 @@ SECRET = "whsec_do-not-log-me"
 def notify_process(dsn: str, log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "composition.cli", "-v", "notify", *args],
+            [
+                sys.executable,
+                "-m",
+                "composition.cli",
+                "-v",
+                "notify",
+                "--allow-private-targets",
+                *args,
+            ],
             env={**os.environ, "PARCELTRACK_DSN": dsn},
             stdout=out,
             stderr=subprocess.STDOUT,
