@@ -12,7 +12,15 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from composition.services import PrivateMosquitto
-from tests.api.conftest import Seeded, SharedApi, auth, make_key, partner_owning, settings_for
+from tests.api.conftest import (
+    SCENARIO,
+    Seeded,
+    SharedApi,
+    auth,
+    make_key,
+    partner_owning,
+    settings_for,
+)
 from tests.api.test_security import MATRIX, _url
 
 EPCIS_OPERATIONS = sorted(op for op in MATRIX if op[1].startswith("/epcis/"))
@@ -181,3 +189,20 @@ def test_epcis_calls_are_limited_per_key(seeded: Seeded, mqtt_server: PrivateMos
     assert refused.headers["content-type"] == "application/problem+json"
     assert int(refused.headers["Retry-After"]) >= 1
     assert refused.json()["type"] == "epcisException:TooManyRequestsException"
+
+
+def test_the_demos_partner_sees_the_parcels_it_was_given(
+    client: TestClient, seeded: Seeded
+) -> None:
+    """composition.demo.partner_key gives parcels to an account through the manifest and
+    returns a partner key that finds their EPCIS events, and no others."""
+    from composition.demo import partner_key
+
+    given = [m for m in SCENARIO.reference_data().manifest if m.tracking_id == seeded.dispatched]
+    key = partner_key(seeded.dsn, given, "demo-shop")
+    found = client.get("/epcis/events", headers=auth(key)).json()
+    events = found["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    assert events and {e["epcList"][0] for e in events} == {
+        f"urn:parceltrack:s10:{seeded.dispatched}"
+    }
+    assert client.get(f"/v1/parcels/{seeded.missorted}", headers=auth(key)).status_code == 404
