@@ -114,14 +114,24 @@ async def feed_round(pool: AsyncConnectionPool[Any]) -> int:
 
 
 async def run(pool: AsyncConnectionPool[Any], every_s: float = 1.0) -> None:
-    """Feed rounds until cancelled; a failed round is logged and retried."""
+    """Feed rounds until cancelled; a failed round is retried. The first failure of a
+    run of them is a warning, the rest debug: an outage logs once, not every second."""
+    failing = False
     while True:
         try:
             queued = await feed_round(pool)
             if queued:
                 log.info("EPCIS subscriptions: %d events queued for delivery", queued)
+            if failing:
+                log.info("EPCIS subscription rounds work again")
+            failing = False
         except Exception:  # the database may be away; the next round tries again
-            log.warning("EPCIS subscription round failed", exc_info=True)
+            log.log(
+                logging.DEBUG if failing else logging.WARNING,
+                "EPCIS subscription round failed",
+                exc_info=True,
+            )
+            failing = True
         await asyncio.sleep(every_s)
 
 

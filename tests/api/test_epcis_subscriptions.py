@@ -5,6 +5,7 @@ against a real PostgreSQL and the API's own background feed."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,3 +255,28 @@ def _events(row: dict[str, Any]) -> list[dict[str, Any]]:
         "resultsBody"
     ]["eventList"]
     return events
+
+
+def test_an_unreachable_database_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    """While the database cannot be reached, the feed retries every round but warns
+    only at the first failure."""
+    import asyncio
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from composition.services import free_port
+
+    async def a_while_without_database() -> None:
+        dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/none?connect_timeout=1"
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, timeout=0.1, open=False)
+        await pool.open(wait=False)
+        task = asyncio.create_task(epcis_feed.run(pool, every_s=0.05))
+        await asyncio.sleep(1.5)
+        task.cancel()
+        await pool.close()
+
+    caplog.set_level(logging.DEBUG, logger="api.epcis_feed")
+    asyncio.run(a_while_without_database())
+    failures = [r for r in caplog.records if r.getMessage() == "EPCIS subscription round failed"]
+    assert len(failures) >= 3, "too few rounds to show anything"
+    assert [r.levelno for r in failures].count(logging.WARNING) == 1
