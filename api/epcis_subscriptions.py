@@ -176,19 +176,45 @@ async def list_subscriptions(request: Request, who: Reader, name: str) -> JSONRe
     return JSONResponse([_subscription_view(r) for r in rows], headers=VERSION_HEADERS)
 
 
-@router.delete(
+def _subscription_id(name: str, subscription_id: str) -> uuid.UUID:
+    """The id in the path; 404 for one that could never have been given."""
+    try:
+        if QUERY_NAME.match(name):
+            return uuid.UUID(subscription_id)
+    except ValueError:
+        pass
+    raise no_such(f"no subscription {subscription_id[:60]!r}")
+
+
+_ONE = {**AUTH, 404: problem("No such subscription (for this caller)")}
+
+
+@router.get(
     "/queries/{name}/subscriptions/{subscription_id}",
-    status_code=204,
-    responses={**AUTH, 404: problem("No such subscription (for this caller)")},
-)
+    responses={**_ONE, 200: {"description": "The subscription (never its secret)",
+               "content": {"application/json": {"schema": _SUBSCRIPTION}}}},
+)  # fmt: skip
+async def get_subscription(
+    request: Request, who: Reader, name: str, subscription_id: str
+) -> JSONResponse:
+    """One subscription, where its Location header points."""
+    sid = _subscription_id(name, subscription_id)
+    async with pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT " + _SUBSCRIPTION_COLUMNS + " FROM epcis_subscriptions "
+            "WHERE owner = %s AND query_name = %s AND subscription_id = %s",
+            (owner(who), name, sid),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise no_such(f"no subscription {subscription_id[:60]!r}")
+    return JSONResponse(_subscription_view(row), headers=VERSION_HEADERS)
+
+
+@router.delete("/queries/{name}/subscriptions/{subscription_id}", status_code=204, responses=_ONE)
 async def unsubscribe(request: Request, who: Reader, name: str, subscription_id: str) -> Response:
     """End a subscription."""
-    try:
-        sid = uuid.UUID(subscription_id)
-        if not QUERY_NAME.match(name):
-            raise ValueError(name)
-    except ValueError:
-        raise no_such(f"no subscription {subscription_id[:60]!r}") from None
+    sid = _subscription_id(name, subscription_id)
     async with pool(request).connection() as conn:
         cur = await conn.execute(
             "DELETE FROM epcis_subscriptions WHERE owner = %s AND query_name = %s "

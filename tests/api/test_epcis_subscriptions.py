@@ -158,11 +158,16 @@ def test_subscriptions_belong_to_their_owner_and_end_with_their_query(
     DELETE, and deleting the named query ends the others."""
     sid = _subscribe(client, partner, {})
     path = f"/epcis/queries/mine/subscriptions/{sid}"
+    one = client.get(path, headers=auth(partner))
+    assert one.status_code == 200 and one.json()["subscriptionID"] == sid
+    assert TOKEN not in one.text
     staff = auth(keys["controller"])
+    assert client.get(path, headers=staff).status_code == 404
     assert client.delete(path, headers=staff).status_code == 404
     assert client.get("/epcis/queries/mine/subscriptions", headers=staff).status_code == 404
     assert client.delete(path, headers=auth(partner)).status_code == 204
     assert client.delete(path, headers=auth(partner)).status_code == 404
+    assert client.get(path, headers=auth(partner)).status_code == 404
     again = client.post(
         "/epcis/queries/mine/subscriptions",
         json={"dest": "https://example.org/e", "signatureToken": TOKEN, "stream": True},

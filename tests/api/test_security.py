@@ -62,6 +62,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/epcis/queries/{name}/events"): "controller",
     ("POST", "/epcis/queries/{name}/subscriptions"): "controller",
     ("GET", "/epcis/queries/{name}/subscriptions"): "controller",
+    ("GET", "/epcis/queries/{name}/subscriptions/{subscription_id}"): "controller",
     ("DELETE", "/epcis/queries/{name}/subscriptions/{subscription_id}"): "controller",
 }
 CALLERS = ("anonymous", *ROLES)
