@@ -32,7 +32,7 @@ from api.models import (
     StageStandard,
     StageStandardIn,
 )
-from api.security import Caller, create_key, require
+from api.security import PARTNER, Caller, create_key, require
 from parceltrack.errors import InvalidTrackingNumber
 from parceltrack.identifiers import parse_s10
 from storage import model
@@ -54,7 +54,7 @@ router = APIRouter(tags=["administration"], prefix="/v1/admin")
 Admin = Annotated[Caller, Depends(require("admin"))]
 Ident = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/]+$")]
 MANIFEST_COLUMNS = ("tracking_id", "service_class", "destination")
-OPTIONAL_COLUMNS = ("destination_site", "origin_site", "epc")
+OPTIONAL_COLUMNS = ("destination_site", "origin_site", "epc", "account")
 MAX_MANIFEST_BYTES = 20 * 1024 * 1024
 T = TypeVar("T")
 CONFLICT: dict[int | str, dict[str, Any]] = {
@@ -373,7 +373,7 @@ async def list_api_keys(request: Request, _who: Admin) -> list[ApiKeyInfo]:
     """Keys by name, role and prefix; the secrets themselves are not stored."""
     async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT key_id, name, role, prefix, created_at, revoked_at FROM api_keys "
+            "SELECT key_id, name, role, account, prefix, created_at, revoked_at FROM api_keys "
             "ORDER BY key_id"
         )
         return [ApiKeyInfo(**r) for r in await cur.fetchall()]
@@ -381,12 +381,19 @@ async def list_api_keys(request: Request, _who: Admin) -> list[ApiKeyInfo]:
 
 @router.post("/api-keys", response_model=NewApiKey, status_code=201, responses=AUTH)
 async def post_api_key(request: Request, _who: Admin, body: ApiKeyIn) -> NewApiKey:
-    """A new key for a person or system; the response is the only time it is shown."""
+    """A new key for a person or system; the response is the only time it is shown.
+    A partner key names the account whose parcels it sees."""
+    if (body.role == PARTNER) != (body.account is not None):
+        raise HTTPException(
+            status_code=422,
+            detail="account: required for role partner, and only for it",
+        )
     async with _pool(request).connection() as conn:
-        key_id, key = await create_key(conn, body.name, body.role)
+        key_id, key = await create_key(conn, body.name, body.role, body.account)
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                "SELECT key_id, name, role, prefix, created_at, revoked_at FROM api_keys "
+                "SELECT key_id, name, role, account, prefix, created_at, revoked_at "
+                "FROM api_keys "
                 "WHERE key_id = %s",
                 (key_id,),
             )
@@ -407,7 +414,7 @@ async def revoke_api_key(
     async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s "
-            "RETURNING key_id, name, role, prefix, created_at, revoked_at",
+            "RETURNING key_id, name, role, account, prefix, created_at, revoked_at",
             (key_id,),
         )
         row = await cur.fetchone()

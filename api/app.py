@@ -23,6 +23,7 @@ from api import (
     admin,
     alerts,
     customers,
+    epcis_api,
     feedback,
     kpis,
     language,
@@ -30,6 +31,7 @@ from api import (
     pages,
     site_settings,
 )
+from api import subscriptions as customer_subscriptions
 from api.lane import LookupLane
 from api.metrics import ApiMetrics, MetricsMiddleware, serve_metrics
 from api.models import Health
@@ -137,10 +139,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         kpis.router,
         admin.router,
         site_settings.router,
+        customer_subscriptions.router,
+        customer_subscriptions.admin_router,
     ):
         app.include_router(router)
     pages.install(app)  # the tracking page and the control room (api/pages.py)
     language.install(app)  # errors in the caller's language (api/language.py)
+    epcis_api.install(app)  # the EPCIS 2.0 query interface (api/epcis_api.py)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 

@@ -23,8 +23,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--language", help="of pages and messages when a request names none: en or zh-CN"
     )
     api.add_argument(
-        "--role", default="controller", choices=("customer", "controller", "manager", "admin")
+        "--role",
+        default="controller",
+        choices=("customer", "controller", "manager", "admin", "partner"),
     )
+    api.add_argument("--account", help="a partner key's account (the manifest's account)")
     api.add_argument("--name", default="operator", help="who the key belongs to")
     api.add_argument("--key-id", type=int, help="the key to revoke")
     api.set_defaults(func=run)
@@ -80,9 +83,13 @@ def _api_keys(args: argparse.Namespace, settings: Settings) -> int:
 
     async def create() -> tuple[int, str]:
         async with await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True) as conn:
-            return await create_key(conn, args.name, args.role)
+            return await create_key(conn, args.name, args.role, args.account)
 
     if args.action == "create-key":
+        if (args.role == "partner") != (args.account is not None):
+            print("parceltrack: --account is needed for --role partner, and only for it",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         key_id, key = asyncio.run(create())
         print(f"created API key {key_id} ({args.role}, {args.name}); it is shown only now:")
         print(key)

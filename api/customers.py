@@ -1,7 +1,8 @@
 """Public endpoints: a parcel's status, location and timeline; EPCIS; feedback.
 
 Nothing here lists parcels: every endpoint needs the full tracking number, and an
-unknown number gets the same 404 whatever the reason.
+unknown number gets the same 404 whatever the reason. A partner's key narrows the
+lookups to its own account's parcels (`security.visible`): another's is that 404.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from api.models import (
     TimelineEvent,
     UpuEvent,
 )
-from api.security import rate_limited
+from api.security import Caller, caller, rate_limited, visible
 from parceltrack.errors import InvalidTrackingNumber
 from parceltrack.i18n import N_
 from parceltrack.identifiers import parse_s10
@@ -69,10 +70,13 @@ class ParcelRecord:
 
 
 async def read_parcel(
-    conn: AsyncConnection[Any], s10: str, detector_eta: bool = False
+    conn: AsyncConnection[Any], s10: str, detector_eta: bool = False, who: Caller | None = None
 ) -> ParcelRecord | None:
+    """The parcel as stored, or None when unknown, or hidden from a partner `who`."""
     manifest, rows, kinds, standards = await queries.lookup(conn, s10, detector_eta)
     if manifest is None and not rows:
+        return None
+    if not visible(who, manifest["account"] if manifest else None):
         return None
     return ParcelRecord(manifest, rows, [tracking.scan_from_row(r) for r in rows], kinds, standards)
 
@@ -166,10 +170,11 @@ def _pool(request: Request) -> AsyncConnectionPool[Any]:
 async def parcel_response(request: Request, tracking_id: str) -> Response:
     """The lookup's body, shared by the route below and the lean lane (api/lane.py)."""
     s10 = s10_or_422(tracking_id)
+    who = await caller(request)  # known already: the rate limiter looked the key up
     async with _pool(request).connection() as conn:
         # The hot path (api/lookup.py): the same ParcelView, built without pydantic.
         body = await lookup.parcel_json(
-            conn, s10, request.app.state.detector_eta, datetime.now(UTC)
+            conn, s10, request.app.state.detector_eta, datetime.now(UTC), who
         )
     if body is None:
         raise Problem(404, NOT_FOUND)
@@ -195,8 +200,9 @@ async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
 async def get_parcel_epcis(request: Request, tracking_id: TrackingId) -> JSONResponse:
     """The parcel's scans as GS1 EPCIS 2.0 ObjectEvents, for partners' systems."""
     s10 = s10_or_422(tracking_id)
+    who = await caller(request)
     async with _pool(request).connection() as conn:
-        record = await read_parcel(conn, s10, request.app.state.detector_eta)
+        record = await read_parcel(conn, s10, request.app.state.detector_eta, who)
     if record is None:
         raise Problem(404, NOT_FOUND)
     epc = record.manifest["epc"] if record.manifest else None

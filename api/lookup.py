@@ -23,6 +23,7 @@ import msgspec
 from psycopg import AsyncConnection, AsyncCursor
 
 from api import queries, tracking
+from api.security import Caller, visible
 
 _encode = msgspec.json.Encoder().encode
 
@@ -42,9 +43,14 @@ def _upu(code: str | None) -> dict[str, str] | None:
 
 
 async def parcel_json(
-    conn: AsyncConnection[Any], s10: str, detector_eta: bool, now: datetime
+    conn: AsyncConnection[Any],
+    s10: str,
+    detector_eta: bool,
+    now: datetime,
+    who: Caller | None = None,
 ) -> bytes | None:
-    """The ParcelView of `s10` as JSON bytes, or None for an unknown parcel."""
+    """The ParcelView of `s10` as JSON bytes, or None for an unknown parcel (or one
+    hidden from a partner `who`: security.visible, as read_parcel applies it)."""
     sql = queries.LOOKUP_WITH_DETECTOR_ETA if detector_eta else queries.LOOKUP
     async with conn.cursor() as cur:
         await cur.execute(sql, {"t": s10})
@@ -55,6 +61,8 @@ async def parcel_json(
     i_ts = c["ts"]
     reads = [r for r in rows if r[i_ts] is not None]
     if not known and not reads:
+        return None
+    if not visible(who, first[c["account"]] if known else None):
         return None
     scans = [
         tracking.Scan(

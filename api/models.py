@@ -387,12 +387,21 @@ class DeviceIn(BaseModel):
 class ApiKeyIn(BaseModel):
     name: str = Text
     role: Role
+    account: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="the partner's account (the manifest's account column); "
+        "required for role partner, refused for every other role",
+    )
 
 
 class ApiKeyInfo(BaseModel):
     key_id: int
     name: str
     role: Role
+    account: str | None = Field(default=None, description="a partner key's account")
     prefix: str = Field(description="first characters of the key, to recognise it")
     created_at: datetime
     revoked_at: datetime | None

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 LOOKUP = """
 WITH p AS (
     SELECT p.tracking_id, p.service_class, p.destination, p.origin_site, p.accepted_at,
-           p.epc, sc.delivery_days
+           p.epc, p.account, sc.delivery_days
     FROM parcels p LEFT JOIN service_classes sc USING (service_class)
     WHERE p.tracking_id = %(t)s
 ), a AS (
@@ -28,7 +28,7 @@ WITH p AS (
     FROM stage_standards WHERE service_class = (SELECT service_class FROM p)
 )
 SELECT p.tracking_id AS manifest_tracking_id, p.service_class, p.destination, p.origin_site,
-       p.accepted_at, p.epc, p.delivery_days, a.open_alert_kinds,
+       p.accepted_at, p.epc, p.account, p.delivery_days, a.open_alert_kinds,
        sd.std_sites, sd.std_stages, sd.std_seconds, t.*
 FROM a CROSS JOIN sd LEFT JOIN p ON TRUE
 LEFT JOIN LATERAL (
@@ -56,7 +56,10 @@ LOOKUP_WITH_DETECTOR_ETA = LOOKUP.replace(
 )
 assert LOOKUP_WITH_DETECTOR_ETA != LOOKUP
 
-_MANIFEST = ("service_class", "destination", "origin_site", "accepted_at", "epc", "delivery_days")
+_MANIFEST = (
+    "service_class", "destination", "origin_site", "accepted_at", "epc", "account",
+    "delivery_days",
+)  # fmt: skip
 
 
 async def has_detector_eta(conn: AsyncConnection[Any]) -> bool:

@@ -4,6 +4,10 @@ A key is `pt_` + 43 url-safe characters from `secrets` (256 bits). Only its sha2
 is stored: with that much entropy a slow hash adds nothing, and a lookup stays one
 index probe. The key is shown once, at creation. Keys are accepted as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`; neither is ever logged.
+
+Staff roles are ranked (customer < controller < manager < admin). A `partner` key
+stands apart: it belongs to one account (an e-commerce shipper) and sees only the
+parcels whose manifest row names that account (`Caller.account`, `visible`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -25,11 +29,16 @@ from psycopg_pool import AsyncConnectionPool
 from api.language import Problem
 from parceltrack.i18n import N_
 
-Role = Literal["customer", "controller", "manager", "admin"]
+Role = Literal["customer", "controller", "manager", "admin", "partner"]
+# The staff roles, ranked; the partner role is outside the ranking.
 ROLES: tuple[Role, ...] = ("customer", "controller", "manager", "admin")
+PARTNER: Role = "partner"
 # Each role may do what the roles before it may: a manager can also work alerts.
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
+# A partner may do nothing a staff role may: it is never ranked above anyone.
+_RANK[PARTNER] = -1
 KEY_PREFIX = "pt_"
+_UNKNOWN = object()  # no key looked up yet for this request
 
 # The two ways to present a key, as OpenAPI security schemes: every operation that
 # needs a key declares both (either will do), so /docs can authorise and generated
@@ -49,14 +58,29 @@ BEARER = HTTPBearer(
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated key: its id, the name it was given (who acts) and its role."""
+    """An authenticated key: its id, the name it was given (who acts), its role and,
+    for a partner, its account."""
 
     key_id: int
     name: str
     role: Role
+    account: str | None = None
 
     def may(self, role: Role) -> bool:
+        if role == PARTNER:
+            return self.role == PARTNER
         return _RANK[self.role] >= _RANK[role]
+
+    @property
+    def scope(self) -> str | None:
+        """The one account whose parcels this caller sees; None: every parcel."""
+        return self.account if self.role == PARTNER else None
+
+
+def visible(who: Caller | None, parcel_account: str | None) -> bool:
+    """The partner-scoping hook of parcel lookups: a partner key sees a parcel only
+    when the manifest names its account; anyone else sees what the endpoint shows."""
+    return who is None or who.scope is None or who.scope == parcel_account
 
 
 def new_key() -> str:
@@ -67,13 +91,18 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-async def create_key(conn: AsyncConnection[Any], name: str, role: Role) -> tuple[int, str]:
-    """Store a new key's hash; return its id and the key itself (shown once)."""
+async def create_key(
+    conn: AsyncConnection[Any], name: str, role: Role, account: str | None = None
+) -> tuple[int, str]:
+    """Store a new key's hash; return its id and the key itself (shown once). A partner
+    key needs its account, and only a partner key has one (ValueError otherwise)."""
+    if (role == PARTNER) != (account is not None):
+        raise ValueError("a partner key needs an account, and only a partner key has one")
     key = new_key()
     cur = await conn.execute(
-        "INSERT INTO api_keys (key_hash, prefix, name, role) VALUES (%s, %s, %s, %s) "
-        "RETURNING key_id",
-        (key_hash(key), key[:7], name, role),
+        "INSERT INTO api_keys (key_hash, prefix, name, role, account) "
+        "VALUES (%s, %s, %s, %s, %s) RETURNING key_id",
+        (key_hash(key), key[:7], name, role, account),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -100,20 +129,29 @@ def presented_key(request: Request) -> str | None:
 
 
 async def caller(request: Request) -> Caller | None:
-    """The caller behind the request's key; None when it presents none; 401 for a bad one."""
+    """The caller behind the request's key; None when it presents none; 401 for a bad one.
+
+    Remembered on the request, so the rate limiter and the handler look the key up once."""
+    known = getattr(request.state, "caller", _UNKNOWN)
+    if known is not _UNKNOWN:
+        return cast(Caller | None, known)
     key = presented_key(request)
     if key is None:
+        request.state.caller = None
         return None
     pool: AsyncConnectionPool[Any] = request.app.state.pool
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT key_id, name, role FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
+            "SELECT key_id, name, role, account FROM api_keys "
+            "WHERE key_hash = %s AND revoked_at IS NULL",
             (key_hash(key),),
         )
         row = await cur.fetchone()
     if row is None:
         raise Problem(401, N_("unknown or revoked API key"), headers={"WWW-Authenticate": "Bearer"})
-    return Caller(int(row[0]), str(row[1]), row[2])
+    who = Caller(int(row[0]), str(row[1]), row[2], row[3])
+    request.state.caller = who
+    return who
 
 
 def require(role: Role) -> Callable[[Request], Awaitable[Caller]]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -14,6 +17,10 @@ from composition.pipeline import Pipeline
 from firmware_sim.arrivals import FLAT_PROFILE
 from firmware_sim.hubs import CHINESE_HUB
 from firmware_sim.scenario import FaultRates, Scenario, ScenarioConfig, generate
+from storage.model import ManifestEntry
+
+if TYPE_CHECKING:
+    from api.security import Role
 
 
 def _port_free(port: int) -> bool:
@@ -28,6 +35,10 @@ def _port_free(port: int) -> bool:
 def controller_key(dsn: str, name: str = "demo-controller") -> str:
     """A new controller API key for the control-room page (it lives as long as the
     demo's database does: everything is removed when the demo stops)."""
+    return _new_key(dsn, name, "controller")
+
+
+def _new_key(dsn: str, name: str, role: Role, account: str | None = None) -> str:
     import asyncio
 
     import psycopg
@@ -36,10 +47,22 @@ def controller_key(dsn: str, name: str = "demo-controller") -> str:
 
     async def create() -> str:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            _key_id, key = await create_key(conn, name, "controller")
+            _key_id, key = await create_key(conn, name, role, account)
         return key
 
     return asyncio.run(create())
+
+
+def partner_key(dsn: str, parcels: Sequence[ManifestEntry], account: str = "demo-shop") -> str:
+    """Give `parcels` to a partner's account (the manifest's account column, stored by
+    the reference repository) and return a new partner key of that account."""
+    import psycopg
+
+    from storage.reference import load_manifest
+
+    with psycopg.connect(dsn) as conn:
+        load_manifest(conn, [dataclasses.replace(p, account=account) for p in parcels])
+    return _new_key(dsn, f"{account}-partner", "partner", account)
 
 
 def demo_scenario(parcels: int = 20_000) -> Scenario:
@@ -103,6 +126,7 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
         ][:3]
         sites = ", ".join(s.site for s in scenario.sites)
         key = controller_key(pipeline.dsn)
+        shop = partner_key(pipeline.dsn, scenario.reference_data().manifest[::10])
         console.print(f"""
 [green]Running.[/green] Simulated sorting centres ({sites}) send barcode reads
 from {len(scenario.read_points)} virtual scanners (ptys under {pipeline.port_dir})
@@ -122,6 +146,12 @@ The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdi
   A lost parcel:   {url}/track?id={sorted(lost)[0] if lost else on_time[0]}
                    (a delay alert opens once its stage standard has passed, a missing alert
                    30 s + two standards after that: watch them in the control room)
+  Notifications:   curl -X POST {url}/v1/parcels/{on_time[0]}/subscriptions \\
+                     -H 'Content-Type: application/json' \\
+                     -d '{{"webhook_url": "https://example.org/hook", "language": "zh-CN"}}'
+                   (webhooks signed as docs/api.md says; queued in outbound_deliveries)
+  Partner (EPCIS): curl -H 'Authorization: Bearer {shop}' '{url}/epcis/events?perPage=5'
+                   (GS1 EPCIS 2.0 events of the parcels of account demo-shop only)
   Alerts so far:   psql {pipeline.dsn} -c 'select * from alerts'
   Logs:            {pipeline.logs}
 

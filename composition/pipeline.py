@@ -140,6 +140,9 @@ class Pipeline:
     # True: the standards and sort plans are written as site files (workdir/sites) and
     # put in force with `parceltrack site apply`, as an operator does.
     site_files: bool = False
+    # The notifier's SMTP server (smtp://host:port); None: e-mails wait in the queue.
+    smtp_url: str | None = None
+    notify_hold_down_s: float = 2.0  # alerts resolved this fast are not told customers
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -286,6 +289,7 @@ class Pipeline:
             str(self.missing_after_s),
         )
         self.spawn("api", "api", "--port", str(self.api_port))
+        self.spawn("notify", *self.notify_args())
         # The simulator makes the ports, then waits for the clock file: pyserial drops
         # what a port holds when it opens it, so playing starts only once every agent
         # has opened its devices.
@@ -330,6 +334,12 @@ class Pipeline:
                 [sys.executable, "-m", "composition.cli", "site", "apply", *map(str, files)],
                 env=self.env(None), stdout=out, stderr=subprocess.STDOUT, check=True,
             )  # fmt: skip
+
+    def notify_args(self) -> list[str]:
+        """The delivery engine and customer notifier (issue 15): links point at the API."""
+        args = ["notify", "--public-url", self.api_url, "--hold-down", str(self.notify_hold_down_s),
+                "--allow-private-targets"]  # fmt: skip
+        return [*args, "--smtp", self.smtp_url] if self.smtp_url else args
 
     def _spawn_sim(self, clock_file: Path) -> None:
         self.spawn(
@@ -390,7 +400,7 @@ class Pipeline:
     def stop(self, keep_files: bool = False) -> None:
         # Producers first, so what is in flight can still land.
         edges = [n for n in self.processes if n.startswith("edge")]
-        for name in ("sim", *edges, "ingest", "detect", "api"):
+        for name in ("sim", *edges, "ingest", "detect", "notify", "api"):
             self.stop_process(name)
         for name in list(self.processes):
             self.stop_process(name)

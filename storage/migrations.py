@@ -525,6 +525,144 @@ MIGRATIONS: tuple[Migration, ...] = (
         END $$;
         """,
     ),
+    # -- issue 15 (outbound delivery, customer subscriptions): 90-99 ------------------
+    Migration(
+        90,
+        "outbound delivery queue",
+        common="""
+        -- Every e-mail and webhook that must leave (storage/outbound.py queues them in
+        -- the caller's transaction; notify/ sends them). One row per message and target;
+        -- (subscriber, idempotency_key) makes queuing a repeat a no-op.
+        CREATE TABLE outbound_deliveries (
+            delivery_id     bigserial PRIMARY KEY,
+            channel         text NOT NULL CHECK (channel IN ('email', 'webhook')),
+            target          text NOT NULL,
+            subscriber      text NOT NULL,
+            idempotency_key text NOT NULL,
+            kind            text NOT NULL,
+            subject         text,
+            body            text NOT NULL,
+            html            text,
+            unsubscribe_url text,
+            secret          text,
+            state           text NOT NULL DEFAULT 'pending'
+                            CHECK (state IN ('pending', 'delivered', 'dead')),
+            attempts        integer NOT NULL DEFAULT 0,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            next_attempt_at timestamptz NOT NULL DEFAULT now(),
+            delivered_at    timestamptz,
+            dead_at         timestamptz,
+            last_error      text,
+            UNIQUE (subscriber, idempotency_key)
+        );
+        CREATE INDEX outbound_due ON outbound_deliveries (next_attempt_at)
+            WHERE state = 'pending';
+        CREATE INDEX outbound_dead ON outbound_deliveries (dead_at DESC) WHERE state = 'dead';
+        -- Each attempt, for the admins' view and the per-subscriber rate limit.
+        CREATE TABLE outbound_attempts (
+            attempt_id  bigserial PRIMARY KEY,
+            delivery_id bigint NOT NULL REFERENCES outbound_deliveries ON DELETE CASCADE,
+            subscriber  text NOT NULL,
+            at          timestamptz NOT NULL DEFAULT now(),
+            ok          boolean NOT NULL,
+            detail      text NOT NULL
+        );
+        CREATE INDEX outbound_attempts_recent ON outbound_attempts (subscriber, at DESC);
+        -- Wakes the engine at commit, so a message leaves within the 5 s promised.
+        CREATE FUNCTION outbound_wake() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('parceltrack_outbound', NEW.delivery_id::text);
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER outbound_queued AFTER INSERT ON outbound_deliveries
+            FOR EACH ROW EXECUTE FUNCTION outbound_wake();
+        """,
+    ),
+    Migration(
+        91,
+        "customer subscriptions, notification cursor, replayable dead letters",
+        common="""
+        -- The retry window counts from here: queuing, or an admin's replay.
+        ALTER TABLE outbound_deliveries ADD COLUMN retry_from timestamptz NOT NULL
+            DEFAULT now();
+        -- The header a webhook's signature travels in, where not X-Parceltrack-Signature
+        -- (EPCIS subscriptions want GS1-Signature).
+        ALTER TABLE outbound_deliveries ADD COLUMN signature_header text;
+        -- Messages still pending when their subscriber unsubscribes are not sent.
+        ALTER TABLE outbound_deliveries DROP CONSTRAINT outbound_deliveries_state_check,
+            ADD CONSTRAINT outbound_deliveries_state_check
+            CHECK (state IN ('pending', 'delivered', 'dead', 'cancelled'));
+        -- A customer's wish to hear about one parcel, by e-mail or webhook, in a
+        -- language. `secret` signs its webhooks; `unsubscribe_token` ends it.
+        CREATE TABLE customer_subscriptions (
+            subscription_id   bigserial PRIMARY KEY,
+            tracking_id       text NOT NULL REFERENCES parcels,
+            channel           text NOT NULL CHECK (channel IN ('email', 'webhook')),
+            target            text NOT NULL,
+            language          text NOT NULL CHECK (language IN ('en', 'zh-CN')),
+            secret            text,
+            unsubscribe_token text NOT NULL UNIQUE,
+            created_at        timestamptz NOT NULL DEFAULT now(),
+            unsubscribed_at   timestamptz
+        );
+        CREATE UNIQUE INDEX customer_subscriptions_one ON customer_subscriptions
+            (tracking_id, channel, target) WHERE unsubscribed_at IS NULL;
+        -- Where the notifier has read up to in scans (by ingested_at) and alert_events.
+        CREATE TABLE notify_cursor (
+            name        text PRIMARY KEY,
+            scan_at     timestamptz NOT NULL,
+            alert_event bigint NOT NULL
+        );
+        """,
+    ),
+    # -- issue 15 items 3-4 (partners, EPCIS 2.0 queries): 110-119 ------------------
+    Migration(
+        110,
+        "partner accounts on parcels and api keys",
+        common="""
+        -- A partner (an e-commerce shipper) sees only the parcels of its own account:
+        -- the manifest names the account, a partner key carries it.
+        ALTER TABLE parcels ADD COLUMN account text;
+        CREATE INDEX parcels_account ON parcels (account) WHERE account IS NOT NULL;
+        ALTER TABLE api_keys ADD COLUMN account text;
+        ALTER TABLE api_keys DROP CONSTRAINT api_keys_role_check;
+        ALTER TABLE api_keys ADD CONSTRAINT api_keys_role_check
+            CHECK (role IN ('customer', 'controller', 'manager', 'admin', 'partner'));
+        -- A partner key without an account would see nothing or, worse, everything.
+        ALTER TABLE api_keys ADD CONSTRAINT api_keys_partner_account
+            CHECK ((role = 'partner') = (account IS NOT NULL));
+        """,
+    ),
+    Migration(
+        111,
+        "EPCIS named queries and subscriptions",
+        common="""
+        -- Named queries belong to an owner: a partner account, or '' for staff, so
+        -- one partner never sees another's query names or results.
+        CREATE TABLE epcis_queries (
+            owner      text NOT NULL,
+            name       text NOT NULL,
+            query      jsonb NOT NULL,
+            created_by text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (owner, name)
+        );
+        -- Webhook subscriptions to a named query. The cursor is the last scan
+        -- (record time, event id) handed to the delivery engine.
+        CREATE TABLE epcis_subscriptions (
+            subscription_id uuid PRIMARY KEY,
+            owner           text NOT NULL,
+            query_name      text NOT NULL,
+            dest            text NOT NULL,
+            signature_token text,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            initial_record_time timestamptz NOT NULL,
+            cursor_ingested timestamptz NOT NULL,
+            cursor_event    text NOT NULL DEFAULT '',
+            FOREIGN KEY (owner, query_name) REFERENCES epcis_queries ON DELETE CASCADE
+        );
+        """,
+    ),
 )
 
 

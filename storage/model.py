@@ -286,6 +286,7 @@ class ManifestEntry:
     destination_site: str | None = None
     origin_site: str | None = None
     epc: str | None = None  # the RFID tag it carries (SSCC-96 hex), if any
+    account: str | None = None  # the partner (shipper) whose parcel it is, if any
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ a read point may move to another site and takes the given next hop; a device tak
 the given description; a sort plan without a version becomes the site's next
 version, one with a version replaces that version whole; a manifest row for a
 parcel already known corrects it, but keeps its origin site and EPC when the row
-names none, and of one tracking number given twice the last row wins.
+names none (its partner account too), and of one tracking number given twice the
+last row wins.
 """
 
 from __future__ import annotations
@@ -371,26 +372,29 @@ def save_manifest(entries: Iterable[ManifestEntry], origin_site: str | None = No
     yield Query(
         "CREATE TEMP TABLE manifest_stage (n bigserial, tracking_id text, "
         "service_class text, destination text, destination_site text, origin_site text, "
-        "epc text) ON COMMIT DROP"
+        "epc text, account text) ON COMMIT DROP"
     )
     yield Copy(
         "COPY manifest_stage (tracking_id, service_class, destination, destination_site, "
-        "origin_site, epc) FROM STDIN",
+        "origin_site, epc, account) FROM STDIN",
         (
             (e.tracking_id, e.service_class, e.destination, e.destination_site,
-             e.origin_site or origin_site, e.epc)
+             e.origin_site or origin_site, e.epc, e.account)
             for e in entries
         ),
     )  # fmt: skip
     stored = yield Query(
         "WITH stored AS (INSERT INTO parcels (tracking_id, service_class, destination, "
-        "destination_site, origin_site, epc) "
+        "destination_site, origin_site, epc, account) "
         "SELECT DISTINCT ON (tracking_id) tracking_id, service_class, destination, "
-        "destination_site, origin_site, epc FROM manifest_stage ORDER BY tracking_id, n DESC "
+        "destination_site, origin_site, epc, account FROM manifest_stage "
+        "ORDER BY tracking_id, n DESC "
         "ON CONFLICT (tracking_id) DO UPDATE SET service_class = EXCLUDED.service_class, "
         "destination = EXCLUDED.destination, destination_site = EXCLUDED.destination_site, "
         "origin_site = coalesce(EXCLUDED.origin_site, parcels.origin_site), "
-        "epc = coalesce(EXCLUDED.epc, parcels.epc) RETURNING 1) SELECT count(*) FROM stored"
+        "epc = coalesce(EXCLUDED.epc, parcels.epc), "
+        "account = coalesce(EXCLUDED.account, parcels.account) "
+        "RETURNING 1) SELECT count(*) FROM stored"
     )
     return int(stored[0][0])
 

@@ -144,14 +144,26 @@ def seeded(db_dsn: str) -> Seeded:
     return seed(db_dsn)
 
 
-def make_key(dsn: str, role: str, name: str | None = None) -> str:
+def make_key(dsn: str, role: str, name: str | None = None, account: str | None = None) -> str:
+    """A key of `role` (a partner's with its `account`)."""
     key = new_key()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO api_keys (key_hash, prefix, name, role) VALUES (%s, %s, %s, %s)",
-            (key_hash(key), key[:7], name or f"{role}-1", role),
+            "INSERT INTO api_keys (key_hash, prefix, name, role, account) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (key_hash(key), key[:7], name or f"{role}-1", role, account),
         )
     return key
+
+
+def partner_owning(dsn: str, account: str, *tracking_ids: str) -> str:
+    """A partner key of `account`, which the parcels `tracking_ids` are given to."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE parcels SET account = %s WHERE tracking_id = ANY(%s)",
+            (account, list(tracking_ids)),
+        )
+    return make_key(dsn, "partner", account=account)
 
 
 @pytest.fixture

@@ -57,6 +57,22 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/api-keys"): "admin",
     ("POST", "/v1/admin/api-keys"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
+    ("POST", "/v1/parcels/{tracking_id}/subscriptions"): "public",
+    ("GET", "/v1/unsubscribe/{token}"): "public",
+    ("POST", "/v1/unsubscribe/{token}"): "public",
+    ("GET", "/v1/admin/deliveries/dead"): "admin",
+    ("POST", "/v1/admin/deliveries/{delivery_id}/replay"): "admin",
+    # EPCIS: staff from controller up, and partners (tests/api/test_partners.py).
+    ("GET", "/epcis/events"): "controller",
+    ("POST", "/epcis/queries"): "controller",
+    ("GET", "/epcis/queries"): "controller",
+    ("GET", "/epcis/queries/{name}"): "controller",
+    ("DELETE", "/epcis/queries/{name}"): "controller",
+    ("GET", "/epcis/queries/{name}/events"): "controller",
+    ("POST", "/epcis/queries/{name}/subscriptions"): "controller",
+    ("GET", "/epcis/queries/{name}/subscriptions"): "controller",
+    ("GET", "/epcis/queries/{name}/subscriptions/{subscription_id}"): "controller",
+    ("DELETE", "/epcis/queries/{name}/subscriptions/{subscription_id}"): "controller",
 }
 CALLERS = ("anonymous", *ROLES)
 RANK = {"public": -1, **{role: rank for rank, role in enumerate(ROLES)}}
@@ -85,6 +101,10 @@ def _url(path: str, seeded: Seeded) -> str:
         "read_point": f"{SITE}-IND1",
         "device": f"{SITE}-scan-ind1",
         "key_id": "999999",
+        "delivery_id": "999999",
+        "token": "no-such-token-1",
+        "name": "no-such-query",
+        "subscription_id": "00000000-0000-0000-0000-000000000000",
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)

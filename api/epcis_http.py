@@ -1,0 +1,181 @@
+"""What the EPCIS endpoints share: problem details typed as GS1's REST
+binding types them, who may call (partners and staff, each key within its request
+budget), and the named queries' owners."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from api.epcis_query import QueryParameterError
+from api.security import Caller, RateLimiter, caller
+
+VERSION_HEADERS = {"GS1-EPCIS-Version": "2.0.0", "GS1-CBV-Version": "2.0.0"}
+QUERY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+MAX_BODY = 64 * 1024
+STAFF = ""  # the owner of the staff's named queries (a partner's is its account)
+
+
+class EpcisProblem(Exception):
+    """An error answered as RFC 7807 problem details, typed as the binding types it."""
+
+    def __init__(
+        self, status: int, kind: str, title: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.kind, self.title, self.detail = status, kind, title, detail
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {
+            "type": f"epcisException:{self.kind}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+        return JSONResponse(
+            body,
+            status_code=self.status,
+            media_type="application/problem+json",
+            headers={**headers, **self.headers},
+        )
+
+
+def bad_parameter(exc: QueryParameterError) -> EpcisProblem:
+    return EpcisProblem(400, "QueryParameterException", "Invalid query parameter", str(exc))
+
+
+def invalid(detail: str) -> EpcisProblem:
+    return EpcisProblem(400, "ValidationException", "Invalid request body", detail)
+
+
+def no_such(what: str) -> EpcisProblem:
+    return EpcisProblem(404, "NoSuchNameException", "Resource not found", what)
+
+
+async def reader(request: Request) -> Caller:
+    """A partner key, or a controller's or above; problem details otherwise."""
+    try:
+        who = await caller(request)
+    except HTTPException as exc:
+        raise EpcisProblem(401, "SecurityException", "Unauthorised request", exc.detail) from exc
+    if who is None:
+        raise EpcisProblem(
+            401,
+            "SecurityException",
+            "Unauthorised request",
+            "this needs an API key: a partner's, or a controller's or above",
+        )
+    if not (who.may("partner") or who.may("controller")):
+        raise EpcisProblem(
+            403,
+            "SecurityException",
+            "Access to resource forbidden",
+            f"role {who.role} may not query EPCIS events; needs partner or controller",
+        )
+    # A partner's system may loop over queries: one bucket per key, as for lookups.
+    limiter: RateLimiter = request.app.state.limiter
+    wait = limiter.wait_for(f"key:{who.key_id}")
+    if wait > 0:
+        raise EpcisProblem(
+            429,
+            "TooManyRequestsException",
+            "Too many requests",
+            "too many requests for this key; slow down",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    return who
+
+
+Reader = Annotated[Caller, Depends(reader)]
+
+
+def owner(who: Caller) -> str:
+    return who.scope if who.scope is not None else STAFF
+
+
+def pool(request: Request) -> AsyncConnectionPool[Any]:
+    found: AsyncConnectionPool[Any] = request.app.state.pool
+    return found
+
+
+def problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "title"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+
+
+Responses = dict[int | str, dict[str, Any]]
+AUTH: Responses = {
+    401: problem("No API key, or an unknown one"),
+    403: problem("Not a partner or staff"),
+    429: problem("Too many requests for this key; see Retry-After"),
+}
+NAMED: Responses = {**AUTH, 404: problem("No named query of that name (for this caller)")}
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise invalid(f"body: over {MAX_BODY} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("body: not JSON") from None
+    if not isinstance(data, dict):
+        raise invalid("body: must be a JSON object")
+    return data
+
+
+async def definition(conn: AsyncConnection[Any], who: Caller, name: str) -> Any:
+    if not QUERY_NAME.match(name):  # could never have been stored
+        raise no_such(f"no named query {name[:100]!r}")
+    cur = await conn.execute(
+        "SELECT query FROM epcis_queries WHERE owner = %s AND name = %s", (owner(who), name)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise no_such(f"no named query {name[:100]!r}")
+    return row[0]
+
+
+# What a client may accept for an EPCIS document (JSON; JSON-LD is JSON).
+_ACCEPTED = ("application/json", "application/ld+json", "application/*", "*/*")
+
+
+def check_accept(request: Request) -> None:
+    """406 NotAcceptableException when the Accept header rules out JSON (XML, say)."""
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    if not offered & set(_ACCEPTED):
+        raise EpcisProblem(
+            406,
+            "NotAcceptableException",
+            "Not acceptable",
+            "Accept: this repository answers application/json (EPCIS 2.0 JSON) only",
+        )
