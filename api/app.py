@@ -20,9 +20,12 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from api import admin, alerts, customers, feedback, kpis, operations, pages
+from api.handling import router as handling_router  # issue 16
+from api.manager import router as manager_router  # issue 16
 from api.models import Health
 from api.queries import has_detector_eta
 from api.security import RateLimiter, ensure_key
+from api.staff import router as staff_router  # issue 16
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import MqttClient
 
@@ -115,6 +118,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         feedback.router,
         kpis.router,
         admin.router,
+        staff_router,  # issue 16: staff ratings, complaint deadlines
+        handling_router,  # issue 16: severities, assignment, escalation, on duty
+        manager_router,  # issue 16: the manager page's figures and the floor view
     ):
         app.include_router(router)
     pages.install(app)  # the tracking page and the control room (api/pages.py)
