@@ -449,6 +449,59 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE parcels DROP COLUMN expected_tags;
         """,
     ),
+    # -- issue 15 (outbound delivery, customer subscriptions): 90-99 ------------------
+    Migration(
+        90,
+        "outbound delivery queue",
+        common="""
+        -- Every e-mail and webhook that must leave (storage/outbound.py queues them in
+        -- the caller's transaction; notify/ sends them). One row per message and target;
+        -- (subscriber, idempotency_key) makes queuing a repeat a no-op.
+        CREATE TABLE outbound_deliveries (
+            delivery_id     bigserial PRIMARY KEY,
+            channel         text NOT NULL CHECK (channel IN ('email', 'webhook')),
+            target          text NOT NULL,
+            subscriber      text NOT NULL,
+            idempotency_key text NOT NULL,
+            kind            text NOT NULL,
+            subject         text,
+            body            text NOT NULL,
+            html            text,
+            unsubscribe_url text,
+            secret          text,
+            state           text NOT NULL DEFAULT 'pending'
+                            CHECK (state IN ('pending', 'delivered', 'dead')),
+            attempts        integer NOT NULL DEFAULT 0,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            next_attempt_at timestamptz NOT NULL DEFAULT now(),
+            delivered_at    timestamptz,
+            dead_at         timestamptz,
+            last_error      text,
+            UNIQUE (subscriber, idempotency_key)
+        );
+        CREATE INDEX outbound_due ON outbound_deliveries (next_attempt_at)
+            WHERE state = 'pending';
+        CREATE INDEX outbound_dead ON outbound_deliveries (dead_at DESC) WHERE state = 'dead';
+        -- Each attempt, for the admins' view and the per-subscriber rate limit.
+        CREATE TABLE outbound_attempts (
+            attempt_id  bigserial PRIMARY KEY,
+            delivery_id bigint NOT NULL REFERENCES outbound_deliveries ON DELETE CASCADE,
+            subscriber  text NOT NULL,
+            at          timestamptz NOT NULL DEFAULT now(),
+            ok          boolean NOT NULL,
+            detail      text NOT NULL
+        );
+        CREATE INDEX outbound_attempts_recent ON outbound_attempts (subscriber, at DESC);
+        -- Wakes the engine at commit, so a message leaves within the 5 s promised.
+        CREATE FUNCTION outbound_wake() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('parceltrack_outbound', NEW.delivery_id::text);
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER outbound_queued AFTER INSERT ON outbound_deliveries
+            FOR EACH ROW EXECUTE FUNCTION outbound_wake();
+        """,
+    ),
     # -- issue 16 (controllers' and managers' quality): 120-139 ----------------------
     Migration(
         120,

@@ -1,0 +1,137 @@
+"""The outbound queue: e-mails and webhooks that must leave, durably, at least once.
+
+Any stage queues a message with `enqueue` (or `enqueue_async`) *inside its own
+transaction*, so the message exists exactly when the change that caused it is
+committed. The delivery engine (`parceltrack notify`) sends it, retries it with
+exponential backoff, and dead-letters it after the retry window.
+
+Idempotency: a message is identified by (subscriber, idempotency key). Queuing the
+same pair twice keeps the first and returns None, and every attempt carries the
+key (webhook header `Idempotency-Key`, e-mail header `X-Parceltrack-Idempotency-Key`)
+so a receiver can drop repeats. Callers derive the key from the event they report,
+never from time or randomness, so a replayed event maps to the same key.
+
+The queue holds personal data (addresses, URLs); logs never do (see notify/).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+
+from parceltrack.errors import ParceltrackError
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+class InvalidMessage(ParceltrackError, ValueError):
+    """A message that cannot be queued; the text names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    """An e-mail in two parts. `unsubscribe_url` also goes into List-Unsubscribe."""
+
+    subject: str
+    text: str
+    html: str
+    unsubscribe_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A JSON body POSTed to the target, signed with `secret` (HMAC-SHA256)."""
+
+    body: dict[str, Any]
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message to one target.
+
+    `subscriber` names who receives it for rate limits and the dead-letter view
+    (for example `subscription:42`, `partner:acme`); `kind` is what it reports
+    (`parcel.delayed`, `epcis.query`, `escalation`, ...)."""
+
+    target: str
+    subscriber: str
+    idempotency_key: str
+    kind: str
+    content: Email | Webhook
+    channel: Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        channel = Channel.EMAIL if isinstance(self.content, Email) else Channel.WEBHOOK
+        object.__setattr__(self, "channel", channel)
+        for name in ("target", "subscriber", "idempotency_key", "kind"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidMessage(f"{name}: must be a non-empty string")
+            if len(value) > 2000:
+                raise InvalidMessage(f"{name}: longer than 2000 characters")
+        if channel is Channel.EMAIL and "@" not in self.target:
+            raise InvalidMessage("target: an e-mail message needs an e-mail address")
+        if channel is Channel.WEBHOOK:
+            if not self.target.startswith(("http://", "https://")):
+                raise InvalidMessage("target: a webhook needs an http:// or https:// URL")
+            assert isinstance(self.content, Webhook)
+            if not self.content.secret:
+                raise InvalidMessage("content.secret: a webhook needs a signing secret")
+
+
+_INSERT = """
+    INSERT INTO outbound_deliveries
+        (channel, target, subscriber, idempotency_key, kind, subject, body, html,
+         unsubscribe_url, secret)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (subscriber, idempotency_key) DO NOTHING
+    RETURNING delivery_id
+"""
+
+
+def _row(message: Outbound) -> tuple[Any, ...]:
+    content = message.content
+    if isinstance(content, Email):
+        subject: str | None = content.subject
+        body = content.text
+        html: str | None = content.html
+        unsubscribe, secret = content.unsubscribe_url, None
+    else:
+        # Serialised once, here: every attempt sends (and signs) these same bytes.
+        subject, html, unsubscribe = None, None, None
+        body = json.dumps(content.body, separators=(",", ":"), ensure_ascii=False)
+        secret = content.secret
+    return (
+        message.channel.value,
+        message.target,
+        message.subscriber,
+        message.idempotency_key,
+        message.kind,
+        subject,
+        body,
+        html,
+        unsubscribe,
+        secret,
+    )
+
+
+def enqueue(conn: psycopg.Connection[Any], message: Outbound) -> int | None:
+    """Queue `message` in the caller's transaction; its delivery id, or None when the
+    same (subscriber, idempotency key) is already queued (or was delivered)."""
+    row = conn.execute(_INSERT, _row(message)).fetchone()
+    return None if row is None else int(row[0])
+
+
+async def enqueue_async(conn: psycopg.AsyncConnection[Any], message: Outbound) -> int | None:
+    """`enqueue` for an async connection (the API's pool)."""
+    cur = await conn.execute(_INSERT, _row(message))
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
