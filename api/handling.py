@@ -53,7 +53,7 @@ class EscalationIn(BaseModel):
     repeat_s: float = Field(gt=0, le=7 * 86400)
 
 
-class OnDutyIn(BaseModel):
+class OnDutyBase(BaseModel):
     name: str = Text
     channel: Channel
     address: str = Field(
@@ -66,7 +66,17 @@ class OnDutyIn(BaseModel):
     language: Literal["en", "zh-CN"] = "en"
 
 
-class OnDuty(OnDutyIn):
+class OnDutyIn(OnDutyBase):
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="webhooks: the key their HMAC signature is made with (never shown again)",
+    )
+
+
+class OnDuty(OnDutyBase):
     duty_id: int
     site_id: str
 
@@ -170,13 +180,24 @@ async def add_on_duty(request: Request, _who: Manager, site_id: SiteId, body: On
         raise HTTPException(status_code=422, detail="address: a webhook needs an http(s) URL")
     if body.channel == "email" and "@" not in body.address:
         raise HTTPException(status_code=422, detail="address: an e-mail address needs an @")
+    if body.channel == "webhook" and body.secret is None:
+        raise HTTPException(status_code=422, detail="secret: a webhook needs a signing secret")
     async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "INSERT INTO on_duty (site_id, name, channel, address, min_severity, language) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (site_id, channel, address) DO UPDATE "
-            "SET name = EXCLUDED.name, min_severity = EXCLUDED.min_severity, "
-            f"language = EXCLUDED.language RETURNING {_DUTY_COLUMNS}",
-            (site_id, body.name, body.channel, body.address, body.min_severity, body.language),
+            "INSERT INTO on_duty (site_id, name, channel, address, min_severity, language, "
+            "secret) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (site_id, channel, address) DO UPDATE SET name = EXCLUDED.name, "
+            "min_severity = EXCLUDED.min_severity, language = EXCLUDED.language, "
+            f"secret = EXCLUDED.secret RETURNING {_DUTY_COLUMNS}",
+            (
+                site_id,
+                body.name,
+                body.channel,
+                body.address,
+                body.min_severity,
+                body.language,
+                body.secret,
+            ),
         )
         return await cur.fetchone()
 

@@ -46,6 +46,9 @@ class FiguresOut(BaseModel):
     since: datetime
     until: datetime
     site: str | None
+    summary: dict[str, float | int | None] = Field(
+        description="at a glance: each rate over the period, overdue complaints, lowest uptime"
+    )
     figures: list[FigureOut]
 
 
@@ -104,6 +107,7 @@ async def get_figures(
         since=chosen.since,
         until=chosen.until,
         site=site,
+        summary=figures.summary(found),
         figures=[
             FigureOut(name=f.name, columns=list(f.columns), rows=jsonable_encoder(f.rows))
             for f in found

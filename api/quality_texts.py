@@ -12,6 +12,7 @@ import html
 import json
 
 from parceltrack.i18n import N_, gettext_for
+from storage import figures
 
 DOMAIN = "quality"
 
@@ -38,18 +39,18 @@ TEXTS: dict[str, str] = {
     "key_forbidden": N_("This key may not open the quality page"),
     "unreachable": N_("The figures could not be loaded"),
     "at_a_glance": N_("At a glance"),
-    "on_time_rate": N_("On-time rate"),
-    "mis_sort_rate": N_("Mis-sort rate"),
-    "no_read_rate": N_("No-read rate"),
-    "loss_rate": N_("Loss rate"),
-    "overdue_complaints": N_("Overdue complaints"),
-    "lowest_uptime": N_("Lowest device uptime"),
+    "on_time_rate": figures.SUMMARY["on_time_rate"],
+    "mis_sort_rate": figures.SUMMARY["mis_sort_rate"],
+    "no_read_rate": figures.SUMMARY["no_read_rate"],
+    "loss_rate": figures.SUMMARY["loss_rate"],
+    "overdue_complaints": figures.SUMMARY["overdue_complaints"],
+    "lowest_uptime": figures.SUMMARY["lowest_uptime"],
     "no_data": N_("no data"),
-    "chart_on_time": N_("On-time rate by site and service class"),
-    "chart_rates": N_("Mis-sort, no-read and loss rates"),
-    "chart_dwell": N_("Where parcels wait: dwell by read point and hour"),
-    "chart_complaints": N_("Complaint answer times against the deadline"),
-    "chart_uptime": N_("Device uptime"),
+    "chart_on_time": figures.TITLES["on_time"],
+    "chart_rates": figures.TITLES["rates"],
+    "chart_dwell": figures.TITLES["dwell"],
+    "chart_complaints": figures.TITLES["complaints"],
+    "chart_uptime": figures.TITLES["uptime"],
     "view_table": N_("Table"),
     "view_chart": N_("Chart"),
     "download_csv": N_("Download CSV"),

@@ -19,6 +19,7 @@ import detect.commands
 import edge.commands
 import firmware_sim.commands
 import ingest.commands
+import quality.commands
 import storage.commands
 from parceltrack.config import Settings
 from parceltrack.errors import ConfigError, ParceltrackError
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.commands.register(sub)
     detect.commands.register(sub)
     api.commands.register(sub)
+    quality.commands.register(sub)  # issue 16
     bench.register(sub)
     _add_broker(sub)
     _add_load_scenario(storage.commands.register(sub))

@@ -34,6 +34,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
+from parceltrack.i18n import N_
+
 # Stages where a parcel leaves the site (parceltrack.layout.Stage values).
 LEAVING = ("dispatch", "delivery")
 CHUTE = "chute"
@@ -285,3 +287,41 @@ async def all_figures(conn: AsyncConnection[Any], period: Period) -> list[Figure
 
 def names() -> Sequence[str]:
     return tuple(FIGURES)
+
+
+# What each figure is called on the page and in the report (gettext domain `quality`).
+TITLES: dict[str, str] = {
+    "on_time": N_("On-time rate by site and service class"),
+    "rates": N_("Mis-sort, no-read and loss rates"),
+    "dwell": N_("Where parcels wait: dwell by read point and hour"),
+    "complaints": N_("Complaint answer times against the deadline"),
+    "uptime": N_("Device uptime"),
+}
+# The figures at a glance, in this order: rates are fractions, overdue a count.
+SUMMARY: dict[str, str] = {
+    "on_time_rate": N_("On-time rate"),
+    "mis_sort_rate": N_("Mis-sort rate"),
+    "no_read_rate": N_("No-read rate"),
+    "loss_rate": N_("Loss rate"),
+    "overdue_complaints": N_("Overdue complaints"),
+    "lowest_uptime": N_("Lowest device uptime"),
+}
+
+
+def summary(found: Sequence[Figure]) -> dict[str, float | int | None]:
+    """The figures at a glance: each rate over the whole period, overdue complaints,
+    and the lowest device uptime (None where there is nothing to rate)."""
+    by = {f.name: f for f in found}
+
+    def total(name: str, column: str) -> float:
+        return float(sum(v or 0 for v in by[name].column(column)))
+
+    uptimes = [u for u in by["uptime"].column("uptime") if u is not None]
+    return {
+        "on_time_rate": _rate(total("on_time", "on_time"), total("on_time", "finished")),
+        "mis_sort_rate": _rate(total("rates", "missorted"), total("rates", "chuted")),
+        "no_read_rate": _rate(total("rates", "noreads"), total("rates", "scans")),
+        "loss_rate": _rate(total("rates", "lost"), total("rates", "parcels_seen")),
+        "overdue_complaints": by["complaints"].column("outcome").count("overdue"),
+        "lowest_uptime": min(uptimes) if uptimes else None,
+    }

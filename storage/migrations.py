@@ -547,7 +547,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             min_severity text NOT NULL DEFAULT 'minor'
                          CHECK (min_severity IN ('minor', 'major', 'critical')),
             language     text NOT NULL DEFAULT 'en',
-            UNIQUE (site_id, channel, address)
+            secret       text,  -- signs webhooks (HMAC); never listed back
+            UNIQUE (site_id, channel, address),
+            CHECK (channel <> 'webhook' OR secret IS NOT NULL)
         );
         -- A controller an alert is assigned to (any change is logged in alert_events).
         ALTER TABLE alerts ADD COLUMN assigned_to text, ADD COLUMN assigned_at timestamptz;

@@ -69,8 +69,6 @@
     return figure.rows.map((row) => Object.fromEntries(figure.columns.map((c, i) => [c, row[i]])));
   }
 
-  const sum = (rows, column) => rows.reduce((total, r) => total + (r[column] || 0), 0);
-  const ratio = (part, whole) => (whole ? part / whole : null);
   const pct = (value) => (value === null || value === undefined ? null : +(value * 100).toFixed(2));
 
   // One line per group (e.g. site · class) over the sorted days.
@@ -155,25 +153,13 @@
     }),
   };
 
-  function glance(byName) {
-    const onTime = rowsOf(byName.on_time);
-    const rates = rowsOf(byName.rates);
-    const complaints = rowsOf(byName.complaints);
-    const uptime = rowsOf(byName.uptime);
-    const lowest = uptime.length ? Math.min(...uptime.map((r) => r.uptime)) : null;
-    const facts = [
-      [T.on_time_rate, ratio(sum(onTime, "on_time"), sum(onTime, "finished")), "on_time"],
-      [T.mis_sort_rate, ratio(sum(rates, "missorted"), sum(rates, "chuted")), "mis_sort"],
-      [T.no_read_rate, ratio(sum(rates, "noreads"), sum(rates, "scans")), "no_read"],
-      [T.loss_rate, ratio(sum(rates, "lost"), sum(rates, "parcels_seen")), "loss"],
-      [T.overdue_complaints, complaints.filter((r) => r.outcome === "overdue").length, "overdue"],
-      [T.lowest_uptime, lowest, "uptime"],
-    ];
-    $("glance").replaceChildren(...facts.flatMap(([name, value, id]) => [
-      el("dt", { text: name }),
+  // The server's summary, in the order it lists it: rates as percentages, overdue a count.
+  function glance(summary) {
+    $("glance").replaceChildren(...Object.entries(summary).flatMap(([id, value]) => [
+      el("dt", { text: T[id] || id }),
       el("dd", { dataset: { fact: id },
-        text: value === null ? T.no_data : Number.isInteger(value) && id === "overdue"
-          ? String(value) : percent.format(value) }),
+        text: value === null ? T.no_data
+          : id === "overdue_complaints" ? String(value) : percent.format(value) }),
     ]));
   }
 
@@ -252,7 +238,7 @@
     board.hidden = false;
     signOut.hidden = false;
     const byName = Object.fromEntries(body.figures.map((f) => [f.name, f]));
-    glance(byName);
+    glance(body.summary);
     for (const section of document.querySelectorAll("section.figure")) {
       drawFigure(section, byName[section.dataset.figure]);
     }

@@ -150,7 +150,8 @@ def test_severities_and_escalation_rules_have_defaults_a_site_overrides(
 def test_on_duty_list_checks_addresses_per_channel(
     client: TestClient, seeded: Seeded, keys: dict[str, str]
 ) -> None:
-    """A webhook needs a URL and an e-mail an address; entries can be listed and removed."""
+    """A webhook needs a URL and a signing secret, an e-mail an address; entries can be
+    listed (never with the secret) and removed."""
     headers = auth(keys["manager"])
     mail = client.post(
         f"/v1/sites/{SITE}/on-duty",
@@ -164,6 +165,12 @@ def test_on_duty_list_checks_addresses_per_channel(
         headers=headers,
     )
     assert wrong.status_code == 422 and "address" in wrong.text
+    unsigned = client.post(
+        f"/v1/sites/{SITE}/on-duty",
+        json={"name": "Hook", "channel": "webhook", "address": "http://127.0.0.1:9/hook"},
+        headers=headers,
+    )
+    assert unsigned.status_code == 422 and "secret" in unsigned.text
     listed = client.get(f"/v1/sites/{SITE}/on-duty", headers=auth(keys["controller"])).json()
     assert [d["address"] for d in listed] == ["ana@example.org"]
     gone = client.delete(f"/v1/sites/{SITE}/on-duty/{mail.json()['duty_id']}", headers=headers)

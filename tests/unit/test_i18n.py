@@ -22,7 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # domain -> (glob, extraction method) of the files whose texts it holds.
 DOMAIN_SOURCES: dict[str, list[tuple[str, str]]] = {
     "common": [("parceltrack/i18n.py", "python")],
-    "quality": [("api/quality_texts.py", "python"), ("quality/*.py", "python")],
+    "quality": [
+        ("api/quality_texts.py", "python"),
+        ("quality/*.py", "python"),
+        ("storage/figures.py", "python"),
+    ],
 }
 KEYWORDS = {"_": None, "gettext": None, "N_": None, "ngettext": (1, 2), "pgettext": ((1, "c"), 2)}
 
