@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
 from api import admin, alerts, customers, feedback, kpis, operations, pages
+from api import subscriptions as customer_subscriptions
 from api.handling import router as handling_router  # issue 16
 from api.manager import router as manager_router  # issue 16
 from api.models import Health
@@ -121,6 +122,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         staff_router,  # issue 16: staff ratings, complaint deadlines
         handling_router,  # issue 16: severities, assignment, escalation, on duty
         manager_router,  # issue 16: the manager page's figures and the floor view
+        customer_subscriptions.router,
+        customer_subscriptions.admin_router,
     ):
         app.include_router(router)
     pages.install(app)  # the tracking page and the control room (api/pages.py)

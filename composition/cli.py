@@ -19,6 +19,7 @@ import detect.commands
 import edge.commands
 import firmware_sim.commands
 import ingest.commands
+import notify.commands
 import quality.commands
 import storage.commands
 from parceltrack.config import Settings
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.commands.register(sub)
     api.commands.register(sub)
     quality.commands.register(sub)  # issue 16
+    notify.commands.register(sub)
     bench.register(sub)
     _add_broker(sub)
     _add_load_scenario(storage.commands.register(sub))

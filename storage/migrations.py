@@ -502,6 +502,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             FOR EACH ROW EXECUTE FUNCTION outbound_wake();
         """,
     ),
+    Migration(
+        91,
+        "customer subscriptions, notification cursor, replayable dead letters",
+        common="""
+        -- The retry window counts from here: queuing, or an admin's replay.
+        ALTER TABLE outbound_deliveries ADD COLUMN retry_from timestamptz NOT NULL
+            DEFAULT now();
+        -- Messages still pending when their subscriber unsubscribes are not sent.
+        ALTER TABLE outbound_deliveries DROP CONSTRAINT outbound_deliveries_state_check,
+            ADD CONSTRAINT outbound_deliveries_state_check
+            CHECK (state IN ('pending', 'delivered', 'dead', 'cancelled'));
+        -- A customer's wish to hear about one parcel, by e-mail or webhook, in a
+        -- language. `secret` signs its webhooks; `unsubscribe_token` ends it.
+        CREATE TABLE customer_subscriptions (
+            subscription_id   bigserial PRIMARY KEY,
+            tracking_id       text NOT NULL REFERENCES parcels,
+            channel           text NOT NULL CHECK (channel IN ('email', 'webhook')),
+            target            text NOT NULL,
+            language          text NOT NULL CHECK (language IN ('en', 'zh-CN')),
+            secret            text,
+            unsubscribe_token text NOT NULL UNIQUE,
+            created_at        timestamptz NOT NULL DEFAULT now(),
+            unsubscribed_at   timestamptz
+        );
+        CREATE UNIQUE INDEX customer_subscriptions_one ON customer_subscriptions
+            (tracking_id, channel, target) WHERE unsubscribed_at IS NULL;
+        -- Where the notifier has read up to in scans (by ingested_at) and alert_events.
+        CREATE TABLE notify_cursor (
+            name        text PRIMARY KEY,
+            scan_at     timestamptz NOT NULL,
+            alert_event bigint NOT NULL
+        );
+        """,
+    ),
     # -- issue 16 (controllers' and managers' quality): 120-139 ----------------------
     Migration(
         120,

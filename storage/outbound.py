@@ -135,3 +135,55 @@ async def enqueue_async(conn: psycopg.AsyncConnection[Any], message: Outbound) -
     cur = await conn.execute(_INSERT, _row(message))
     row = await cur.fetchone()
     return None if row is None else int(row[0])
+
+
+# -- the dead-letter list and replay (admins, through the API) ----------------------
+
+DEAD_COLUMNS = (
+    "delivery_id, channel, target, subscriber, idempotency_key, kind, attempts, "
+    "created_at, retry_from, dead_at, last_error"
+)
+
+
+async def dead_letters(
+    conn: psycopg.AsyncConnection[Any], limit: int, subscriber: str | None = None
+) -> list[dict[str, Any]]:
+    """Dead letters, newest first, optionally of one subscriber."""
+    cur = await conn.execute(
+        f"SELECT {DEAD_COLUMNS} FROM outbound_deliveries WHERE state = 'dead' "
+        "AND (%s::text IS NULL OR subscriber = %s) ORDER BY dead_at DESC, delivery_id DESC "
+        "LIMIT %s",
+        (subscriber, subscriber, limit),
+    )
+    names = [c.name for c in cur.description or []]
+    return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+
+
+async def replay(conn: psycopg.AsyncConnection[Any], delivery_id: int) -> str | None:
+    """Send a dead letter again with a fresh retry window; the state it was in before
+    (only 'dead' is replayed), or None when there is no such delivery."""
+    cur = await conn.execute(
+        "WITH before AS (SELECT state FROM outbound_deliveries WHERE delivery_id = %s "
+        "FOR UPDATE) "
+        "UPDATE outbound_deliveries d SET state = 'pending', next_attempt_at = now(), "
+        "retry_from = now(), dead_at = NULL FROM before "
+        "WHERE d.delivery_id = %s AND before.state = 'dead' RETURNING 'dead'",
+        (delivery_id, delivery_id),
+    )
+    if await cur.fetchone() is not None:
+        return "dead"
+    cur = await conn.execute(
+        "SELECT state FROM outbound_deliveries WHERE delivery_id = %s", (delivery_id,)
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def cancel_pending(conn: psycopg.AsyncConnection[Any], subscriber: str) -> int:
+    """Cancel what is still queued for a subscriber (it unsubscribed); how many."""
+    cur = await conn.execute(
+        "UPDATE outbound_deliveries SET state = 'cancelled', last_error = 'unsubscribed' "
+        "WHERE subscriber = %s AND state = 'pending'",
+        (subscriber,),
+    )
+    return cur.rowcount

@@ -27,6 +27,7 @@ DOMAIN_SOURCES: dict[str, list[tuple[str, str]]] = {
         ("quality/*.py", "python"),
         ("storage/figures.py", "python"),
     ],
+    "notify": [("notify/texts.py", "python"), ("api/subscriptions.py", "python")],
 }
 KEYWORDS = {"_": None, "gettext": None, "N_": None, "ngettext": (1, 2), "pgettext": ((1, "c"), 2)}
 
