@@ -78,7 +78,7 @@
       section.replaceChildren(
         el("h2", { id: "floor-heading", text: T.floor_title }),
         el("p", { class: "hint", text: T.floor_hint }),
-        floor.sites.map(drawSite));
+        ...floor.sites.map(drawSite));
       section.dataset.at = floor.at;
     } catch (_error) {
       // The control room reports a wrong key or an unreachable API itself.

@@ -87,7 +87,8 @@
       xAxis: { type: "category", data: days },
       yAxis: { type: "value", axisLabel: { formatter: "{value} %" } },
       series: [...groups].map(([name, byDay]) => ({
-        name, type: "line", connectNulls: true, data: days.map((d) => byDay.get(d) ?? null),
+        name, type: "line", connectNulls: true, showSymbol: true, symbolSize: 8,
+        data: days.map((d) => byDay.get(d) ?? null),
       })),
     };
   }
@@ -203,14 +204,16 @@
         el("option", { value: "p50", text: T.dwell_p50 }));
       choice.addEventListener("change", () => {
         which = choice.value;
-        charts.get(name).setOption(OPTIONS.dwell(rowsOf(figure), which), true);
+        charts.get(name).setOption({ animation: false, ...OPTIONS.dwell(rowsOf(figure), which) },
+          true);
       });
       tools.append(choice);
     }
     section.replaceChildren(heading, tools, chartBox, tableBox);
     if (charts.has(name)) charts.get(name).dispose();
     const chart = window.echarts.init(chartBox, null, { renderer: "svg", locale: LANG.startsWith("zh") ? "ZH" : "EN" });
-    chart.setOption(OPTIONS[name](rowsOf(figure), which));
+    // No animation: a manager reads figures, and a screenshot shows them drawn.
+    chart.setOption({ animation: false, ...OPTIONS[name](rowsOf(figure), which) });
     charts.set(name, chart);
     section.dataset.rows = String(figure.rows.length);
   }
