@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from api.security import Role
 from composition.pipeline import Pipeline
 from firmware_sim.arrivals import FLAT_PROFILE
 from firmware_sim.scenario import FaultRates, ScenarioConfig, generate
@@ -24,7 +25,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def controller_key(dsn: str, name: str = "demo-controller") -> str:
+def controller_key(dsn: str, name: str = "demo-controller", role: Role = "controller") -> str:
     """A new controller API key for the control-room page (it lives as long as the
     demo's database does: everything is removed when the demo stops)."""
     import asyncio
@@ -35,7 +36,7 @@ def controller_key(dsn: str, name: str = "demo-controller") -> str:
 
     async def create() -> str:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            _key_id, key = await create_key(conn, name, "controller")
+            _key_id, key = await create_key(conn, name, role)
         return key
 
     return asyncio.run(create())
@@ -81,6 +82,7 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
         on_time = [m.tracking_id for m in scenario.manifest[:40] if m.tracking_id not in faulty][:3]
         sites = ", ".join(s.site for s in scenario.sites)
         key = controller_key(pipeline.dsn)
+        manager = controller_key(pipeline.dsn, "demo-manager", "manager")
         console.print(f"""
 [green]Running.[/green] Simulated sorting centres ({sites}) send barcode reads
 from {len(scenario.read_points)} virtual scanners (ptys under {pipeline.port_dir})
@@ -91,6 +93,8 @@ The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdi
   Control room:    {url}/control-room
   Controller key:  {key}
                    (paste it into the control room; it lasts as long as this demo)
+  Manager page:    {url}/manager   (in Chinese: {url}/manager?lang=zh-CN)
+  Manager key:     {manager}
   API docs:        {url}/docs
   Health:          {url}/healthz
   Parcel as JSON:  {url}/v1/parcels/{on_time[0]}

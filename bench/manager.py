@@ -1,0 +1,136 @@
+"""The manager page's data load (GET /v1/manager/figures), beside the raw SQL.
+
+A private PostgreSQL gets N parcels with S scans each from bench api's generator
+(7 days of scans), its read points given the stages of a centre (induction ...
+chutes, doors) so every figure has rows. The floor is the figures' SQL statements
+(storage/figures.py) run directly, one after the other, on one connection; the
+figure is the page's whole data load over HTTP from `parceltrack api`. Both over
+the page's default period (the last 7 days), best and median of --repeat runs.
+The load average is printed with the figures: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from api.security import key_hash, new_key
+from bench.api import SITE, _serve, load
+from composition.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
+from storage import figures
+from storage.migrations import migrate
+
+GOAL_S = 1.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parcels", type=int, default=1_000_000)
+    parser.add_argument("--scans-per-parcel", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs of each")
+    parser.add_argument("--workdir", default=".local", help="where the private PostgreSQL lives")
+
+
+def _stages(dsn: str, per_parcel: int) -> None:
+    """First read point induction, then tunnel, sorters, the last but one a chute and the
+    last a door, so on-time, mis-sort and dwell figures all have work to do."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE read_points SET stage = CASE position WHEN 1 THEN 'induction' "
+            "WHEN 2 THEN 'tunnel' WHEN %(last)s - 1 THEN 'chute' WHEN %(last)s THEN 'dispatch' "
+            "ELSE 'sort' END WHERE site_id = %(site)s",
+            {"last": per_parcel, "site": SITE},
+        )
+
+
+def _raw_sql(dsn: str, period: figures.Period) -> float:
+    started = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for sql in figures.QUERIES.values():
+            conn.execute(sql, period.params()).fetchall()
+    return time.perf_counter() - started
+
+
+def _http(port: int, key: str, since: datetime, until: datetime) -> float:
+    query = f"since={since.isoformat()}&until={until.isoformat()}".replace("+", "%2B")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/manager/figures?{query}",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=600) as answer:
+        answer.read()
+    return time.perf_counter() - started
+
+
+def run(args: argparse.Namespace) -> int:
+    # Not a TemporaryDirectory: its mode 0700 would shut out the postgres user.
+    root = Path(args.workdir) / f"bench-manager-{os.getpid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    server = PrivatePostgres(root / "postgres")
+    broker = PrivateMosquitto(root / "mosquitto")
+    try:
+        server.start()
+        broker.start()
+        return _bench(server, broker.url, args)
+    finally:
+        broker.destroy()
+        server.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _bench(server: PrivatePostgres, mqtt_url: str, args: argparse.Namespace) -> int:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE bench")
+    dsn = server.dsn("bench")
+    migrate(dsn)
+    print(f"loading {args.parcels:,} parcels x {args.scans_per_parcel} scans ...", flush=True)
+    took = load(dsn, args.parcels, args.scans_per_parcel)
+    _stages(dsn, args.scans_per_parcel)
+    key = new_key()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO api_keys (key_hash, prefix, name, role) VALUES (%s, %s, 'bench', "
+            "'manager')",
+            (key_hash(key), key[:7]),
+        )
+        counts: Any = conn.execute(
+            "SELECT (SELECT count(*) FROM parcels), (SELECT count(*) FROM scans)"
+        ).fetchone()
+    print(f"loaded {counts[0]:,} parcels and {counts[1]:,} scans in {took:.0f} s", flush=True)
+    until = datetime.now(UTC)
+    since = until - timedelta(days=7)
+    period = figures.Period(since, until)
+    port = free_port()
+    api = _serve(dsn, mqtt_url, port, 1)
+    try:
+        wait_for_port(port, timeout=60)
+        _http(port, key, since, until)  # warm: pool, plans, caches
+        raw, page = [], []
+        for _ in range(args.repeat):
+            raw.append(_raw_sql(dsn, period))
+            page.append(_http(port, key, since, until))
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+    load1, load5, _ = os.getloadavg()
+    print()
+    print(f"manager page data, {counts[0]:,} parcels / {counts[1]:,} scans, last 7 days")
+    print(f"load average {load1:.2f} (1 min), {load5:.2f} (5 min), {os.cpu_count()} cores")
+    print(f"{'':40} {'best s':>8} {'median s':>9}")
+    print(
+        f"{'raw SQL, 7 statements, 1 connection':40} {min(raw):8.2f} {statistics.median(raw):9.2f}"
+    )
+    print(f"{'GET /v1/manager/figures':40} {min(page):8.2f} {statistics.median(page):9.2f}")
+    print(f"{'  ratio to raw SQL':40} {min(page) / min(raw):8.2f}")
+    met = statistics.median(page) < GOAL_S
+    print(f"{'  goal < 1 s':40} {'met' if met else 'NOT met':>8}")
+    return 0
