@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from api.security import key_hash, new_key
 from bench.api import SITE, _serve, load
-from composition.services import PrivateMosquitto, PrivatePostgres, free_port, wait_for_port
+from bench.private import services
+from composition.services import free_port, wait_for_port
 from storage import figures
-from storage.migrations import migrate
 
 GOAL_S = 1.0
 
@@ -72,27 +70,12 @@ def _http(port: int, key: str, since: datetime, until: datetime) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Not a TemporaryDirectory: its mode 0700 would shut out the postgres user.
-    root = Path(args.workdir) / f"bench-manager-{os.getpid()}"
-    root.mkdir(parents=True, exist_ok=True)
-    server = PrivatePostgres(root / "postgres")
-    broker = PrivateMosquitto(root / "mosquitto")
-    try:
-        server.start()
-        broker.start()
-        return _bench(server, broker.url, args)
-    finally:
-        broker.destroy()
-        server.destroy()
-        shutil.rmtree(root, ignore_errors=True)
+    with services(args.workdir, "manager") as (dsn, mqtt_url):
+        print(f"loading {args.parcels:,} parcels x {args.scans_per_parcel} scans ...", flush=True)
+        return _bench(dsn, mqtt_url, args)
 
 
-def _bench(server: PrivatePostgres, mqtt_url: str, args: argparse.Namespace) -> int:
-    with psycopg.connect(server.dsn(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE bench")
-    dsn = server.dsn("bench")
-    migrate(dsn)
-    print(f"loading {args.parcels:,} parcels x {args.scans_per_parcel} scans ...", flush=True)
+def _bench(dsn: str, mqtt_url: str, args: argparse.Namespace) -> int:
     took = load(dsn, args.parcels, args.scans_per_parcel)
     _stages(dsn, args.scans_per_parcel)
     key = new_key()
