@@ -48,6 +48,22 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/api-keys"): "admin",
     ("POST", "/v1/admin/api-keys"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
+    # issue 16: alert handling, staff ratings, complaint deadlines, manager figures, floor
+    ("POST", "/v1/alerts/{alert_id}/assign"): "controller",
+    ("GET", "/v1/sites/{site_id}/alert-severities"): "controller",
+    ("PUT", "/v1/sites/{site_id}/alert-severities/{kind}"): "manager",
+    ("GET", "/v1/sites/{site_id}/escalation-rules"): "controller",
+    ("PUT", "/v1/sites/{site_id}/escalation-rules/{kind}"): "manager",
+    ("GET", "/v1/sites/{site_id}/on-duty"): "controller",
+    ("POST", "/v1/sites/{site_id}/on-duty"): "manager",
+    ("DELETE", "/v1/sites/{site_id}/on-duty/{duty_id}"): "manager",
+    ("GET", "/v1/staff"): "manager",
+    ("GET", "/v1/staff/{staff_id}"): "manager",
+    ("PUT", "/v1/staff/{staff_id}"): "manager",
+    ("PUT", "/v1/sites/{site_id}/complaint-policy"): "manager",
+    ("GET", "/v1/manager/figures"): "manager",
+    ("GET", "/v1/manager/figures/{name}"): "manager",
+    ("GET", "/v1/floor"): "controller",
 }
 CALLERS = ("anonymous", *ROLES)
 RANK = {"public": -1, **{role: rank for rank, role in enumerate(ROLES)}}
