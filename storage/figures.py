@@ -48,15 +48,25 @@ WITH left_site AS (
       AND rp.stage = ANY(%(leaving)s)
       AND (%(site)s::text IS NULL OR s.site_id = %(site)s)
     GROUP BY 1, 2
+), parcel AS (
+    SELECT l.*, p.service_class, p.accepted_at, sc.delivery_days,
+           date_trunc('day', p.accepted_at, 'UTC') AS accepted_day
+    FROM left_site l
+    JOIN parcels p USING (tracking_id)
+    JOIN service_classes sc USING (service_class)
+), allowed AS (
+    -- J+n depends only on the UTC day of acceptance and n: computed once per pair,
+    -- not once per parcel (add_working_days(t, n) - t is the same all day long).
+    SELECT accepted_day, delivery_days,
+           add_working_days(accepted_day, delivery_days) - accepted_day AS allowance
+    FROM (SELECT DISTINCT accepted_day, delivery_days FROM parcel) pairs
 )
-SELECT l.site_id, p.service_class, (l.at AT TIME ZONE st.timezone)::date::text AS day,
+SELECT x.site_id, x.service_class, (x.at AT TIME ZONE st.timezone)::date::text AS day,
        count(*) AS finished,
-       count(*) FILTER (WHERE l.at <= add_working_days(p.accepted_at, sc.delivery_days))
-         AS on_time
-FROM left_site l
-JOIN parcels p USING (tracking_id)
-JOIN service_classes sc USING (service_class)
-JOIN sites st ON st.site_id = l.site_id
+       count(*) FILTER (WHERE x.at <= x.accepted_at + a.allowance) AS on_time
+FROM parcel x
+JOIN allowed a USING (accepted_day, delivery_days)
+JOIN sites st ON st.site_id = x.site_id
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3
 """

@@ -172,3 +172,17 @@ def test_uptime_is_the_share_of_the_period_without_a_silence_alert(written: Writ
     assert len(down) == 1 and down[0]["down_s"] == pytest.approx(600)
     assert down[0]["uptime"] == pytest.approx(5 / 6)
     assert all(r["uptime"] == 1 for r in rows if not r["silences"])
+
+
+def test_due_time_depends_only_on_the_day_of_acceptance(storage_dsn: str) -> None:
+    """What ON_TIME relies on: J+n added to any moment of a UTC day is the same span as
+    J+n added to that day's start, for every weekday and n from 0 to 6."""
+    with psycopg.connect(storage_dsn) as conn:
+        row = conn.execute(
+            "SELECT bool_and(add_working_days(t, n) - t = "
+            "add_working_days(date_trunc('day', t, 'UTC'), n) - date_trunc('day', t, 'UTC')), "
+            "count(*) FROM generate_series(timestamptz '2026-11-16 00:00+00', "
+            "timestamptz '2026-11-30 00:00+00', interval '97 minutes') t, "
+            "generate_series(0, 6) n"
+        ).fetchone()
+    assert row is not None and row[0] is True and row[1] > 1000
