@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -238,3 +241,24 @@ def test_daily_report_is_queued_once_per_day_and_arrives_as_html(seeded: Seeded)
     for title in (*figures.TITLES.values(), *figures.SUMMARY.values()):
         assert chinese(title) in content
     assert content.count("<table") == 6  # the summary and five figures
+
+
+def test_quality_command_runs_one_pass_as_a_process(seeded: Seeded) -> None:
+    """`parceltrack quality --once` in its own process queues the due escalation and says
+    so; a second run queues nothing; a bad --report-at is refused naming the option."""
+    dsn = seeded.dsn
+    _setup(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:  # due now: opened 2 minutes ago
+        conn.execute("UPDATE alerts SET opened_at = now() - interval '2 minutes'")
+    env = {**os.environ, "PARCELTRACK_DSN": dsn}
+    command = [sys.executable, "-m", "composition.cli", "quality", "--once"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "1 alert rounds, 0 overdue complaints, 1 messages queued" in first.stdout
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert "0 alert rounds, 0 overdue complaints, 0 messages queued" in again.stdout
+    assert [k for _c, k, _kind in _queued(dsn)] == [f"escalation:{seeded.alert_ids[0]}:0"]
+    bad = subprocess.run(
+        [*command, "--report-at", "25:99"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode != 0 and "--report-at" in bad.stderr
