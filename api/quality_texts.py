@@ -66,6 +66,28 @@ TEXTS: dict[str, str] = {
     "overdue": N_("overdue"),
     "waiting": N_("waiting"),
     "uptime": N_("Uptime"),
+    "staff_title": N_("Counter staff ratings"),
+    "staff_hint": N_(
+        "From customers' feedback naming them: everyone starts at 100 points (one star); "
+        "praise adds 10, a complaint takes 20; 200 points make two stars, under 100 none; "
+        "the bonus follows the score; under 60 points calls for a review."
+    ),
+    "staff_member": N_("Staff member"),
+    "counter": N_("Counter"),
+    "score": N_("Score"),
+    "stars": N_("Stars"),
+    "bonus": N_("Bonus"),
+    "praise_complaints": N_("Praise / complaints"),
+    "review": N_("Review"),
+    "needs_review": N_("needs review"),
+    "history": N_("History"),
+    "history_of": N_("History of {name}"),
+    "when": N_("When"),
+    "feedback": N_("Feedback"),
+    "change": N_("Change"),
+    "praise": N_("praise"),
+    "complaint": N_("complaint"),
+    "no_staff": N_("No staff registered for this site."),
     "floor_title": N_("Floor"),
     "floor_hint": N_(
         "Read points in flow order, coloured by open alerts and by how long parcels "

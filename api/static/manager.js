@@ -5,7 +5,8 @@
 "use strict";
 
 (function () {
-  const { el, api, ApiError } = window.PT;
+  const PT = window.PT;
+  const { el, api, ApiError } = PT;
   const T = JSON.parse(document.getElementById("texts").textContent);
   const LANG = document.documentElement.lang || "en";
   const KEY_STORE = "parceltrack.manager.apiKey";
@@ -218,6 +219,58 @@
     section.dataset.rows = String(figure.rows.length);
   }
 
+  // ---- counter staff ratings (GET /v1/staff, /v1/staff/{id}) -------------------------
+
+  const starText = (n) => (n > 0 ? "★".repeat(n) : "☆");
+
+  async function showHistory(member) {
+    const box = $("staff-history");
+    let body;
+    try {
+      body = await api("/v1/staff/" + encodeURIComponent(member.staff_id),
+        { headers: { Authorization: "Bearer " + key } });
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    box.replaceChildren(
+      el("h3", { text: T.history_of.replace("{name}", member.name) }),
+      el("table", {},
+        el("thead", {}, el("tr", {}, [T.when, T.feedback, T.change, T.score, T.stars]
+          .map((c) => el("th", { scope: "col", text: c })))),
+        el("tbody", {}, body.history.map((h) => el("tr", {},
+          el("td", {}, PT.timeEl(h.at)),
+          el("td", { text: `#${h.feedback_id} ${T[h.kind] || h.kind}` }),
+          el("td", { class: "num", text: (h.change > 0 ? "+" : "") + h.change }),
+          el("td", { class: "num", text: String(h.score) }),
+          el("td", { text: starText(h.stars) }))))));
+    box.hidden = false;
+  }
+
+  async function loadStaff(site) {
+    const query = site ? "?site=" + encodeURIComponent(site) : "";
+    let staff;
+    try {
+      staff = await api("/v1/staff" + query, { headers: { Authorization: "Bearer " + key } });
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    const rows = staff.map((m) => el("tr", { dataset: { staff: m.staff_id } },
+      el("th", { scope: "row", text: `${m.name} (${m.staff_id})` }),
+      el("td", { text: m.counter_id || "" }),
+      el("td", { class: "num", text: String(m.score) }),
+      el("td", { "aria-label": String(m.stars), text: starText(m.stars) }),
+      el("td", { class: "num", text: number.format(m.bonus_factor) + "×" }),
+      el("td", { class: "num", text: `${m.praise} / ${m.complaints}` }),
+      el("td", { class: m.needs_review ? "bad" : null, text: m.needs_review ? T.needs_review : "" }),
+      el("td", {}, el("button", { type: "button", class: "secondary", text: T.history,
+        onclick: () => showHistory(m) }))));
+    $("staff-table").tBodies[0].replaceChildren(
+      ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 8, class: "empty", text: T.no_staff }))]));
+    $("staff-history").hidden = true;
+  }
+
   async function load() {
     const days = Number($("period").value);
     const until = new Date();
@@ -245,6 +298,7 @@
     for (const section of document.querySelectorAll("section.figure")) {
       drawFigure(section, byName[section.dataset.figure]);
     }
+    await loadStaff(site);
     status.textContent = "";
     board.dataset.loaded = String(Date.now());
   }

@@ -230,7 +230,15 @@ def test_floor_lists_read_points_with_alerts_and_throughput(
     client: TestClient, seeded: Seeded, keys: dict[str, str]
 ) -> None:
     """The floor view's data has every read point of the site in flow order, the open
-    mis-sort alert at the sorter, and the scans of the last hour per minute."""
+    mis-sort alert at the sorter, the parcels waiting at induction (the detector's
+    parcel_eta) with the longest wait, and the scans of the last hour per minute."""
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        for tracking, ago in ((seeded.accepted, 700), (seeded.on_conveyor, 100)):
+            conn.execute(
+                "INSERT INTO parcel_eta (tracking_id, site_id, read_point_id, stage, entered_at) "
+                "VALUES (%s, %s, %s, 'induction', now() - make_interval(secs => %s))",
+                (tracking, SITE, f"{SITE}-IND1", ago),
+            )
     body = client.get("/v1/floor", headers=auth(keys["controller"])).json()
     (site,) = body["sites"]
     points = {p["read_point_id"]: p for p in site["read_points"]}
@@ -240,3 +248,6 @@ def test_floor_lists_read_points_with_alerts_and_throughput(
     tunnel = points[f"{SITE}-TUN1"]["per_minute"]
     assert len(tunnel) == 60 and sum(tunnel) == 7  # four parcels read, three no-reads
     assert points[f"{SITE}-IND1"]["standard_s"] == 600.0
+    assert points[f"{SITE}-IND1"]["parcels"] == 2
+    assert points[f"{SITE}-IND1"]["longest_wait_s"] == pytest.approx(700, abs=30)
+    assert points[f"{SITE}-TUN1"]["parcels"] == 0

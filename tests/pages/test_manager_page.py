@@ -143,3 +143,38 @@ def test_floor_view_in_the_control_room(
     floor.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "control-room-floor.png"), full_page=True)
     assert watched == []
+
+
+def test_staff_ratings_and_their_history_on_the_page(
+    page: Page, site: Site, artifacts: Path, watched: list[str]
+) -> None:
+    """A staff member named in two complaints and one praise is listed at 70 points
+    (100 - 20 + 10 - 20), no star, 0.7x bonus; History shows the three steps, oldest
+    first."""
+    key = make_key(site.dsn, "manager")
+    headers = {"Authorization": f"Bearer {key}"}
+    registered = httpx.put(
+        f"{site.url}/v1/staff/S-9", json={"name": "Zhang Min", "site_id": SITE}, headers=headers
+    )
+    assert registered.status_code == 200
+    for kind in ("complaint", "praise", "complaint"):
+        sent = httpx.post(
+            f"{site.url}/v1/parcels/{site.seeded.dispatched}/feedback",
+            json={"kind": kind, "message": "counter 2", "staff_id": "S-9"},
+        )
+        assert sent.status_code == 201
+    _sign_in(page, site, key)
+    words = texts("en")
+    row = page.locator('#staff-table tr[data-staff="S-9"]')
+    expect(row).to_contain_text("Zhang Min")
+    cells = row.locator("td")
+    expect(cells.nth(1)).to_have_text("70")
+    expect(cells.nth(2)).to_have_text("☆")
+    expect(cells.nth(3)).to_have_text("0.7\N{MULTIPLICATION SIGN}")
+    expect(cells.nth(4)).to_have_text("1 / 2")
+    row.get_by_role("button", name=words["history"]).click()
+    history = page.locator("#staff-history")
+    expect(history.locator("tbody tr")).to_have_count(3)
+    expect(history.locator("tbody tr td:nth-child(4)")).to_have_text(["80", "90", "70"])
+    page.locator("#staff").screenshot(path=str(artifacts / "manager-staff.png"))
+    assert watched == []
