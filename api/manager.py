@@ -46,6 +46,9 @@ class FiguresOut(BaseModel):
     since: datetime
     until: datetime
     site: str | None
+    computed_at: datetime | None = Field(
+        default=None, description="when served as computed ahead: when it was computed"
+    )
     summary: dict[str, float | int | None] = Field(
         description="at a glance: each rate over the period, overdue complaints, lowest uptime"
     )
@@ -95,18 +98,55 @@ Since = Annotated[datetime | None, Query(description="default: 7 days before unt
 Until = Annotated[datetime | None, Query(description="default: now")]
 
 
+Days = Annotated[
+    int | None,
+    Query(ge=1, le=92, description="the last n days; 1, 7 and 30 for every site are "
+          "served as computed ahead by `parceltrack quality` when fresh (see computed_at)"),
+]  # fmt: skip
+
+
+async def _found(
+    request: Request, site: str | None, since: datetime | None, until: datetime | None,
+    days: int | None, only: str | None = None,
+) -> tuple[figures.Period, list[figures.Figure], datetime | None]:  # fmt: skip
+    """The figures asked for: the snapshot of `days` when one is fresh, else computed now."""
+    lost = request.app.state.settings.lost_after_s
+    now = datetime.now(UTC)
+    if days is not None:
+        if since is not None or until is not None:
+            raise HTTPException(status_code=422, detail="days: give days, or since and until")
+        since, until = now - timedelta(days=days), now
+    chosen = period(since, until, site, lost)
+    async with _pool(request).connection() as conn:
+        if days in figures.SNAPSHOT_DAYS and site is None:
+            stored = await figures.read_snapshot(conn, days, now)
+            if stored is not None:
+                body, computed_at = stored
+                kept = figures.Period(
+                    datetime.fromisoformat(body["since"]), datetime.fromisoformat(body["until"])
+                )
+                return kept, figures.from_body(body), computed_at
+        if only is not None:
+            return chosen, [await figures.FIGURES[only](conn, chosen)], None
+        return chosen, await figures.all_figures(conn, chosen), None
+
+
 @router.get("/v1/manager/figures", response_model=FiguresOut, responses=AUTH, tags=["managers"])
 async def get_figures(
-    request: Request, _who: Manager, site: Name = None, since: Since = None, until: Until = None
+    request: Request,
+    _who: Manager,
+    site: Name = None,
+    since: Since = None,
+    until: Until = None,
+    days: Days = None,
 ) -> FiguresOut:
     """Every figure of the manager page (on-time, rates, dwell, complaints, uptime)."""
-    chosen = period(since, until, site, request.app.state.settings.lost_after_s)
-    async with _pool(request).connection() as conn:
-        found = await figures.all_figures(conn, chosen)
+    chosen, found, computed_at = await _found(request, site, since, until, days)
     return FiguresOut(
         since=chosen.since,
         until=chosen.until,
         site=site,
+        computed_at=computed_at,
         summary=figures.summary(found),
         figures=[
             FigureOut(name=f.name, columns=list(f.columns), rows=jsonable_encoder(f.rows))
@@ -145,11 +185,11 @@ async def get_figure(
     since: Since = None,
     until: Until = None,
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
+    days: Days = None,
 ) -> Any:
     """One figure of the manager page: the table its chart draws."""
-    chosen = period(since, until, site, request.app.state.settings.lost_after_s)
-    async with _pool(request).connection() as conn:
-        figure = await figures.FIGURES[name](conn, chosen)
+    _chosen, found, _at = await _found(request, site, since, until, days, only=name)
+    figure = next(f for f in found if f.name == name)
     if format == "csv" or (format is None and "text/csv" in request.headers.get("accept", "")):
         return Response(
             figure_csv(figure),

@@ -35,6 +35,7 @@ TEXTS: dict[str, str] = {
     "last_month": N_("Last 30 days"),
     "show": N_("Show"),
     "loading": N_("Loading…"),
+    "as_of": N_("Figures as of {time}"),
     "key_refused": N_("The API key was not accepted"),
     "key_forbidden": N_("This key may not open the quality page"),
     "unreachable": N_("The figures could not be loaded"),

@@ -2,12 +2,13 @@
 
 It runs as its own process (not inside the API, whose workers are many, nor inside
 detection, whose tick must stay a few milliseconds): every `tick_s` it escalates
-and reminds (quality/store.py), escalates overdue complaints, and queues the daily
-report when it is due (quality/report.py). Everything it has done is in the
-database, written in the transaction that queues the messages, so it survives
-restarts; several instances may run (an advisory lock lets one plan at a time, and
-the idempotency keys keep any repeat out of the queue). The delivery engine
-(`parceltrack notify`) sends what it queues.
+and reminds (quality/store.py), escalates overdue complaints, queues the daily
+report when it is due (quality/report.py), and computes the manager page's figures
+for its standard periods ahead (storage/figures.py, `figure_snapshots`).
+Everything it has done is in the database, written in the transaction that queues
+the messages, so it survives restarts; several instances may run (an advisory lock
+lets one plan at a time, and the idempotency keys keep any repeat out of the
+queue). The delivery engine (`parceltrack notify`) sends what it queues.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import UTC, datetime, time
 import psycopg
 
 from quality import report, store
+from storage import figures
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class QualitySettings:
     digest_at: int = 10  # this many alerts due at once for one person and site: one digest
     report_at: time = time(6, 0)  # UTC; the report of the day before goes out after it
     lost_after_s: float = 3600.0
+    snapshot_every_s: float = figures.SNAPSHOT_EVERY_S  # the manager page's figures ahead
 
 
 def now() -> datetime:
@@ -43,6 +46,8 @@ async def run_once(settings: QualitySettings, now: datetime) -> store.TickResult
     async with await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True) as conn:
         result = await store.tick(conn, now, settings.digest_at)
         await report.send_due(conn, now, settings.report_at, settings.lost_after_s)
+        # Last: on a big database this takes minutes, and nothing above should wait.
+        await figures.refresh_snapshots(conn, now, settings.snapshot_every_s)
     return result
 
 

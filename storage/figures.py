@@ -26,9 +26,11 @@ Definitions:
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -335,3 +337,83 @@ def summary(found: Sequence[Figure]) -> dict[str, float | int | None]:
         "overdue_complaints": by["complaints"].column("outcome").count("overdue"),
         "lowest_uptime": min(uptimes) if uptimes else None,
     }
+
+
+# The periods computed ahead (`figure_snapshots`), how often, and how old a snapshot
+# the page still takes.
+SNAPSHOT_DAYS = (1, 7, 30)
+SNAPSHOT_EVERY_S = 300.0
+SNAPSHOT_MAX_AGE_S = 900.0
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime | date) else value
+
+
+def body(found: Sequence[Figure], period: Period) -> dict[str, Any]:
+    """The figures as the API sends them (JSON types only)."""
+    return {
+        "since": period.since.isoformat(),
+        "until": period.until.isoformat(),
+        "site": period.site,
+        "summary": summary(found),
+        "figures": [
+            {
+                "name": f.name,
+                "columns": list(f.columns),
+                "rows": [[_plain(v) for v in r] for r in f.rows],
+            }
+            for f in found
+        ],
+    }
+
+
+def from_body(stored: dict[str, Any]) -> list[Figure]:
+    return [
+        Figure(f["name"], tuple(f["columns"]), [tuple(r) for r in f["rows"]])
+        for f in stored["figures"]
+    ]
+
+
+async def take_snapshot(
+    conn: AsyncConnection[Any], days: int, now: datetime, lost_after_s: float = 3600.0
+) -> float:
+    """Compute the figures of the last `days` days, every site, and store them; seconds taken."""
+    period = Period(now - timedelta(days=days), now, None, lost_after_s)
+    started = time.perf_counter()
+    found = await all_figures(conn, period)
+    took = time.perf_counter() - started
+    await conn.execute(
+        "INSERT INTO figure_snapshots (days, since, until, computed_at, took_s, body) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (days) DO UPDATE SET "
+        "since = EXCLUDED.since, until = EXCLUDED.until, computed_at = EXCLUDED.computed_at, "
+        "took_s = EXCLUDED.took_s, body = EXCLUDED.body",
+        (days, period.since, period.until, now, took, json.dumps(body(found, period))),
+    )
+    return took
+
+
+async def refresh_snapshots(
+    conn: AsyncConnection[Any], now: datetime, every_s: float = SNAPSHOT_EVERY_S
+) -> list[int]:
+    """Recompute the stalest snapshot older than `every_s` (one per call, to spread the load)."""
+    cur = await conn.execute("SELECT days, computed_at FROM figure_snapshots")
+    ages = {int(d): (now - at).total_seconds() for d, at in await cur.fetchall()}
+    stale = [d for d in SNAPSHOT_DAYS if ages.get(d, float("inf")) >= every_s]
+    if not stale:
+        return []
+    oldest = max(stale, key=lambda d: ages.get(d, float("inf")))
+    await take_snapshot(conn, oldest, now)
+    return [oldest]
+
+
+async def read_snapshot(
+    conn: AsyncConnection[Any], days: int, now: datetime, max_age_s: float = SNAPSHOT_MAX_AGE_S
+) -> tuple[dict[str, Any], datetime] | None:
+    """The stored figures of the last `days` days and when they were computed, if fresh."""
+    cur = await conn.execute(
+        "SELECT body, computed_at FROM figure_snapshots WHERE days = %s AND computed_at >= %s",
+        (days, now - timedelta(seconds=max_age_s)),
+    )
+    row = await cur.fetchone()
+    return None if row is None else (row[0], row[1])

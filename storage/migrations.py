@@ -637,6 +637,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        121,
+        "manager figures computed ahead",
+        common="""
+        -- The manager page's figures for its standard periods (the last 1, 7 and 30
+        -- days, every site), computed by `parceltrack quality` in the background: on
+        -- millions of scans they take minutes, the page must open in under a second.
+        CREATE TABLE figure_snapshots (
+            days        integer PRIMARY KEY CHECK (days > 0),
+            since       timestamptz NOT NULL,
+            until       timestamptz NOT NULL,
+            computed_at timestamptz NOT NULL,
+            took_s      double precision NOT NULL,
+            body        jsonb NOT NULL
+        );
+        """,
+    ),
 )
 
 

@@ -272,10 +272,8 @@
   }
 
   async function load() {
-    const days = Number($("period").value);
-    const until = new Date();
-    const since = new Date(until.getTime() - days * 86400000);
-    const params = new URLSearchParams({ since: since.toISOString(), until: until.toISOString() });
+    // The standard periods are computed ahead for every site; a site is computed now.
+    const params = new URLSearchParams({ days: $("period").value });
     const site = $("site").value.trim();
     if (site) params.set("site", site);
     status.textContent = T.loading;
@@ -299,7 +297,8 @@
       drawFigure(section, byName[section.dataset.figure]);
     }
     await loadStaff(site);
-    status.textContent = "";
+    status.textContent = body.computed_at
+      ? T.as_of.replace("{time}", PT.when(body.computed_at)) : "";
     board.dataset.loaded = String(Date.now());
   }
 

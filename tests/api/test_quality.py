@@ -4,9 +4,11 @@ assignment, the manager figures (JSON and CSV) and the floor view's data."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -251,3 +253,37 @@ def test_floor_lists_read_points_with_alerts_and_throughput(
     assert points[f"{SITE}-IND1"]["parcels"] == 2
     assert points[f"{SITE}-IND1"]["longest_wait_s"] == pytest.approx(700, abs=30)
     assert points[f"{SITE}-TUN1"]["parcels"] == 0
+
+
+def test_standard_periods_are_served_as_computed_ahead(
+    client: TestClient, seeded: Seeded, keys: dict[str, str]
+) -> None:
+    """With a fresh snapshot, days=7 serves it (saying when it was computed) even after
+    new feedback; with a site it is computed now and has it; days and since together
+    are 422."""
+
+    async def snapshot() -> None:
+        async with await psycopg.AsyncConnection.connect(seeded.dsn, autocommit=True) as conn:
+            await figures.take_snapshot(conn, 7, datetime.now(UTC))
+
+    asyncio.run(snapshot())
+    _feedback(client, seeded.dispatched, "complaint")
+    headers = auth(keys["manager"])
+
+    def complaints(body: dict[str, Any]) -> int:
+        return len(next(f for f in body["figures"] if f["name"] == "complaints")["rows"])
+
+    ahead = client.get("/v1/manager/figures", params={"days": 7}, headers=headers).json()
+    assert ahead["computed_at"] is not None and complaints(ahead) == 0
+    now = client.get("/v1/manager/figures", params={"days": 7, "site": SITE}, headers=headers)
+    assert now.json()["computed_at"] is None and complaints(now.json()) == 1
+    csv_ahead = client.get(
+        "/v1/manager/figures/complaints", params={"days": 7, "format": "csv"}, headers=headers
+    )
+    assert len(csv_ahead.text.splitlines()) == 1  # the header: as computed ahead
+    both = client.get(
+        "/v1/manager/figures",
+        params={"days": 7, "since": "2026-11-01T00:00:00+00:00"},
+        headers=headers,
+    )
+    assert both.status_code == 422 and "days" in both.json()["detail"]
