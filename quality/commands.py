@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     quality.add_argument(
         "--report-at", default="06:00", help="UTC time after which yesterday's report goes out"
     )
+    quality.add_argument(
+        "--figures-every",
+        type=float,
+        default=300.0,
+        help="seconds between recomputing each of the manager page's standard periods",
+    )
     quality.add_argument("--once", action="store_true", help="one pass, then exit")
     quality.set_defaults(func=run)
 
@@ -35,10 +41,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         report_at = time.fromisoformat(args.report_at)
     except ValueError as exc:
         raise ConfigError(f"--report-at {args.report_at!r} is not a time like 06:00") from exc
-    if args.tick <= 0 or args.digest_at < 2:
-        raise ConfigError("--tick must be positive and --digest-at at least 2")
+    if args.tick <= 0 or args.digest_at < 2 or args.figures_every <= 0:
+        raise ConfigError("--tick and --figures-every must be positive, --digest-at at least 2")
     chosen = QualitySettings(
-        dsn=settings.dsn, tick_s=args.tick, digest_at=args.digest_at, report_at=report_at
+        dsn=settings.dsn,
+        tick_s=args.tick,
+        digest_at=args.digest_at,
+        report_at=report_at,
+        snapshot_every_s=args.figures_every,
     )
     if args.once:
         result = asyncio.run(run_once(chosen, now()))

@@ -339,11 +339,12 @@ def summary(found: Sequence[Figure]) -> dict[str, float | int | None]:
     }
 
 
-# The periods computed ahead (`figure_snapshots`), how often, and how old a snapshot
-# the page still takes.
+# The periods computed ahead (`figure_snapshots`), how often by default (`parceltrack
+# quality --figures-every`), and how old a snapshot the page still takes (it shows
+# when it was computed): on 20M scans one snapshot takes minutes.
 SNAPSHOT_DAYS = (1, 7, 30)
 SNAPSHOT_EVERY_S = 300.0
-SNAPSHOT_MAX_AGE_S = 900.0
+SNAPSHOT_MAX_AGE_S = 3600.0
 
 
 def _plain(value: Any) -> Any:
