@@ -262,3 +262,51 @@ def test_quality_command_runs_one_pass_as_a_process(seeded: Seeded) -> None:
         [*command, "--report-at", "25:99"], env=env, capture_output=True, text=True, timeout=120
     )
     assert bad.returncode != 0 and "--report-at" in bad.stderr
+
+
+def _rounds(dsn: str) -> list[int]:
+    with psycopg.connect(dsn) as conn:
+        return [int(r) for (r,) in conn.execute("SELECT round FROM alert_escalations ORDER BY 1")]
+
+
+def test_scheduler_killed_and_restarted_keeps_reminding_without_repeats(seeded: Seeded) -> None:
+    """`parceltrack quality` killed with SIGKILL between reminders and started again goes
+    on with the next round: rounds 0, 1, 2 ... each queued once; after the
+    acknowledgement no more; SIGTERM stops it cleanly."""
+    dsn = seeded.dsn
+    alert_id, _opened = _setup(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:  # seconds, not minutes
+        conn.execute(
+            "UPDATE escalation_rules SET after_s = 1, repeat_s = 1.5 WHERE site_id = %s", (SITE,)
+        )
+    env = {**os.environ, "PARCELTRACK_DSN": dsn}
+    command = [
+        sys.executable, "-m", "composition.cli", "quality", "--tick", "0.2",
+        "--figures-every", "100000",
+    ]  # fmt: skip
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: len(_rounds(dsn)) >= 2, 60, "two rounds")
+    finally:
+        first.kill()
+        first.wait(30)
+    before = len(_rounds(dsn))
+    second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: len(_rounds(dsn)) >= before + 2, 60, "two more rounds")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE alerts SET state = 'acknowledged', acked_at = now() WHERE alert_id = %s",
+                (alert_id,),
+            )
+        time.sleep(0.5)  # a tick that had started before the acknowledgement
+        acked = len(_rounds(dsn))
+        time.sleep(3.5)  # two more reminder periods
+        assert len(_rounds(dsn)) == acked
+    finally:
+        second.terminate()
+        assert second.wait(30) == 0
+    rounds = _rounds(dsn)
+    assert rounds == list(range(len(rounds)))
+    keys = [k for _c, k, _kind in _queued(dsn)]
+    assert keys == [f"escalation:{alert_id}:{r}" for r in rounds]
