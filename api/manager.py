@@ -84,7 +84,10 @@ def _pool(request: Request) -> AsyncConnectionPool[Any]:
     return pool
 
 
-def period(since: datetime | None, until: datetime | None, site: str | None, lost: float) -> Any:
+def period(
+    since: datetime | None, until: datetime | None, site: str | None, lost: float
+) -> figures.Period:
+    """The period asked for (default: the 7 days before `until`, now), or 422 saying why."""
     until = until or datetime.now(UTC)
     since = since or until - timedelta(days=7)
     if since.tzinfo is None or until.tzinfo is None:
