@@ -195,7 +195,11 @@ async def staff_history(request: Request, _who: Manager, staff_id: StaffId) -> S
     )
 
 
-@router.put("/v1/staff/{staff_id}", response_model=StaffRating, responses=AUTH)
+@router.put(
+    "/v1/staff/{staff_id}",
+    response_model=StaffRating,
+    responses={**AUTH, 409: {"description": "No such site"}},
+)
 async def put_staff(
     request: Request, _who: Manager, staff_id: StaffId, body: StaffIn
 ) -> StaffRating:

@@ -62,7 +62,8 @@ def test_feedback_names_staff_and_scores_follow_the_rules(
 def test_unknown_staff_is_refused_naming_the_field(
     client: TestClient, seeded: Seeded, keys: dict[str, str]
 ) -> None:
-    """Feedback naming a staff member nobody registered is 422 naming staff_id, not a 5xx."""
+    """Feedback naming a staff member nobody registered is 422 naming staff_id, not a 5xx;
+    registering one at a site that does not exist is 409."""
     answer = client.post(
         f"/v1/parcels/{seeded.dispatched}/feedback",
         json={"kind": "praise", "message": "kind", "staff_id": "nobody"},
@@ -71,6 +72,10 @@ def test_unknown_staff_is_refused_naming_the_field(
     assert "staff_id" in answer.json()["detail"]
     assert client.get("/v1/staff/nobody", headers=auth(keys["manager"])).status_code == 404
     assert client.get("/v1/staff", headers=auth(keys["controller"])).status_code == 403
+    elsewhere = client.put(
+        "/v1/staff/S-2", json={"name": "X", "site_id": "NOPE"}, headers=auth(keys["manager"])
+    )
+    assert elsewhere.status_code == 409
 
 
 def test_complaints_get_a_deadline_and_the_overdue_view_lists_them(
