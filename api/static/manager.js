@@ -117,7 +117,8 @@
         tooltip: { position: "top", valueFormatter: (v) => v + " " + T.seconds },
         grid: { top: 10, left: 110, right: 20, bottom: 70 },
         xAxis: { type: "category", data: hours, name: T.hour, splitArea: { show: true } },
-        yAxis: { type: "category", data: points, splitArea: { show: true } },
+        yAxis: { type: "category", data: points, splitArea: { show: true },
+          axisLabel: { interval: 0 } }, // every read point named, however many
         visualMap: { min: 0, max: Math.max(1, ...values), calculable: true, orient: "horizontal",
           left: "center", bottom: 0, inRange: { color: ["#e8f3ea", "#f6c343", "#b3261e"] } },
         series: [{ name: which === "p50" ? T.dwell_p50 : T.dwell_p95, type: "heatmap", data,
@@ -150,7 +151,8 @@
       tooltip: { trigger: "axis", valueFormatter: (v) => v + " %" },
       grid: { top: 10, left: 130, right: 30, bottom: 30 },
       xAxis: { type: "value", min: 0, max: 100, axisLabel: { formatter: "{value} %" } },
-      yAxis: { type: "category", data: rows.map((r) => r.device_id), inverse: true },
+      yAxis: { type: "category", data: rows.map((r) => r.device_id), inverse: true,
+        axisLabel: { interval: 0 } },
       series: [{ name: T.uptime, type: "bar", data: rows.map((r) => pct(r.uptime)) }],
     }),
   };
@@ -209,6 +211,12 @@
           true);
       });
       tools.append(choice);
+    }
+    if (name === "dwell" || name === "uptime") {
+      // One row per read point or device, each tall enough to be named.
+      const count = new Set(figure.rows.map((r) => r[figure.columns.indexOf(
+        name === "dwell" ? "read_point_id" : "device_id")])).size;
+      chartBox.style.height = Math.max(320, 110 + count * 18) + "px";
     }
     section.replaceChildren(heading, tools, chartBox, tableBox);
     if (charts.has(name)) charts.get(name).dispose();
