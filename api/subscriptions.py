@@ -22,19 +22,11 @@ from api.alerts import AUTH
 from api.customers import NOT_FOUND, RESPONSES, TrackingId, s10_or_422
 from api.security import Caller, rate_limited, require
 from parceltrack.i18n import CHINESE, ENGLISH, N_, choose, gettext_for
+from parceltrack.webhooks import ParcelEvent
 from storage import outbound
 
 DOMAIN = "notify"
-EVENTS = [
-    "accepted",
-    "arrived",
-    "sorted",
-    "dispatched",
-    "delayed",
-    "exception",
-    "missing",
-    "resolved",
-]
+EVENTS = [event.value for event in ParcelEvent]
 
 router = APIRouter(tags=["customers"], dependencies=[Depends(rate_limited)])
 admin_router = APIRouter(tags=["administration"])

@@ -11,7 +11,7 @@ from typing import Any
 from parceltrack.config import Settings
 
 # The benchmarks; the other modules (accuracy, score) are the harness they share.
-NAMES = ("api", "detect", "edge", "ingest", "manager", "scenario")
+NAMES = ("api", "detect", "edge", "ingest", "manager", "scenario", "notify")
 
 
 def load(name: str):  # type: ignore[no-untyped-def]

@@ -102,6 +102,10 @@ The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdi
   A lost parcel:   {url}/track?id={sorted(lost)[0] if lost else on_time[0]}
                    (a delay alert opens once its stage standard has passed, a missing alert
                    about 30 s after that: watch them in the control room)
+  Notifications:   curl -X POST {url}/v1/parcels/{on_time[0]}/subscriptions \\
+                     -H 'Content-Type: application/json' \\
+                     -d '{{"webhook_url": "https://example.org/hook", "language": "zh-CN"}}'
+                   (webhooks signed as docs/api.md says; queued in outbound_deliveries)
   Alerts so far:   psql {pipeline.dsn} -c 'select * from alerts'
   Logs:            {pipeline.logs}
 

@@ -132,6 +132,9 @@ class Pipeline:
     broker_tls: bool = False
     api_admin_key: str | None = None  # PARCELTRACK_API_ADMIN_KEY for the API
     verbose: bool = False  # every process logs at DEBUG
+    # The notifier's SMTP server (smtp://host:port); None: e-mails wait in the queue.
+    smtp_url: str | None = None
+    notify_hold_down_s: float = 2.0  # alerts resolved this fast are not told customers
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -278,6 +281,7 @@ class Pipeline:
             str(self.missing_after_s),
         )
         self.spawn("api", "api", "--port", str(self.api_port))
+        self.spawn("notify", *self.notify_args())
         # The simulator makes the ports, then waits for the clock file: pyserial drops
         # what a port holds when it opens it, so playing starts only once every agent
         # has opened its devices.
@@ -303,6 +307,12 @@ class Pipeline:
             self.scenario.truth_lines(self.clock.start, self.clock.speed)
         )
         self.clock.save(clock_file)
+
+    def notify_args(self) -> list[str]:
+        """The delivery engine and customer notifier (issue 15): links point at the API."""
+        args = ["notify", "--public-url", self.api_url, "--hold-down", str(self.notify_hold_down_s),
+                "--allow-private-targets"]  # fmt: skip
+        return [*args, "--smtp", self.smtp_url] if self.smtp_url else args
 
     def _spawn_sim(self, clock_file: Path) -> None:
         self.spawn(
@@ -363,7 +373,7 @@ class Pipeline:
     def stop(self, keep_files: bool = False) -> None:
         # Producers first, so what is in flight can still land.
         edges = [n for n in self.processes if n.startswith("edge")]
-        for name in ("sim", *edges, "ingest", "detect", "api"):
+        for name in ("sim", *edges, "ingest", "detect", "notify", "api"):
             self.stop_process(name)
         for name in list(self.processes):
             self.stop_process(name)

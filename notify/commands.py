@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from parceltrack.config import Settings
@@ -40,8 +41,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     notify.add_argument(
         "--hold-down",
         type=float,
-        default=3.0,
+        default=2.0,
         help="an alert resolved within this many seconds of opening is not notified",
+    )
+    notify.add_argument(
+        "--keep-days", type=float, default=30.0, help="delete delivered messages after (days)"
+    )
+    notify.add_argument(
+        "--allow-private-targets",
+        action="store_true",
+        help="deliver webhooks to loopback and private addresses (tests, demo, closed networks)",
     )
     notify.add_argument(
         "--no-notifier", action="store_true", help="only deliver; do not follow scans and alerts"
@@ -65,19 +74,33 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             rate=RateLimit(per_window=args.rate, window_s=args.rate_window),
             workers=args.workers,
             timeout_s=args.timeout,
+            allow_private_targets=args.allow_private_targets,
+            keep_days=args.keep_days,
         )
     )
     stop = stop_on_signals()
-    threads = [threading.Thread(target=engine.run, args=(stop,), name="notify-engine")]
+    failed: list[str] = []
+
+    def guarded(name: str, loop: Callable[[threading.Event], None]) -> None:
+        # One loop dying ends the process (non-zero), so a supervisor restarts both.
+        try:
+            loop(stop)
+        except Exception:
+            log.exception("%s stopped on an error", name)
+            failed.append(name)
+            stop.set()
+
+    loops: list[tuple[str, Callable[[threading.Event], None]]] = [("delivery engine", engine.run)]
     if not args.no_notifier:
         notifier = Notifier(
             NotifierSettings(
                 dsn=settings.dsn, public_url=args.public_url, hold_down_s=args.hold_down
             )
         )
-        threads.append(threading.Thread(target=notifier.run, args=(stop,), name="notifier"))
+        loops.append(("notifier", notifier.run))
+    threads = [threading.Thread(target=guarded, args=loop, name=loop[0]) for loop in loops]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return 0
+    return 1 if failed else 0

@@ -6,6 +6,11 @@ follows `scans` by `ingested_at` as detection does, reading only rows at least
 `lag_s` old: `ingested_at` is the writer's transaction start, so a row may commit
 after a later one; the lag covers the ingest's short transactions. Alert changes are
 read by `alert_events.event_id` once the hold-down has passed, which is a longer lag.
+
+A commit slower than the lag (a loaded server's fsync can take seconds) would slip
+behind the cursor, so the notifier also sweeps a window behind it every few seconds
+(`since` moved back, `window_s`): what it finds again is dropped by the queue's
+idempotency keys, what it finds late is told late rather than never.
 """
 
 from __future__ import annotations
@@ -52,24 +57,34 @@ def scans_after(
     conn: psycopg.Connection[Any], since: datetime, lag_s: float, limit: int = 5000
 ) -> list[ScanSeen]:
     """Scans of subscribed parcels ingested after `since` and at least `lag_s` ago."""
+    # RFID reads name the tag (EPC), not the parcel: the manifest says whose it is.
     rows = conn.execute(
-        "SELECT s.ingested_at, s.tracking_id, s.ts, s.site_id, st.name, st.timezone, "
-        "rp.stage, p.origin_site FROM scans s "
+        f"WITH watched AS (SELECT tracking_id, epc, origin_site FROM parcels "
+        f"WHERE tracking_id IN ({_ACTIVE})) "
+        "SELECT s.ingested_at, w.tracking_id, s.ts, s.site_id, st.name, st.timezone, "
+        "rp.stage, w.origin_site FROM scans s "
+        "JOIN watched w ON s.tracking_id = w.tracking_id "
+        "OR (s.tracking_id IS NULL AND s.epc IS NOT NULL AND s.epc = w.epc) "
         "JOIN read_points rp ON rp.read_point_id = s.read_point_id "
         "JOIN sites st ON st.site_id = s.site_id "
-        "LEFT JOIN parcels p ON p.tracking_id = s.tracking_id "
-        f"WHERE s.ingested_at > %s AND s.ingested_at <= now() - make_interval(secs => %s) "
-        f"AND s.kind <> 'noread' AND s.tracking_id IN ({_ACTIVE}) "
-        "ORDER BY s.ingested_at, s.ts LIMIT %s",
+        "WHERE s.ingested_at > %s AND s.ingested_at <= now() - make_interval(secs => %s) "
+        "AND s.kind <> 'noread' ORDER BY s.ingested_at, s.ts LIMIT %s",
         (since, lag_s, limit),
     ).fetchall()
     return [ScanSeen(*row) for row in rows]
 
 
 def alerts_after(
-    conn: psycopg.Connection[Any], after: int, hold_down_s: float, limit: int = 5000
+    conn: psycopg.Connection[Any],
+    after: int,
+    hold_down_s: float,
+    limit: int = 5000,
+    window_s: float | None = None,
 ) -> list[AlertSeen]:
-    """Changes of subscribed parcels' alerts after event `after`, `hold_down_s` old."""
+    """Changes of subscribed parcels' alerts after event `after` (or, sweeping, written
+    in the last `window_s` seconds), at least `hold_down_s` old."""
+    if window_s is not None:
+        after = _first_event_since(conn, window_s)
     rows = conn.execute(
         "SELECT e.event_id, e.at, e.change, a.alert_id, a.kind, a.tracking_id, "
         "coalesce(a.site_id, ''), coalesce(st.name, a.site_id, ''), coalesce(st.timezone, 'UTC'), "
@@ -82,6 +97,15 @@ def alerts_after(
         (after, hold_down_s, [k.value for k in PARCEL_KINDS], limit),
     ).fetchall()
     return [AlertSeen(*row) for row in rows]
+
+
+def _first_event_since(conn: psycopg.Connection[Any], window_s: float) -> int:
+    row = conn.execute(
+        "SELECT coalesce(min(event_id) - 1, (SELECT max(event_id) FROM alert_events), 0) "
+        "FROM alert_events WHERE at > now() - make_interval(secs => %s)",
+        (window_s,),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def last_alert_event(conn: psycopg.Connection[Any]) -> int:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -20,7 +21,7 @@ import stamina
 
 from notify import follow, rules
 from notify.texts import Notice, email, webhook_body
-from storage.outbound import Outbound, Webhook, enqueue
+from storage.outbound import Email, Outbound, Webhook, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,11 @@ CURSOR = "customers"
 class NotifierSettings:
     dsn: str
     public_url: str = "http://127.0.0.1:8000"  # the API, for tracking and unsubscribe links
-    hold_down_s: float = 3.0
+    hold_down_s: float = 2.0
     scan_lag_s: float = 1.0
     interval_s: float = 0.25
+    sweep_every_s: float = 5.0  # read a window behind the cursors again (notify/follow.py)
+    sweep_window_s: float = 60.0
 
     def __repr__(self) -> str:  # the DSN may carry a password
         return f"NotifierSettings(hold_down_s={self.hold_down_s}, scan_lag_s={self.scan_lag_s})"
@@ -55,10 +58,15 @@ class Notifier:
     def __init__(self, settings: NotifierSettings) -> None:
         self.settings = settings
         self.queued = 0
+        self.last_sweep = 0.0
 
     @stamina.retry(on=psycopg.OperationalError, attempts=None, timeout=None, wait_max=5.0)
     def run(self, stop: threading.Event) -> None:
         with psycopg.connect(self.settings.dsn) as conn:
+            # A server crash can lose the last rounds, but each round's messages and its
+            # cursor commit together: lost together, they are simply done again.
+            conn.execute("SET synchronous_commit = off")
+            conn.commit()
             log.info("notifier running (hold-down %.1f s)", self.settings.hold_down_s)
             while not stop.is_set():
                 if self.round(conn) == 0:
@@ -69,8 +77,17 @@ class Notifier:
         s = self.settings
         with conn.transaction():
             scan_at, alert_event = _cursor(conn)
-            scans = follow.scans_after(conn, scan_at, s.scan_lag_s)
-            alerts = follow.alerts_after(conn, alert_event, s.hold_down_s)
+            sweep = time.monotonic() - self.last_sweep >= s.sweep_every_s
+            if sweep:
+                self.last_sweep = time.monotonic()
+                window = timedelta(seconds=s.sweep_window_s)
+                scans = follow.scans_after(conn, scan_at - window, s.scan_lag_s, 50_000)
+                alerts = follow.alerts_after(
+                    conn, alert_event, s.hold_down_s, 50_000, s.sweep_window_s
+                )
+            else:
+                scans = follow.scans_after(conn, scan_at, s.scan_lag_s)
+                alerts = follow.alerts_after(conn, alert_event, s.hold_down_s)
             if not scans and not alerts:
                 return 0
             now = datetime.now(UTC)
@@ -91,8 +108,8 @@ class Notifier:
             conn.execute(
                 "UPDATE notify_cursor SET scan_at = %s, alert_event = %s WHERE name = %s",
                 (
-                    scans[-1].ingested_at if scans else scan_at,
-                    alerts[-1].event_id if alerts else alert_event,
+                    max(scan_at, scans[-1].ingested_at) if scans else scan_at,
+                    max(alert_event, alerts[-1].event_id) if alerts else alert_event,
                     CURSOR,
                 ),
             )
@@ -100,25 +117,34 @@ class Notifier:
             log.info("queued %d notifications from %d scans, %d alert changes",
                      queued, len(scans), len(alerts))  # fmt: skip
         self.queued += queued
-        return queued + len(scans) + len(alerts)
+        # A sweep that found nothing new is no reason to go round again at once.
+        return queued if sweep else queued + len(scans) + len(alerts)
 
     def _queue(self, conn: psycopg.Connection[Any], notices: list[tuple[Notice, datetime]]) -> int:
         parcels = sorted({n.tracking_id for n, _ in notices})
         subscriptions = _subscriptions(conn, parcels)
+        wanted = [
+            (notice, sub)
+            for notice, seen_at in notices
+            for sub in subscriptions.get(notice.tracking_id, [])
+            if sub.created_at <= seen_at  # not what happened before they subscribed
+        ]
+        # Skip rendering what is queued already (repeated reads, sweeps).
+        queued_before = _queued(conn, [(f"subscription:{s.subscription_id}", n.idempotency_key())
+                                       for n, s in wanted])  # fmt: skip
         queued = 0
-        for notice, seen_at in notices:
-            for sub in subscriptions.get(notice.tracking_id, []):
-                if sub.created_at > seen_at:  # happened before they subscribed
-                    continue
-                if enqueue(conn, self._message(notice, sub)) is not None:
-                    queued += 1
+        for notice, sub in wanted:
+            if (f"subscription:{sub.subscription_id}", notice.idempotency_key()) in queued_before:
+                continue
+            if enqueue(conn, self._message(notice, sub)) is not None:
+                queued += 1
         return queued
 
     def _message(self, notice: Notice, sub: Subscription) -> Outbound:
         base = self.settings.public_url.rstrip("/")
         if sub.channel == "webhook":
             assert sub.secret is not None
-            content: Any = Webhook(
+            content: Email | Webhook = Webhook(
                 webhook_body(notice, sub.language, sub.subscription_id), sub.secret
             )
         else:
@@ -139,16 +165,29 @@ class Notifier:
 
 def _cursor(conn: psycopg.Connection[Any]) -> tuple[datetime, int]:
     """The cursor, locked for this round; a first notifier starts from now."""
-    conn.execute(
-        "INSERT INTO notify_cursor (name, scan_at, alert_event) VALUES (%s, now(), %s) "
-        "ON CONFLICT (name) DO NOTHING",
-        (CURSOR, follow.last_alert_event(conn)),
-    )
     row = conn.execute(
         "SELECT scan_at, alert_event FROM notify_cursor WHERE name = %s FOR UPDATE", (CURSOR,)
     ).fetchone()
+    if row is None:
+        row = conn.execute(
+            "INSERT INTO notify_cursor (name, scan_at, alert_event) VALUES (%s, now(), %s) "
+            "ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name "
+            "RETURNING scan_at, alert_event",
+            (CURSOR, follow.last_alert_event(conn)),
+        ).fetchone()
     assert row is not None
     return row[0], int(row[1])
+
+
+def _queued(conn: psycopg.Connection[Any], pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    if not pairs:
+        return set()
+    rows = conn.execute(
+        "SELECT subscriber, idempotency_key FROM outbound_deliveries "
+        "WHERE (subscriber, idempotency_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        ([p[0] for p in pairs], [p[1] for p in pairs]),
+    ).fetchall()
+    return {(str(a), str(b)) for a, b in rows}
 
 
 def _subscriptions(

@@ -36,11 +36,12 @@ class Delivery:
     secret: str | None
     attempts: int  # including this one
     retry_from: datetime
+    signature_header: str | None = None  # None: X-Parceltrack-Signature
 
 
 _COLUMNS = (
     "delivery_id, channel, target, subscriber, idempotency_key, kind, subject, body, html, "
-    "unsubscribe_url, secret, attempts, retry_from"
+    "unsubscribe_url, secret, attempts, retry_from, signature_header"
 )
 
 
@@ -75,37 +76,40 @@ def claim(
                 "+ make_interval(secs => %s) WHERE delivery_id = ANY(%s)",
                 (limit.window_s / max(1, limit.per_window), [r[0] for r in defer]),
             )
-        claimed: list[Delivery] = []
-        for r in send:
+        ids = [int(r[0]) for r in send]
+        conn.execute(
+            "UPDATE outbound_deliveries SET attempts = attempts + 1, "
+            "next_attempt_at = now() + make_interval(secs => %s) WHERE delivery_id = ANY(%s)",
+            (lease_s, ids),
+        )
+        attempt_of = dict(
             conn.execute(
-                "UPDATE outbound_deliveries SET attempts = attempts + 1, "
-                "next_attempt_at = now() + make_interval(secs => %s) WHERE delivery_id = %s",
-                (lease_s, r[0]),
-            )
-            attempt = conn.execute(
                 "INSERT INTO outbound_attempts (delivery_id, subscriber, ok, detail) "
-                "VALUES (%s, %s, false, 'in flight') RETURNING attempt_id",
-                (r[0], r[3]),
-            ).fetchone()
-            assert attempt is not None
-            claimed.append(
-                Delivery(
-                    delivery_id=int(r[0]),
-                    attempt_id=int(attempt[0]),
-                    channel=Channel(r[1]),
-                    target=str(r[2]),
-                    subscriber=str(r[3]),
-                    idempotency_key=str(r[4]),
-                    kind=str(r[5]),
-                    subject=r[6],
-                    body=str(r[7]),
-                    html=r[8],
-                    unsubscribe_url=r[9],
-                    secret=r[10],
-                    attempts=int(r[11]) + 1,
-                    retry_from=r[12],
-                )
+                "SELECT d, s, false, 'in flight' FROM unnest(%s::bigint[], %s::text[]) AS t(d, s) "
+                "RETURNING delivery_id, attempt_id",
+                (ids, [str(r[3]) for r in send]),
+            ).fetchall()
+        )
+        claimed = [
+            Delivery(
+                delivery_id=int(r[0]),
+                attempt_id=int(attempt_of[r[0]]),
+                channel=Channel(r[1]),
+                target=str(r[2]),
+                subscriber=str(r[3]),
+                idempotency_key=str(r[4]),
+                kind=str(r[5]),
+                subject=r[6],
+                body=str(r[7]),
+                html=r[8],
+                unsubscribe_url=r[9],
+                secret=r[10],
+                attempts=int(r[11]) + 1,
+                retry_from=r[12],
+                signature_header=r[13],
             )
+            for r in send
+        ]
     return claimed
 
 
@@ -118,45 +122,59 @@ def seconds_to_next(conn: psycopg.Connection[Any]) -> float:
     return float("inf") if row is None or row[0] is None else float(row[0])
 
 
-def delivered(conn: psycopg.Connection[Any], delivery: Delivery, detail: str) -> None:
-    """Record a successful attempt: the message is done."""
-    with conn.transaction():
-        _attempt(conn, delivery, True, detail)
-        conn.execute(
-            "UPDATE outbound_deliveries SET state = 'delivered', delivered_at = now(), "
-            "last_error = NULL WHERE delivery_id = %s AND state = 'pending'",
-            (delivery.delivery_id,),
-        )
-
-
-def failed(
+def record(
     conn: psycopg.Connection[Any],
-    delivery: Delivery,
-    detail: str,
+    outcomes: list[tuple[Delivery, bool, str, bool]],
     policy: RetryPolicy,
     now: datetime,
-) -> datetime | None:
-    """Record a failed attempt; when it is tried next, or None: now a dead letter."""
-    retry_at = policy.next_attempt(delivery.retry_from, now, delivery.attempts)
-    with conn.transaction():
-        _attempt(conn, delivery, False, detail)
-        if retry_at is None:
-            conn.execute(
-                "UPDATE outbound_deliveries SET state = 'dead', dead_at = now(), "
-                "last_error = %s WHERE delivery_id = %s AND state = 'pending'",
-                (detail, delivery.delivery_id),
+) -> list[tuple[Delivery, datetime | None]]:
+    """Record the outcomes (delivery, ok, detail, permanent) of finished attempts in one
+    transaction. For each failure, when it is tried next, or None: it is now a dead
+    letter (the window is over, or the failure is permanent)."""
+    failures: list[tuple[Delivery, datetime | None]] = []
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE outbound_attempts SET ok = %s, detail = %s WHERE attempt_id = %s",
+            [(ok, detail[:500], d.attempt_id) for d, ok, detail, _ in outcomes],
+        )
+        done = [d.delivery_id for d, ok, _, _ in outcomes if ok]
+        if done:
+            cur.execute(
+                "UPDATE outbound_deliveries SET state = 'delivered', delivered_at = now(), "
+                "last_error = NULL WHERE delivery_id = ANY(%s) AND state = 'pending'",
+                (done,),
             )
-        else:
-            conn.execute(
-                "UPDATE outbound_deliveries SET next_attempt_at = %s, last_error = %s "
-                "WHERE delivery_id = %s AND state = 'pending'",
-                (retry_at, detail, delivery.delivery_id),
+        for delivery, ok, detail, permanent in outcomes:
+            if ok:
+                continue
+            retry_at = (
+                None
+                if permanent
+                else policy.next_attempt(delivery.retry_from, now, delivery.attempts)
             )
-    return retry_at
+            if retry_at is None:
+                cur.execute(
+                    "UPDATE outbound_deliveries SET state = 'dead', dead_at = now(), "
+                    "last_error = %s WHERE delivery_id = %s AND state = 'pending'",
+                    (detail, delivery.delivery_id),
+                )
+            else:
+                cur.execute(
+                    "UPDATE outbound_deliveries SET next_attempt_at = %s, last_error = %s "
+                    "WHERE delivery_id = %s AND state = 'pending'",
+                    (retry_at, detail, delivery.delivery_id),
+                )
+            failures.append((delivery, retry_at))
+    return failures
 
 
-def _attempt(conn: psycopg.Connection[Any], delivery: Delivery, ok: bool, detail: str) -> None:
-    conn.execute(
-        "UPDATE outbound_attempts SET ok = %s, detail = %s WHERE attempt_id = %s",
-        (ok, detail[:500], delivery.attempt_id),
+def prune(conn: psycopg.Connection[Any], keep_days: float) -> int:
+    """Delete delivered and cancelled messages (and their attempts) older than
+    `keep_days`; dead letters stay until an admin replays them. A message queued again
+    with a pruned key is sent again: keys protect against repeats within that time."""
+    cur = conn.execute(
+        "DELETE FROM outbound_deliveries WHERE state IN ('delivered', 'cancelled') "
+        "AND created_at < now() - make_interval(secs => %s * 86400)",
+        (keep_days,),
     )
+    return cur.rowcount

@@ -21,8 +21,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from notify.follow import AlertSeen, ScanSeen
-from notify.texts import Notice, ParcelEvent
+from notify.texts import Notice
 from parceltrack.layout import Stage
+from parceltrack.webhooks import ParcelEvent
 
 _ALERT_EVENTS: dict[str, ParcelEvent] = {
     "delay": ParcelEvent.DELAYED,

@@ -7,7 +7,9 @@ refusal quotes the recipient).
 
 from __future__ import annotations
 
+import ipaddress
 import smtplib
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ USER_AGENT = "parceltrack-notify/1"
 class Outcome:
     ok: bool
     detail: str
+    permanent: bool = False  # a failure no retry can mend: a dead letter at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +70,33 @@ def webhook_request(delivery: Delivery, now: float) -> tuple[dict[str, str], byt
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        webhooks.SIGNATURE_HEADER: webhooks.sign(delivery.secret, int(now), body),
+        delivery.signature_header or webhooks.SIGNATURE_HEADER: webhooks.sign(
+            delivery.secret, int(now), body
+        ),
         webhooks.IDEMPOTENCY_HEADER: delivery.idempotency_key,
         webhooks.KIND_HEADER: delivery.kind,
     }
     return headers, body
 
 
-def send_webhook(client: httpx.Client, delivery: Delivery) -> Outcome:
+def public_target(url: str) -> bool:
+    """False when the URL's host is, or resolves to, an address that is not public
+    (loopback, private, link-local: the server's own network). Anyone may subscribe a
+    webhook, so without this check the engine would POST into our own network.
+    A name that does not resolve passes: the attempt fails and is retried."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return True
+    return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_global for info in infos)
+
+
+def send_webhook(client: httpx.Client, delivery: Delivery, allow_private: bool = False) -> Outcome:
+    # Checked at each attempt; a name re-pointed between check and connect (DNS
+    # rebinding) is not caught: a network egress policy is the full answer.
+    if not allow_private and not public_target(delivery.target):
+        return Outcome(False, "refused: the target is not a public address", permanent=True)
     headers, body = webhook_request(delivery, time.time())
     try:
         response = client.post(delivery.target, content=body, headers=headers)

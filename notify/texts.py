@@ -10,26 +10,13 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from parceltrack.i18n import N_, format_time, gettext_for
+from parceltrack.webhooks import ParcelEvent
 from storage.outbound import Email
 
 DOMAIN = "notify"
-
-
-class ParcelEvent(StrEnum):
-    """What a customer is told about; webhooks carry it as `event`, kinds as parcel.<event>."""
-
-    ACCEPTED = "accepted"
-    ARRIVED = "arrived"
-    SORTED = "sorted"
-    DISPATCHED = "dispatched"
-    DELAYED = "delayed"
-    EXCEPTION = "exception"
-    MISSING = "missing"
-    RESOLVED = "resolved"
 
 
 # Subject line, then the sentence that opens the message; {tracking_id}, {site}, {time}.

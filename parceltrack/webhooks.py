@@ -1,4 +1,5 @@
-"""Webhook signatures: what the delivery engine sends and what a receiver checks.
+"""Webhooks: the customer events they report, and their signatures (what the delivery
+engine sends and what a receiver checks).
 
 Every webhook POST carries
 
@@ -15,12 +16,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from enum import StrEnum
 
 SIGNATURE_HEADER = "X-Parceltrack-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 KIND_HEADER = "X-Parceltrack-Kind"
 # A receiver refuses signatures older (or newer) than this, in seconds.
 DEFAULT_TOLERANCE_S = 300
+
+
+class ParcelEvent(StrEnum):
+    """What customers are told about (the notifier sends it, the API lists it); a
+    webhook carries it as `event`, and `parcel.<event>` as its kind."""
+
+    ACCEPTED = "accepted"
+    ARRIVED = "arrived"
+    SORTED = "sorted"
+    DISPATCHED = "dispatched"
+    DELAYED = "delayed"
+    EXCEPTION = "exception"
+    MISSING = "missing"
+    RESOLVED = "resolved"
 
 
 class InvalidSignature(ValueError):

@@ -509,6 +509,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         -- The retry window counts from here: queuing, or an admin's replay.
         ALTER TABLE outbound_deliveries ADD COLUMN retry_from timestamptz NOT NULL
             DEFAULT now();
+        -- The header a webhook's signature travels in, where not X-Parceltrack-Signature
+        -- (EPCIS subscriptions want GS1-Signature).
+        ALTER TABLE outbound_deliveries ADD COLUMN signature_header text;
         -- Messages still pending when their subscriber unsubscribes are not sent.
         ALTER TABLE outbound_deliveries DROP CONSTRAINT outbound_deliveries_state_check,
             ADD CONSTRAINT outbound_deliveries_state_check

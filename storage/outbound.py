@@ -17,6 +17,7 @@ The queue holds personal data (addresses, URLs); logs never do (see notify/).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import psycopg
 
 from parceltrack.errors import ParceltrackError
+from parceltrack.webhooks import SIGNATURE_HEADER
 
 
 class Channel(StrEnum):
@@ -47,10 +49,12 @@ class Email:
 
 @dataclass(frozen=True, slots=True)
 class Webhook:
-    """A JSON body POSTed to the target, signed with `secret` (HMAC-SHA256)."""
+    """A JSON body POSTed to the target, signed with `secret` (HMAC-SHA256, format in
+    parceltrack/webhooks.py) in `signature_header` (EPCIS 2.0 wants GS1-Signature)."""
 
     body: dict[str, Any]
     secret: str
+    signature_header: str = SIGNATURE_HEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +89,15 @@ class Outbound:
             assert isinstance(self.content, Webhook)
             if not self.content.secret:
                 raise InvalidMessage("content.secret: a webhook needs a signing secret")
+            if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", self.content.signature_header):
+                raise InvalidMessage("content.signature_header: not an HTTP header name")
 
 
 _INSERT = """
     INSERT INTO outbound_deliveries
         (channel, target, subscriber, idempotency_key, kind, subject, body, html,
-         unsubscribe_url, secret)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+         unsubscribe_url, secret, signature_header)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (subscriber, idempotency_key) DO NOTHING
     RETURNING delivery_id
 """
@@ -103,12 +109,13 @@ def _row(message: Outbound) -> tuple[Any, ...]:
         subject: str | None = content.subject
         body = content.text
         html: str | None = content.html
-        unsubscribe, secret = content.unsubscribe_url, None
+        unsubscribe, secret, header = content.unsubscribe_url, None, None
     else:
         # Serialised once, here: every attempt sends (and signs) these same bytes.
         subject, html, unsubscribe = None, None, None
         body = json.dumps(content.body, separators=(",", ":"), ensure_ascii=False)
         secret = content.secret
+        header = None if content.signature_header == SIGNATURE_HEADER else content.signature_header
     return (
         message.channel.value,
         message.target,
@@ -120,6 +127,7 @@ def _row(message: Outbound) -> tuple[Any, ...]:
         html,
         unsubscribe,
         secret,
+        header,
     )
 
 
@@ -163,12 +171,10 @@ async def replay(conn: psycopg.AsyncConnection[Any], delivery_id: int) -> str | 
     """Send a dead letter again with a fresh retry window; the state it was in before
     (only 'dead' is replayed), or None when there is no such delivery."""
     cur = await conn.execute(
-        "WITH before AS (SELECT state FROM outbound_deliveries WHERE delivery_id = %s "
-        "FOR UPDATE) "
-        "UPDATE outbound_deliveries d SET state = 'pending', next_attempt_at = now(), "
-        "retry_from = now(), dead_at = NULL FROM before "
-        "WHERE d.delivery_id = %s AND before.state = 'dead' RETURNING 'dead'",
-        (delivery_id, delivery_id),
+        "UPDATE outbound_deliveries SET state = 'pending', next_attempt_at = now(), "
+        "retry_from = now(), dead_at = NULL WHERE delivery_id = %s AND state = 'dead' "
+        "RETURNING delivery_id",
+        (delivery_id,),
     )
     if await cur.fetchone() is not None:
         return "dead"

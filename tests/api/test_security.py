@@ -48,6 +48,11 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/api-keys"): "admin",
     ("POST", "/v1/admin/api-keys"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
+    ("POST", "/v1/parcels/{tracking_id}/subscriptions"): "public",
+    ("GET", "/v1/unsubscribe/{token}"): "public",
+    ("POST", "/v1/unsubscribe/{token}"): "public",
+    ("GET", "/v1/admin/deliveries/dead"): "admin",
+    ("POST", "/v1/admin/deliveries/{delivery_id}/replay"): "admin",
     # issue 16: alert handling, staff ratings, complaint deadlines, manager figures, floor
     ("POST", "/v1/alerts/{alert_id}/assign"): "controller",
     ("GET", "/v1/sites/{site_id}/alert-severities"): "controller",
@@ -92,6 +97,8 @@ def _url(path: str, seeded: Seeded) -> str:
         "read_point": f"{SITE}-IND1",
         "device": f"{SITE}-scan-ind1",
         "key_id": "999999",
+        "delivery_id": "999999",
+        "token": "no-such-token-1",
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)

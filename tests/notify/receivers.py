@@ -26,6 +26,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     answer: str
+    wall: float = field(default_factory=time.time)
 
 
 # What the receiver does with one request: "ok", "500", "timeout" (answers after the

@@ -95,3 +95,9 @@ def test_webhook_needs_http_url_and_secret() -> None:
         Outbound("ftp://x", "s", "k", "kind", Webhook({}, "k"))
     with pytest.raises(InvalidMessage, match="secret"):
         Outbound("http://x", "s", "k", "kind", Webhook({}, ""))
+
+
+def test_signature_header_must_be_a_header_name() -> None:
+    """A signature header that is no HTTP header name is refused, naming the field."""
+    with pytest.raises(InvalidMessage, match="signature_header"):
+        Outbound("http://x", "s", "k", "kind", Webhook({}, "k", "Bad Header:"))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +82,36 @@ def test_signature_matches_a_hand_computed_hmac() -> None:
     body = b"{}"
     expected = hmac.new(b"key", b"42.{}", hashlib.sha256).hexdigest()
     assert webhooks.sign("key", 42, body) == f"t=42,v1={expected}"
+
+
+def _doc_block(after: str, language: str) -> str:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    rest = doc[doc.index(after) :]
+    start = rest.index(f"```{language}\n") + len(f"```{language}\n")
+    return rest[start : rest.index("```", start)]
+
+
+def test_docs_python_verifier_accepts_real_signatures_only() -> None:
+    """The receiver's verify function in docs/api.md accepts what the engine signs, and
+    refuses a changed body or a stale timestamp."""
+    namespace: dict[str, Any] = {}
+    exec(_doc_block("Verifying, in a few lines of Python", "python"), namespace)
+    verify = namespace["verify"]
+    body = b'{"event":"sorted"}'
+    header = webhooks.sign("whsec_1", int(time.time()), body)
+    assert verify("whsec_1", header, body) is True
+    assert verify("whsec_1", header, body + b" ") is False
+    assert verify("whsec_1", webhooks.sign("whsec_1", int(time.time()) - 3600, body), body) is False
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_docs_curl_signature_matches_the_engine() -> None:
+    """The shell recipe in docs/api.md computes the header the engine would send."""
+    recipe = _doc_block("To try a receiver by hand", "sh").split("curl ")[0]
+    env = {"SECRET": "whsec_2", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        ["bash", "-c", recipe + 'echo "$T $SIG $BODY"'],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    t, sig, body = out.stdout.strip().split(" ", 2)
+    assert webhooks.sign("whsec_2", int(t), body.encode()) == f"t={t},v1={sig}"
