@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from api.quality_texts import texts
 from storage import figures
 from tests.api.conftest import SITE, Seeded, auth
 
@@ -292,3 +293,19 @@ def test_standard_periods_are_served_as_computed_ahead(
         headers=headers,
     )
     assert both.status_code == 422 and "days" in both.json()["detail"]
+
+
+def test_manager_page_is_served_in_the_readers_language_with_the_page_policy(
+    client: TestClient,
+) -> None:
+    """/manager answers in the language Accept-Language asks for (?lang= wins), with every
+    placeholder filled and the pages' security headers; the floor view's texts follow."""
+    chinese = client.get("/manager", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    assert chinese.status_code == 200
+    assert '<html lang="zh-CN">' in chinese.text and "{{" not in chinese.text
+    assert texts("zh-CN")["page_title"] in chinese.text
+    assert "script-src 'self'" in chinese.headers["content-security-policy"]
+    english = client.get("/manager?lang=en", headers={"Accept-Language": "zh-CN"})
+    assert '<html lang="en">' in english.text and texts("en")["page_title"] in english.text
+    floor = client.get("/manager/texts", headers={"Accept-Language": "zh-CN"}).json()
+    assert floor["lang"] == "zh-CN" and floor["texts"] == texts("zh-CN")
