@@ -60,7 +60,6 @@ TEXTS: dict[str, str] = {
     "hour": N_("Hour"),
     "seconds": N_("seconds"),
     "hours": N_("hours"),
-    "answer_time": N_("Answer time"),
     "deadline": N_("Deadline"),
     "answered_in_time": N_("answered in time"),
     "answered_late": N_("answered late"),
