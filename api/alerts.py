@@ -40,7 +40,7 @@ AUTH: dict[int | str, dict[str, Any]] = {
 Controller = Annotated[Caller, Depends(require("controller"))]
 ALERT_COLUMNS = (
     "alert_id, kind, state, site_id, read_point_id, device_id, tracking_id, opened_at, "
-    "detectable_at, acked_at, acked_by, resolved_at, details"
+    "detectable_at, acked_at, acked_by, resolved_at, details, assigned_to"
 )
 Name = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 

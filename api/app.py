@@ -32,11 +32,14 @@ from api import (
     site_settings,
 )
 from api import subscriptions as customer_subscriptions
+from api.handling import router as handling_router  # issue 16
 from api.lane import LookupLane
+from api.manager import router as manager_router  # issue 16
 from api.metrics import ApiMetrics, MetricsMiddleware, serve_metrics
 from api.models import Health
 from api.queries import has_detector_eta
 from api.security import RateLimiter, ensure_key, rate_limited
+from api.staff import router as staff_router  # issue 16
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import MqttClient
 
@@ -139,6 +142,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         kpis.router,
         admin.router,
         site_settings.router,
+        staff_router,  # issue 16: staff ratings, complaint deadlines
+        handling_router,  # issue 16: severities, assignment, escalation, on duty
+        manager_router,  # issue 16: the manager page's figures and the floor view
         customer_subscriptions.router,
         customer_subscriptions.admin_router,
     ):

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from api import lookup, queries, tracking
@@ -31,6 +30,7 @@ from api.models import (
     UpuEvent,
 )
 from api.security import Caller, caller, rate_limited, visible
+from api.staff import FEEDBACK_INSERT, feedback_row, named_staff_or_422
 from parceltrack.errors import InvalidTrackingNumber
 from parceltrack.i18n import N_
 from parceltrack.identifiers import parse_s10
@@ -229,20 +229,10 @@ async def post_feedback(
             raise Problem(404, NOT_FOUND)
         view = parcel_view(s10, record, now)
         site = view.last_location.site if view.last_location else record.manifest["origin_site"]
-        cur = await conn.execute(
-            "INSERT INTO feedback (tracking_id, kind, message, contact, snapshot, site_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING feedback_id, created_at",
-            (
-                s10,
-                feedback.kind,
-                feedback.message,
-                feedback.contact,
-                Jsonb(view.model_dump(mode="json")),
-                site,
-            ),
-        )
+        await named_staff_or_422(conn, feedback.staff_id)
+        cur = await conn.execute(FEEDBACK_INSERT, feedback_row(s10, feedback, view, site))
         row = await cur.fetchone()
     assert row is not None
     return FeedbackReceipt(
-        feedback_id=row[0], tracking_id=s10, kind=feedback.kind, created_at=row[1]
+        feedback_id=row[0], tracking_id=s10, kind=feedback.kind, created_at=row[1], deadline=row[2]
     )

@@ -27,7 +27,9 @@ CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 COLUMNS = (
     "feedback_id, tracking_id, kind, message, contact, site_id, state, owner, created_at, "
     "taken_at, first_answer_at, closed_at, snapshot, "
-    "extract(epoch FROM first_answer_at - created_at)::float8 AS seconds_to_first_answer"
+    "extract(epoch FROM first_answer_at - created_at)::float8 AS seconds_to_first_answer, "
+    "staff_id, counter_id, deadline, "
+    "(first_answer_at IS NULL AND deadline IS NOT NULL AND deadline < now()) AS overdue"
 )
 
 
@@ -68,16 +70,32 @@ async def list_feedback(
     owner: Name = None,
     after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    overdue: Annotated[
+        bool, Query(description="only complaints unanswered past their deadline")
+    ] = False,
+    staff: Name = None,
 ) -> FeedbackPage:
-    """Customers' feedback, newest first; `state=open` is the queue still to take."""
+    """Customers' feedback, newest first; `state=open` is the queue still to take,
+    `overdue=true` the complaints past their deadline without an answer."""
     sql = (
         f"SELECT {COLUMNS} FROM feedback WHERE (%(state)s::text IS NULL OR state = %(state)s) "
+        "AND (NOT %(overdue)s OR (kind = 'complaint' AND first_answer_at IS NULL "
+        "AND deadline < now())) "
+        "AND (%(staff)s::text IS NULL OR staff_id = %(staff)s) "
         "AND (%(site)s::text IS NULL OR site_id = %(site)s) "
         "AND (%(owner)s::text IS NULL OR owner = %(owner)s) "
         "AND (%(after)s::bigint IS NULL OR feedback_id < %(after)s) "
         "ORDER BY feedback_id DESC LIMIT %(limit)s"
     )
-    params = {"state": state, "site": site, "owner": owner, "after": after, "limit": limit + 1}
+    params = {
+        "state": state,
+        "site": site,
+        "owner": owner,
+        "after": after,
+        "limit": limit + 1,
+        "overdue": overdue,
+        "staff": staff,
+    }
     async with _pool(request).connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(sql, params)

@@ -87,6 +87,15 @@ class FeedbackIn(BaseModel):
     kind: Literal["complaint", "praise"]
     message: str = LongText
     contact: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$")
+    staff_id: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="the counter staff member it is about (GET /v1/staff lists them)",
+    )
+    counter_id: str | None = Field(
+        default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$", description="the counter"
+    )
 
 
 class FeedbackReceipt(BaseModel):
@@ -94,6 +103,9 @@ class FeedbackReceipt(BaseModel):
     tracking_id: str
     kind: str
     created_at: datetime
+    deadline: datetime | None = Field(
+        default=None, description="complaints: when the answer is due at the latest"
+    )
 
 
 class FeedbackAnswer(BaseModel):
@@ -116,6 +128,12 @@ class FeedbackItem(BaseModel):
     first_answer_at: datetime | None
     closed_at: datetime | None
     seconds_to_first_answer: float | None
+    staff_id: str | None = None
+    counter_id: str | None = None
+    deadline: datetime | None = Field(
+        default=None, description="complaints: answer by then (the site's policy, 7 days)"
+    )
+    overdue: bool = Field(default=False, description="a complaint unanswered past its deadline")
     snapshot: dict[str, Any] = Field(description="the parcel view when the customer wrote")
     answers: list[FeedbackAnswer]
 
@@ -143,6 +161,7 @@ class Alert(BaseModel):
     acked_by: str | None
     resolved_at: datetime | None
     details: dict[str, Any]
+    assigned_to: str | None = Field(default=None, description="the controller it is assigned to")
 
 
 class AlertKindLabel(BaseModel):

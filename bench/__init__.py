@@ -11,7 +11,17 @@ from typing import Any
 from parceltrack.config import Settings
 
 # The benchmarks; the other modules (accuracy, score) are the harness they share.
-NAMES = ("alerts", "api", "detect", "edge", "ingest", "notify", "replay", "scenario")
+NAMES = (
+    "alerts",
+    "api",
+    "detect",
+    "edge",
+    "ingest",
+    "manager",
+    "notify",
+    "replay",
+    "scenario",
+)
 
 
 def load(name: str):  # type: ignore[no-untyped-def]

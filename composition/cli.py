@@ -20,6 +20,7 @@ import edge.commands
 import firmware_sim.commands
 import ingest.commands
 import notify.commands
+import quality.commands
 import storage.commands
 from parceltrack.config import Settings
 from parceltrack.errors import ConfigError, ParceltrackError
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.commands.register(sub)
     detect.commands.register(sub)
     api.commands.register(sub)
+    quality.commands.register(sub)  # issue 16
     notify.commands.register(sub)
     bench.register(sub)
     _add_broker(sub)

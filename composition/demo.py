@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from api.security import Role
 from composition.pipeline import Pipeline
 from firmware_sim.arrivals import FLAT_PROFILE
 from firmware_sim.hubs import CHINESE_HUB
@@ -32,7 +33,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def controller_key(dsn: str, name: str = "demo-controller") -> str:
+def controller_key(dsn: str, name: str = "demo-controller", role: Role = "controller") -> str:
     """A new controller API key for the control-room page (it lives as long as the
     demo's database does: everything is removed when the demo stops)."""
     return _new_key(dsn, name, "controller")
@@ -127,6 +128,7 @@ def run_demo(workdir: Path, speed: float = 1.0, api_port: int = 8000) -> int:
         sites = ", ".join(s.site for s in scenario.sites)
         key = controller_key(pipeline.dsn)
         shop = partner_key(pipeline.dsn, scenario.reference_data().manifest[::10])
+        manager = controller_key(pipeline.dsn, "demo-manager", "manager")
         console.print(f"""
 [green]Running.[/green] Simulated sorting centres ({sites}) send barcode reads
 from {len(scenario.read_points)} virtual scanners (ptys under {pipeline.port_dir})
@@ -139,6 +141,8 @@ The ground truth of the {len(scenario.faults)} injected faults: {pipeline.workdi
   Control room:    {url}/control-room
   Controller key:  {key}
                    (paste it into the control room; it lasts as long as this demo)
+  Manager page:    {url}/manager   (in Chinese: {url}/manager?lang=zh-CN)
+  Manager key:     {manager}
   API docs:        {url}/docs
   Health:          {url}/healthz
   Parcel as JSON:  {url}/v1/parcels/{on_time[0]}

@@ -290,6 +290,9 @@ class Pipeline:
         )
         self.spawn("api", "api", "--port", str(self.api_port))
         self.spawn("notify", *self.notify_args())
+        # Escalations, overdue complaints, daily reports, and the manager page's figures
+        # (issue 16), those every 30 s: the pipeline's data is small and changes fast.
+        self.spawn("quality", "quality", "--tick", "5", "--figures-every", "30")
         # The simulator makes the ports, then waits for the clock file: pyserial drops
         # what a port holds when it opens it, so playing starts only once every agent
         # has opened its devices.
@@ -400,7 +403,7 @@ class Pipeline:
     def stop(self, keep_files: bool = False) -> None:
         # Producers first, so what is in flight can still land.
         edges = [n for n in self.processes if n.startswith("edge")]
-        for name in ("sim", *edges, "ingest", "detect", "notify", "api"):
+        for name in ("sim", *edges, "ingest", "detect", "quality", "notify", "api"):
             self.stop_process(name)
         for name in list(self.processes):
             self.stop_process(name)

@@ -663,6 +663,124 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # -- issue 16 (controllers' and managers' quality): 120-139 ----------------------
+    Migration(
+        120,
+        "alert severities, assignment and escalation; complaint deadlines; staff ratings",
+        common="""
+        -- Severity per alert kind: a row without a site is the default, a site's own
+        -- row wins. The defaults rank what stops the floor above what delays one parcel.
+        CREATE TABLE alert_severities (
+            site_id  text REFERENCES sites,
+            kind     text NOT NULL,
+            severity text NOT NULL CHECK (severity IN ('minor', 'major', 'critical'))
+        );
+        CREATE UNIQUE INDEX alert_severities_key
+            ON alert_severities (coalesce(site_id, ''), kind);
+        INSERT INTO alert_severities (site_id, kind, severity) VALUES
+            (NULL, 'silence', 'critical'), (NULL, 'noread', 'major'),
+            (NULL, 'missing', 'major'), (NULL, 'missort', 'major'),
+            (NULL, 'misroute', 'major'), (NULL, 'late', 'minor'), (NULL, 'delay', 'minor');
+        -- Escalation: an alert still open (not acknowledged, not resolved) after_s
+        -- seconds after it opened goes to the site's on-duty list, then again every
+        -- repeat_s seconds until someone acknowledges it or it resolves. Same default
+        -- rule as severities: a site's own row wins.
+        CREATE TABLE escalation_rules (
+            site_id  text REFERENCES sites,
+            kind     text NOT NULL,
+            after_s  double precision NOT NULL CHECK (after_s > 0),
+            repeat_s double precision NOT NULL CHECK (repeat_s > 0)
+        );
+        CREATE UNIQUE INDEX escalation_rules_key
+            ON escalation_rules (coalesce(site_id, ''), kind);
+        INSERT INTO escalation_rules (site_id, kind, after_s, repeat_s) VALUES
+            (NULL, 'silence', 300, 900), (NULL, 'noread', 600, 1800),
+            (NULL, 'missing', 900, 1800), (NULL, 'missort', 900, 1800),
+            (NULL, 'misroute', 900, 1800), (NULL, 'late', 1800, 3600),
+            (NULL, 'delay', 1800, 3600);
+        -- Who is on duty at a site, how they are reached, and from which severity on.
+        CREATE TABLE on_duty (
+            duty_id      bigserial PRIMARY KEY,
+            site_id      text NOT NULL REFERENCES sites,
+            name         text NOT NULL,
+            channel      text NOT NULL CHECK (channel IN ('email', 'webhook')),
+            address      text NOT NULL,
+            min_severity text NOT NULL DEFAULT 'minor'
+                         CHECK (min_severity IN ('minor', 'major', 'critical')),
+            language     text NOT NULL DEFAULT 'en',
+            secret       text,  -- signs webhooks (HMAC); never listed back
+            UNIQUE (site_id, channel, address),
+            CHECK (channel <> 'webhook' OR secret IS NOT NULL)
+        );
+        -- A controller an alert is assigned to (any change is logged in alert_events).
+        ALTER TABLE alerts ADD COLUMN assigned_to text, ADD COLUMN assigned_at timestamptz;
+        -- Each escalation round sent for an alert (0 = the escalation, 1.. reminders):
+        -- written in the transaction that queues the messages, so a restarted
+        -- scheduler knows what went out and sends nothing twice.
+        CREATE TABLE alert_escalations (
+            alert_id bigint NOT NULL REFERENCES alerts ON DELETE CASCADE,
+            round    integer NOT NULL CHECK (round >= 0),
+            sent_at  timestamptz NOT NULL DEFAULT now(),
+            digest   text,
+            PRIMARY KEY (alert_id, round)
+        );
+
+        -- Counter staff customers can name in their feedback, and the counters.
+        CREATE TABLE staff (
+            staff_id   text PRIMARY KEY,
+            name       text NOT NULL,
+            site_id    text REFERENCES sites,
+            counter_id text
+        );
+        ALTER TABLE feedback ADD COLUMN staff_id text REFERENCES staff,
+                             ADD COLUMN counter_id text,
+                             ADD COLUMN deadline timestamptz;
+        CREATE INDEX feedback_staff ON feedback (staff_id, created_at)
+            WHERE staff_id IS NOT NULL;
+        CREATE INDEX feedback_unanswered ON feedback (deadline)
+            WHERE kind = 'complaint' AND first_answer_at IS NULL;
+        -- How long a site has to answer a complaint; 7 days where no row says otherwise.
+        CREATE TABLE complaint_policies (
+            site_id      text PRIMARY KEY REFERENCES sites,
+            answer_within interval NOT NULL CHECK (answer_within > interval '0')
+        );
+        UPDATE feedback SET deadline = created_at + interval '7 days' WHERE kind = 'complaint';
+        -- Overdue complaints escalated (once each), and daily reports sent.
+        CREATE TABLE complaint_escalations (
+            feedback_id bigint PRIMARY KEY REFERENCES feedback ON DELETE CASCADE,
+            sent_at     timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE report_recipients (
+            address  text PRIMARY KEY,
+            name     text NOT NULL,
+            site_id  text REFERENCES sites,
+            language text NOT NULL DEFAULT 'en'
+        );
+        CREATE TABLE daily_reports (
+            day     date NOT NULL,
+            address text NOT NULL,
+            sent_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (day, address)
+        );
+        """,
+    ),
+    Migration(
+        121,
+        "manager figures computed ahead",
+        common="""
+        -- The manager page's figures for its standard periods (the last 1, 7 and 30
+        -- days, every site), computed by `parceltrack quality` in the background: on
+        -- millions of scans they take minutes, the page must open in under a second.
+        CREATE TABLE figure_snapshots (
+            days        integer PRIMARY KEY CHECK (days > 0),
+            since       timestamptz NOT NULL,
+            until       timestamptz NOT NULL,
+            computed_at timestamptz NOT NULL,
+            took_s      double precision NOT NULL,
+            body        jsonb NOT NULL
+        );
+        """,
+    ),
 )
 
 

@@ -73,6 +73,22 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/epcis/queries/{name}/subscriptions"): "controller",
     ("GET", "/epcis/queries/{name}/subscriptions/{subscription_id}"): "controller",
     ("DELETE", "/epcis/queries/{name}/subscriptions/{subscription_id}"): "controller",
+    # issue 16: alert handling, staff ratings, complaint deadlines, manager figures, floor
+    ("POST", "/v1/alerts/{alert_id}/assign"): "controller",
+    ("GET", "/v1/sites/{site_id}/alert-severities"): "controller",
+    ("PUT", "/v1/sites/{site_id}/alert-severities/{kind}"): "manager",
+    ("GET", "/v1/sites/{site_id}/escalation-rules"): "controller",
+    ("PUT", "/v1/sites/{site_id}/escalation-rules/{kind}"): "manager",
+    ("GET", "/v1/sites/{site_id}/on-duty"): "controller",
+    ("POST", "/v1/sites/{site_id}/on-duty"): "manager",
+    ("DELETE", "/v1/sites/{site_id}/on-duty/{duty_id}"): "manager",
+    ("GET", "/v1/staff"): "manager",
+    ("GET", "/v1/staff/{staff_id}"): "manager",
+    ("PUT", "/v1/staff/{staff_id}"): "manager",
+    ("PUT", "/v1/sites/{site_id}/complaint-policy"): "manager",
+    ("GET", "/v1/manager/figures"): "manager",
+    ("GET", "/v1/manager/figures/{name}"): "manager",
+    ("GET", "/v1/floor"): "controller",
 }
 CALLERS = ("anonymous", *ROLES)
 RANK = {"public": -1, **{role: rank for rank, role in enumerate(ROLES)}}

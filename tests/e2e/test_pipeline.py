@@ -6,6 +6,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from api.security import key_hash, new_key
 from composition.pipeline import Pipeline
 from firmware_sim.scenario import ScenarioConfig, generate
 from tests.counting import count
@@ -118,3 +119,32 @@ def test_every_alert_change_is_published_on_mqtt(pipeline: Pipeline) -> None:
         return logged is not None and published is not None and published >= logged
 
     wait_until(caught_up, 30, "the publisher's cursor at the last alert change", interval=0.5)
+
+
+def _snapshot_parcels(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT body FROM figure_snapshots WHERE days = 7").fetchone()
+    if row is None:
+        return 0
+    rates = next(f for f in row[0]["figures"] if f["name"] == "rates")
+    at = rates["columns"].index("parcels_seen")
+    return sum(r[at] for r in rates["rows"])
+
+
+def test_the_manager_figures_are_kept_computed_ahead(pipeline: Pipeline) -> None:
+    """The pipeline's `parceltrack quality` keeps the manager page's 7-day figures
+    computed ahead with the simulated parcels in them, and the API serves them."""
+    wait_until(lambda: _snapshot_parcels(pipeline.dsn) > 0, 120, "figures with parcels")
+    key = new_key()
+    with psycopg.connect(pipeline.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO api_keys (key_hash, prefix, name, role) VALUES (%s, %s, 'e2e', 'manager')",
+            (key_hash(key), key[:7]),
+        )
+    request = urllib.request.Request(
+        f"{pipeline.api_url}/v1/manager/figures?days=7", headers={"X-API-Key": key}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        body = json.loads(resp.read())
+    assert body["computed_at"] is not None
+    assert body["summary"]["no_read_rate"] is not None

@@ -35,6 +35,11 @@ DOMAIN_SOURCES: dict[str, list[tuple[str, str]]] = {
         ("api/static/*.html", "api.page_texts:extract_html"),
         ("api/static/*.js", "javascript"),
     ],
+    "quality": [
+        ("api/quality_texts.py", "python"),
+        ("quality/*.py", "python"),
+        ("storage/figures.py", "python"),
+    ],
     "notify": [("notify/texts.py", "python"), ("api/subscriptions.py", "python")],
 }
 KEYWORDS = {"_": None, "gettext": None, "N_": None, "ngettext": (1, 2), "pgettext": ((1, "c"), 2)}

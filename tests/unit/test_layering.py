@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("edge", "ingest", "detect", "api", "notify")
+STAGES = ("edge", "ingest", "detect", "api", "notify", "quality")
 PROJECT = frozenset({"parceltrack", "storage", *STAGES, "firmware_sim", "composition", "bench"})
 
 # package -> the other project packages it may import (its own is always allowed).
@@ -29,6 +29,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "ingest": frozenset({"parceltrack", "storage"}),
     "detect": frozenset({"parceltrack", "storage"}),
     "api": frozenset({"parceltrack", "storage"}),
+    "quality": frozenset({"parceltrack", "storage"}),
     "notify": frozenset({"parceltrack", "storage"}),
     "firmware_sim": frozenset({"parceltrack", "storage", "edge"}),
     "composition": PROJECT,

@@ -1,0 +1,149 @@
+"""The manager page's data load (GET /v1/manager/figures), beside the raw SQL.
+
+A private PostgreSQL gets N parcels with S scans each from bench api's generator
+(7 days of scans), its read points given the stages of a centre (induction ...
+chutes, doors) so every figure has rows. The floor is the figures' SQL statements
+(storage/figures.py) run directly, one after the other, on one connection; the
+figures are the page's whole data load over HTTP from `parceltrack api`: computed
+on request (a custom period or one site), and as the page asks for its standard
+periods (`days=7`: computed ahead by `parceltrack quality` every 5 minutes, whose
+cost is printed too). All over the last 7 days, best and median of --repeat runs.
+The load average is printed with the figures: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from api.security import key_hash, new_key
+from bench.api import SITE, _serve, load
+from bench.private import services
+from composition.services import free_port, wait_for_port
+from storage import figures
+
+GOAL_S = 1.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parcels", type=int, default=1_000_000)
+    parser.add_argument("--scans-per-parcel", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs of each")
+    parser.add_argument("--workdir", default=".local", help="where the private PostgreSQL lives")
+
+
+def _stages(dsn: str, per_parcel: int) -> None:
+    """First read point induction, then tunnel, sorters, the last but one a chute and the
+    last a door, so on-time, mis-sort and dwell figures all have work to do."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE read_points SET stage = CASE position WHEN 1 THEN 'induction' "
+            "WHEN 2 THEN 'tunnel' WHEN %(last)s - 1 THEN 'chute' WHEN %(last)s THEN 'dispatch' "
+            "ELSE 'sort' END WHERE site_id = %(site)s",
+            {"last": per_parcel, "site": SITE},
+        )
+
+
+def _raw_sql(dsn: str, period: figures.Period) -> dict[str, float]:
+    """Seconds of each statement, run one after the other on one connection."""
+    took = {}
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"SET work_mem = '{figures.WORK_MEM}'")  # as the API runs them
+        for name, sql in figures.QUERIES.items():
+            started = time.perf_counter()
+            conn.execute(sql, period.params()).fetchall()
+            took[name] = time.perf_counter() - started
+    return took
+
+
+def _http(port: int, key: str, query: str) -> float:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/manager/figures?{query}",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=1800) as answer:
+        answer.read()
+    return time.perf_counter() - started
+
+
+async def _snapshot(dsn: str, now: datetime) -> float:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        return await figures.take_snapshot(conn, 7, now)
+
+
+def run(args: argparse.Namespace) -> int:
+    with services(args.workdir, "manager") as (dsn, mqtt_url):
+        print(f"loading {args.parcels:,} parcels x {args.scans_per_parcel} scans ...", flush=True)
+        return _bench(dsn, mqtt_url, args)
+
+
+def _bench(dsn: str, mqtt_url: str, args: argparse.Namespace) -> int:
+    took = load(dsn, args.parcels, args.scans_per_parcel)
+    _stages(dsn, args.scans_per_parcel)
+    key = new_key()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO api_keys (key_hash, prefix, name, role) VALUES (%s, %s, 'bench', "
+            "'manager')",
+            (key_hash(key), key[:7]),
+        )
+        counts: Any = conn.execute(
+            "SELECT (SELECT count(*) FROM parcels), (SELECT count(*) FROM scans)"
+        ).fetchone()
+    print(f"loaded {counts[0]:,} parcels and {counts[1]:,} scans in {took:.0f} s", flush=True)
+    until = datetime.now(UTC)
+    since = until - timedelta(days=7)
+    period = figures.Period(since, until)
+    live_query = f"since={since.isoformat()}&until={until.isoformat()}".replace("+", "%2B")
+    port = free_port()
+    api = _serve(dsn, mqtt_url, port, 1)
+    try:
+        wait_for_port(port, timeout=60)
+        _http(port, key, live_query)  # warm: pool, plans, caches
+        runs: list[dict[str, float]] = []
+        live, ahead, computing = [], [], []
+        for _ in range(args.repeat):
+            runs.append(_raw_sql(dsn, period))
+            live.append(_http(port, key, live_query))
+            # What `parceltrack quality` does every 5 minutes, then what the page asks.
+            computing.append(asyncio.run(_snapshot(dsn, datetime.now(UTC))))
+            ahead.append(_http(port, key, "days=7"))
+        raw = [sum(r.values()) for r in runs]
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+    load1, load5, _ = os.getloadavg()
+    print()
+    print(f"manager page data, {counts[0]:,} parcels / {counts[1]:,} scans, last 7 days")
+    print(f"load average {load1:.2f} (1 min), {load5:.2f} (5 min), {os.cpu_count()} cores")
+    print(f"{'':40} {'best s':>8} {'median s':>9}")
+    print(
+        f"{'raw SQL, 7 statements, 1 connection':40} {min(raw):8.2f} {statistics.median(raw):9.2f}"
+    )
+    for name in figures.QUERIES:
+        each = [r[name] for r in runs]
+        print(f"{'  ' + name:40} {min(each):8.2f} {statistics.median(each):9.2f}")
+    rows = (
+        ("GET /v1/manager/figures, computed now", live),
+        ("  (since, until, or a site)", None),
+        ("computing them ahead (quality, 5 min)", computing),
+        ("GET /v1/manager/figures?days=7 (page)", ahead),
+    )
+    for label, values in rows:
+        if values is None:
+            print(label)
+            continue
+        print(f"{label:40} {min(values):8.2f} {statistics.median(values):9.2f}")
+        print(f"{'  ratio to raw SQL':40} {min(values) / min(raw):8.3f}")
+    met = statistics.median(ahead) < GOAL_S
+    print(f"{'page data load: goal < 1 s':40} {'met' if met else 'NOT met':>8}")
+    return 0
