@@ -9,13 +9,14 @@ import math
 import re
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.epcis_query import QueryParameterError
-from api.security import Caller, RateLimiter, caller
+from api.security import API_KEY_HEADER, BEARER, Caller, RateLimiter, caller
 
 VERSION_HEADERS = {"GS1-EPCIS-Version": "2.0.0", "GS1-CBV-Version": "2.0.0"}
 QUERY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -61,7 +62,12 @@ def no_such(what: str) -> EpcisProblem:
     return EpcisProblem(404, "NoSuchNameException", "Resource not found", what)
 
 
-async def reader(request: Request) -> Caller:
+async def reader(
+    request: Request,
+    # Declared for the OpenAPI document (ApiKey / Bearer): `caller` reads the key itself.
+    _key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> Caller:
     """A partner key, or a controller's or above; problem details otherwise."""
     try:
         who = await caller(request)
