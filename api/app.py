@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from api import admin, alerts, customers, feedback, kpis, operations, pages
 from api.models import Health
 from api.queries import has_detector_eta
+from api.replica import ReadRouting
 from api.security import RateLimiter, ensure_key
 from parceltrack.config import BrokerAddress
 from parceltrack.mqtt import MqttClient
@@ -40,6 +41,8 @@ class ApiSettings:
     lost_after_s: float = 3600.0  # KPI: parcel unseen this long, never dispatched, is lost
     pool_max: int = 10
     bootstrap_admin_key: str | None = None  # registered as an admin key at start-up
+    read_dsn: str | None = None  # a streaming replica for reads (api/replica.py)
+    replica_max_lag_s: float = 2.0
 
     def __repr__(self) -> str:  # never show the bootstrap key
         return f"ApiSettings(broker={self.broker!r}, rate_per_s={self.rate_per_s})"
@@ -56,6 +59,8 @@ def settings_from_env() -> ApiSettings:
         rate_per_s=env.api_rate_per_s,
         burst=env.api_burst,
         bootstrap_admin_key=env.api_admin_key.get_secret_value() if env.api_admin_key else None,
+        read_dsn=env.read_dsn,
+        replica_max_lag_s=env.replica_max_lag_s,
     )
 
 
@@ -78,6 +83,18 @@ def create_app(settings: ApiSettings) -> FastAPI:
             open=False,
         )
         await pool.open(wait=False)
+        replica = None
+        if settings.read_dsn:
+            replica = AsyncConnectionPool(
+                settings.read_dsn,
+                min_size=2,
+                max_size=settings.pool_max,
+                kwargs={"autocommit": True},
+                open=False,
+            )
+            await replica.open(wait=False)
+        app.state.reads = ReadRouting(pool, replica, max_lag_s=settings.replica_max_lag_s)
+        probe = asyncio.create_task(app.state.reads.probe_forever()) if replica else None
         app.state.detector_eta = False
         try:
             async with asyncio.timeout(10), pool.connection() as conn:
@@ -94,6 +111,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
             yield
         finally:
             broker.stop()
+            if probe is not None:
+                probe.cancel()
+            if replica is not None:
+                await replica.close()
             await pool.close()
 
     app = FastAPI(

@@ -28,6 +28,7 @@ from api.models import (
     TimelineEvent,
     UpuEvent,
 )
+from api.replica import reading
 from api.security import rate_limited
 from parceltrack.errors import InvalidTrackingNumber
 from parceltrack.identifiers import parse_s10
@@ -160,13 +161,14 @@ def _pool(request: Request) -> AsyncConnectionPool[Any]:
 async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
     """Where the parcel is, since when, its status, timeline with UPU codes, and ETA."""
     s10 = s10_or_422(tracking_id)
-    async with _pool(request).connection() as conn:
-        record = await read_parcel(conn, s10, request.app.state.detector_eta)
+    async with reading(request) as read:
+        record = await read_parcel(read.conn, s10, request.app.state.detector_eta)
+        headers = await read.headers()
     if record is None:
-        raise HTTPException(status_code=404, detail=NOT_FOUND)
+        raise HTTPException(status_code=404, detail=NOT_FOUND, headers=headers or None)
     # Built as a ParcelView already: serialise once instead of re-validating it.
     view = parcel_view(s10, record, datetime.now(UTC))
-    return Response(view.model_dump_json(), media_type="application/json")
+    return Response(view.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.get(
@@ -182,13 +184,14 @@ async def get_parcel(request: Request, tracking_id: TrackingId) -> Response:
 async def get_parcel_epcis(request: Request, tracking_id: TrackingId) -> JSONResponse:
     """The parcel's scans as GS1 EPCIS 2.0 ObjectEvents, for partners' systems."""
     s10 = s10_or_422(tracking_id)
-    async with _pool(request).connection() as conn:
-        record = await read_parcel(conn, s10, request.app.state.detector_eta)
+    async with reading(request) as read:
+        record = await read_parcel(read.conn, s10, request.app.state.detector_eta)
+        headers = await read.headers()
     if record is None:
-        raise HTTPException(status_code=404, detail=NOT_FOUND)
+        raise HTTPException(status_code=404, detail=NOT_FOUND, headers=headers or None)
     epc = record.manifest["epc"] if record.manifest else None
     body = document(s10, epc, record.scans, [r["event_id"] for r in record.rows], datetime.now(UTC))
-    return JSONResponse(body, media_type="application/ld+json")
+    return JSONResponse(body, media_type="application/ld+json", headers=headers)
 
 
 @router.post(

@@ -9,17 +9,17 @@ seeing a parcel go back in time is:
    cookie of the same name that browsers send back): the WAL position the answer is
    at least as new as, taken *after* the read (`pg_last_wal_replay_lsn()` on the
    replica, `pg_current_wal_lsn()` on the primary).
-2. **A request that brings a position is read from the replica only when the
+2. **A replica more than `max_lag_s` behind, or unreachable, serves nobody**: a
+   probe compares it with the primary every second; meanwhile reads go to the
+   primary.
+3. **A request that brings a position is read from the replica only when the
    replica has replayed at least that far**, checked on the very connection that
    then reads (replay only moves forward, so what it reads next is at least as new).
    Otherwise it is read from the primary.
-3. **A request with no position** is read from the replica unless the replica is
-   known to be more than `max_lag_s` behind (a probe compares the two every second),
-   or unreachable: then from the primary.
 
 So a client that returns the position gets monotonic reads across replica, primary
-and any failover between them; a client that does not gets data at most
-`max_lag_s` old. The rule holds for one replica per API instance (several replicas
+and any failover between them; every client gets data at most about `max_lag_s`
+old (plus the probe's interval). The rule holds for one replica per API instance (several replicas
 behind one load balancer would each need the same check, which rule 2 already does).
 """
 
@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -109,7 +110,7 @@ class ReadRouting:
         The replay check runs on the connection that will read, so it also proves
         the connection alive: a replica that went away sends the read to the primary.
         """
-        if self.replica is None or (seen is None and not self.replica_usable()):
+        if self.replica is None or not self.replica_usable():
             return None
         try:
             conn: AsyncConnection[Any] = await self.replica.getconn(timeout=1.0)
@@ -181,3 +182,36 @@ async def _replayed(conn: AsyncConnection[Any]) -> int:
     except Exception as exc:
         raise _Unreachable from exc
     return parse_lsn(row[0] if row else None) or 0
+
+
+def seen_position(request: Request) -> int | None:
+    """The position a client brings: the header (API clients) or the cookie (browsers)."""
+    return parse_lsn(request.headers.get(POSITION) or request.cookies.get(COOKIE))
+
+
+@dataclass
+class Read:
+    """One request's read: the connection, the server it is on, and its position."""
+
+    routing: ReadRouting
+    conn: AsyncConnection[Any]
+    server: str
+
+    async def headers(self) -> dict[str, str]:
+        """The position headers for the answer (none when no replica is configured:
+        every read is then on the primary, and the extra round trip is not paid)."""
+        if self.routing.replica is None:
+            return {}
+        position = format_lsn(await self.routing.position(self.conn, self.server))
+        return {
+            POSITION: position,
+            "Set-Cookie": f"{COOKIE}={position}; Path=/; SameSite=Lax; HttpOnly",
+        }
+
+
+@contextlib.asynccontextmanager
+async def reading(request: Request) -> AsyncIterator[Read]:
+    """A read for this request, on the replica when the rule allows, else the primary."""
+    routing: ReadRouting = request.app.state.reads
+    async with routing.reading(seen_position(request)) as (conn, server):
+        yield Read(routing, conn, server)

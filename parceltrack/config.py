@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     api_rate_per_s: float = 5.0
     api_burst: float = 20.0
     mqtt_ca_file: str | None = None  # CA bundle for mqtts:// when not the system one
+    # PARCELTRACK_READ_DSN: a streaming replica for the API's reads (lookups, KPIs, pages);
+    # writes stay on PARCELTRACK_DSN. Reads leave it when it lags more than the bound.
+    read_dsn: str | None = None
+    replica_max_lag_s: float = 2.0
 
     def broker(self, url: str | None = None) -> BrokerAddress:
         """The broker address with its TLS settings: every process connects through this.
