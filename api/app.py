@@ -75,24 +75,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         # Autocommit: a read is one round trip, with no BEGIN before it and no
         # COMMIT when the connection goes back; writes of several statements open
         # their transaction explicitly.
-        pool = AsyncConnectionPool(
-            settings.dsn,
-            min_size=2,
-            max_size=settings.pool_max,
-            kwargs={"autocommit": True},
-            open=False,
+        pool = await _open_pool(settings.dsn, settings.pool_max)
+        replica = (
+            await _open_pool(settings.read_dsn, settings.pool_max) if settings.read_dsn else None
         )
-        await pool.open(wait=False)
-        replica = None
-        if settings.read_dsn:
-            replica = AsyncConnectionPool(
-                settings.read_dsn,
-                min_size=2,
-                max_size=settings.pool_max,
-                kwargs={"autocommit": True},
-                open=False,
-            )
-            await replica.open(wait=False)
         app.state.reads = ReadRouting(pool, replica, max_lag_s=settings.replica_max_lag_s)
         probe = asyncio.create_task(app.state.reads.probe_forever()) if replica else None
         app.state.detector_eta = False
@@ -165,6 +151,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
 
     return app
+
+
+async def _open_pool(dsn: str, size: int) -> AsyncConnectionPool[Any]:
+    pool = AsyncConnectionPool(
+        dsn, min_size=2, max_size=size, kwargs={"autocommit": True}, open=False
+    )
+    await pool.open(wait=False)
+    return pool
 
 
 _PROBLEM = {
