@@ -56,7 +56,8 @@ def cmd_broker_acl(args: argparse.Namespace, settings: Settings) -> int:
     from composition.acl import render_acl
     from edge.config import load_agent_config
 
-    print(render_acl([load_agent_config(Path(p)) for p in args.agent_config]), end="")
+    agents = [load_agent_config(Path(p)) for p in args.agent_config]
+    print(render_acl(agents, bridged_sites=args.bridge_site), end="")
     return 0
 
 
@@ -92,7 +93,13 @@ def _add_broker(sub: argparse._SubParsersAction[Any]) -> None:
     broker = sub.add_parser("broker", help="broker configuration")
     broker_sub = broker.add_subparsers(dest="action", required=True)
     acl = broker_sub.add_parser("acl", help="print a Mosquitto acl_file for these agents")
-    acl.add_argument("agent_config", nargs="+", help="agent TOML files")
+    acl.add_argument("agent_config", nargs="*", help="agent TOML files")
+    acl.add_argument(
+        "--bridge-site",
+        action="append",
+        default=[],
+        help="a site whose broker bridges to this (central) broker; repeat for each",
+    )
     acl.set_defaults(func=cmd_broker_acl)
     bridge = broker_sub.add_parser(
         "bridge", help="print the mosquitto.conf block that bridges a site broker to the centre"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from composition.acl import render_acl
 from composition.bridge import Bridge, render_bridge
 from composition.services import PrivateMosquitto
 from parceltrack import topics
@@ -200,3 +201,51 @@ def test_the_cli_prints_a_bridge_that_mosquitto_accepts(tmp_path: Path) -> None:
     broker = PrivateMosquitto(tmp_path / "site", extra_conf=done.stdout)
     broker.start()  # raises with Mosquitto's log when it refuses the configuration
     broker.destroy()
+
+
+def test_a_site_bridge_carries_only_its_own_site_through_the_central_acl(
+    services_dir: Path, tmp_path: Path
+) -> None:
+    """With the central ACL, site A's bridge user delivers A's reads and cannot inject B's."""
+    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
+    passwd.touch()
+    for user, password in (("ingest", "ingest-pw"), ("bridge-SITEA", "a-pw")):
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+    acl.write_text(render_acl([], bridged_sites=["SITEA"]))
+    root = services_dir / f"bridge-acl-{time.monotonic_ns()}"
+    central = PrivateMosquitto(
+        root / "central", extra_conf=f"password_file {passwd}\nacl_file {acl}"
+    )
+    central.start()
+    bridge = Bridge(
+        "SITEA", BrokerAddress.from_url(f"mqtt://bridge-SITEA:a-pw@127.0.0.1:{central.port}")
+    )
+    site = PrivateMosquitto(root / "site", extra_conf=render_bridge(bridge))
+    site.start()
+    ingest_url = f"mqtt://ingest:ingest-pw@127.0.0.1:{central.port}"
+    got: list[str] = []
+    ingest = MqttClient("ingest-acl", BrokerAddress.from_url(ingest_url))
+    ingest.on_message(lambda m: got.append(m.topic))
+    ingest.on_connect(lambda _rc: ingest.subscribe([topics.ALL_EVENTS], qos=1))
+    ingest.start()
+    rogue = MqttClient(
+        "rogue", BrokerAddress.from_url(f"mqtt://bridge-SITEA:a-pw@127.0.0.1:{central.port}")
+    )
+    rogue.start()
+    publisher = _publisher(site)
+    try:
+        assert ingest.wait_connected(10) and rogue.wait_connected(10)
+        wait_until(
+            lambda: publisher.publish(topics.events("SITEA", "scan-1"), b"{}", qos=1) and got,
+            30, "site A's read at the centre", interval=0.5,
+        )  # fmt: skip
+        rogue.publish(topics.events("SITEB", "scan-9"), b"{}", qos=1)
+        rogue.publish(topics.events("SITEA", "scan-2"), b"{}", qos=1)
+        wait_until(lambda: topics.events("SITEA", "scan-2") in got, 10, "the allowed read")
+        time.sleep(0.5)
+    finally:
+        for client in (publisher, rogue, ingest):
+            client.stop()
+        site.destroy()
+        central.destroy()
+    assert topics.events("SITEB", "scan-9") not in got
