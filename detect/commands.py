@@ -27,8 +27,21 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     detect.add_argument(
         "--skew-tolerance", type=float, default=1.0, help="device clock disagreement (s)"
     )
+    detect.add_argument(
+        "--sites",
+        type=_sites,
+        default=None,
+        help="comma-separated sites this detector (a shard) owns; every site by default",
+    )
     detect.add_argument("--no-mqtt", action="store_true", help="do not publish alerts on MQTT")
     detect.set_defaults(func=run)
+
+
+def _sites(text: str) -> tuple[str, ...]:
+    sites = tuple(s.strip() for s in text.split(","))
+    if not all(sites):
+        raise argparse.ArgumentTypeError(f"--sites: an empty site name in {text!r}")
+    return sites
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -42,7 +55,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     broker = None if args.no_mqtt else settings.broker()
     detector = Detector(
-        DetectSettings(dsn=settings.dsn, broker=broker, config=config, tick_s=args.tick)
+        DetectSettings(
+            dsn=settings.dsn, broker=broker, config=config, tick_s=args.tick, sites=args.sites
+        )
     )
     detector.run(stop_on_signals())
     return 0

@@ -4,6 +4,10 @@ The publisher tails `alert_events` (written by the trigger on `alerts`) and move
 its cursor in `alert_publish_cursor` only after the broker acknowledged (PUBACK),
 so a restart or a broker outage delays alerts but loses none (a crash between
 PUBACK and the cursor update sends one again: at least once, as QoS 1 is).
+
+A detection shard publishes the alerts of its own sites only, with one cursor per
+site (`detect:<site>`), so a site moved to another shard keeps its cursor; a new
+site cursor starts where the unsharded publisher stood.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -38,8 +43,15 @@ def topic_for(alert: dict[str, Any]) -> str:
 
 
 class AlertPublisher:
-    def __init__(self, dsn: str, broker: BrokerAddress, interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        broker: BrokerAddress,
+        interval_s: float = 0.5,
+        sites: Sequence[str] | None = None,
+    ) -> None:
         self.dsn = dsn
+        self.sites = sites
         self.broker = broker
         self.interval_s = interval_s
         self.published = 0
@@ -58,14 +70,30 @@ class AlertPublisher:
             client.stop()
 
     def drain(self, conn: psycopg.Connection[Any], client: MqttClient, batch: int = 500) -> int:
+        if self.sites is None:
+            return self._drain(conn, client, PUBLISHER, None, batch)
+        return sum(
+            self._drain(conn, client, f"{PUBLISHER}:{site}", site, batch) for site in self.sites
+        )
+
+    def _drain(
+        self,
+        conn: psycopg.Connection[Any],
+        client: MqttClient,
+        publisher: str,
+        site: str | None,
+        batch: int,
+    ) -> int:
         row = conn.execute(
-            "SELECT event_id FROM alert_publish_cursor WHERE publisher = %s", (PUBLISHER,)
+            "SELECT coalesce((SELECT event_id FROM alert_publish_cursor WHERE publisher = %s), "
+            "(SELECT event_id FROM alert_publish_cursor WHERE publisher = %s), 0)",
+            (publisher, PUBLISHER),
         ).fetchone()
         cursor = int(row[0]) if row else 0
         rows = conn.execute(
             "SELECT event_id, change, alert FROM alert_events WHERE event_id > %s "
-            "ORDER BY event_id LIMIT %s",
-            (cursor, batch),
+            "AND (%s::text IS NULL OR alert->>'site_id' = %s) ORDER BY event_id LIMIT %s",
+            (cursor, site, site, batch),
         ).fetchall()
         if not rows:
             return 0
@@ -86,7 +114,7 @@ class AlertPublisher:
             conn.execute(
                 "INSERT INTO alert_publish_cursor (publisher, event_id) VALUES (%s, %s) "
                 "ON CONFLICT (publisher) DO UPDATE SET event_id = EXCLUDED.event_id",
-                (PUBLISHER, done),
+                (publisher, done),
             )
             self.published += sum(1 for eid, _ in infos if eid <= done)
         return done - cursor

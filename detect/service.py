@@ -10,10 +10,20 @@ the median and 90th percentile of stage transit times learned per site, stage an
 class in `stage_transit_stats`; the stage standards where fewer than 30 samples
 exist), `delivery_due` (accepted + the delivery standard) and `updated_at`.
 
+New scans come from the commit-ordered feed (storage/feed.py): every committed
+scan once, however long its transaction stayed open.
+
 On start the state is rebuilt by replaying the scans of the last `rebuild_s`
 through the same engine, then the alerts live in the database are adopted (marked
 open in the state, or resolved if what they were about is over), so a restart
-neither loses, duplicates nor re-opens an alert.
+neither loses, duplicates nor re-opens an alert. The replay reads one snapshot and
+the feed follows from that same snapshot: no scan is missed or seen twice between.
+
+A shard (`sites`) owns the parcels whose latest read is at one of its sites and
+the devices of its sites. A parcel read at another shard's site is let go (that
+shard adopts its live alerts when it first sees it, and once more `settle_s`
+later, for an alert this shard opened before it learned of the move). Each site
+is claimed with an advisory lock, so two detectors never own one site.
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -31,10 +43,11 @@ import stamina
 
 from detect import store
 from detect.core import inactive, refresh
-from detect.engine import AlertChange, Engine, ScanBatch
+from detect.engine import AlertChange, Engine
 from detect.publish import AlertPublisher
 from detect.reference import DetectConfig, Reference
 from parceltrack.config import BrokerAddress
+from storage import feed
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +58,9 @@ class DetectSettings:
     broker: BrokerAddress | None = None
     tick_s: float = 1.0
     config: DetectConfig = field(default_factory=DetectConfig)
-    # Rows commit out of ingested_at order; re-reading this much overlap catches them.
-    overlap_s: float = 5.0
+    sites: tuple[str, ...] | None = None  # a shard's sites; None: every site
+    settle_s: float = 5.0  # a shard adopts the alerts of a parcel that moved in again after
+    prune_feed_after_s: float = 3600.0  # scan_commits older than this are deleted
     rebuild_s: float = 24 * 3600.0  # how far back a restart replays scans
     eta_flush_s: float = 2.0
     learn_every_s: float = 300.0
@@ -60,9 +74,10 @@ class Detector:
     def __init__(self, settings: DetectSettings) -> None:
         self.settings = settings
         self.engine: Engine | None = None
-        self._watermark = datetime.fromtimestamp(0, UTC)
+        self._position: feed.FeedPosition | None = None
+        self._xmins: deque[tuple[float, int]] = deque()  # (monotonic time, snapshot xmin)
+        self._settle: deque[tuple[float, list[str]]] = deque()  # (due, parcels to adopt)
         self._health_mark = datetime.fromtimestamp(0, UTC)
-        self._recent: dict[str, datetime] = {}
         self._layout: tuple[object, ...] = ()
         self.alerts_opened = 0
         self.alerts_resolved = 0
@@ -71,13 +86,17 @@ class Detector:
     def run(self, stop: threading.Event) -> None:
         publisher = None
         if self.settings.broker is not None:
-            publisher = AlertPublisher(self.settings.dsn, self.settings.broker)
+            publisher = AlertPublisher(
+                self.settings.dsn, self.settings.broker, sites=self.settings.sites
+            )
             threading.Thread(target=publisher.run, args=(stop,), daemon=True).start()
         self._run(stop)
 
     @stamina.retry(on=psycopg.OperationalError, attempts=None, timeout=None, wait_max=5.0)
     def _run(self, stop: threading.Event) -> None:
         with psycopg.connect(self.settings.dsn, autocommit=True) as conn:
+            if not self._claim(conn, stop):
+                return
             self.start(conn, time.time())
             mono = time.monotonic()
             last = {"eta": 0.0, "learn": mono, "reload": mono, "compact": mono}
@@ -95,8 +114,22 @@ class Detector:
                     last["reload"] = started
                 if started - last["compact"] >= self.settings.compact_every_s:
                     self.compact(time.time())
+                    self._prune_feed(conn, started)
                     last["compact"] = started
                 stop.wait(max(0.0, self.settings.tick_s - (time.monotonic() - started)))
+
+    def _claim(self, conn: psycopg.Connection[Any], stop: threading.Event) -> bool:
+        """Take this detector's sites (all of them, unsharded); waits while another
+        detector holds one. The locks go with the connection, however it ends."""
+        sites = self.settings.sites
+        while not stop.is_set():
+            held = store.claim_sites(conn, sites)
+            if not held:
+                log.info("detecting for %s", "every site" if sites is None else ", ".join(sites))
+                return True
+            log.warning("waiting: another detector owns %s", ", ".join(held))
+            stop.wait(1.0)
+        return False
 
     def _new_engine(self, conn: psycopg.Connection[Any]) -> Engine:
         ref = store.load_reference(conn, self.settings.config)
@@ -112,15 +145,23 @@ class Detector:
         """Rebuild the state from the scans and adopt the live alerts."""
         engine = self.engine = self._new_engine(conn)
         since = datetime.fromtimestamp(now - self.settings.rebuild_s, UTC)
+        sites = self.settings.sites
+        if unknown := sorted(set(sites or ()) - set(engine.ref.sites)):
+            # Not fatal: a site being set up may own a shard before its layout is loaded.
+            log.warning("--sites names sites with no read points (yet): %s", ", ".join(unknown))
         replayed = 0
-        for rows in store.replay_scans(conn, since):
-            engine.ingest(rows.batch)  # no alert is live in the state yet: nothing resolves
-            replayed += len(rows.batch)
-            if rows.ingested_at:
-                self._watermark = max(self._watermark, max(rows.ingested_at))
+        # One snapshot for the replay and the feed's first position.
+        with feed.snapshot(conn) as position:
+            for rows in store.replay_scans(conn, since, sites=sites):
+                engine.ingest(rows.batch)  # no alert is live in the state yet: nothing resolves
+                replayed += len(rows.batch)
+            gone = store.departures(conn, sites, None, since) if sites is not None else None
+        self._position = position
+        if gone is not None:
+            self._let_go(*gone)
         self._heard(conn)
         self.compact(now)
-        changes = engine.adopt_live(store.live_alerts(conn), now)
+        changes = engine.adopt_live(store.live_alerts(conn, sites=sites), now)
         self._persist(conn, changes)
         log.info("rebuilt state of %d parcels from %d scans", len(engine.state), replayed)
         self.ready.set()
@@ -132,7 +173,6 @@ class Detector:
         layout = (ref.sites, ref.read_points, ref.stages, ref.classes, ref.destinations)
         if layout != self._layout:
             log.info("layout changed: rebuilding the detection state")
-            self._watermark = datetime.fromtimestamp(0, UTC)
             self.start(conn, now)
             return
         if _same_numbers(self.engine.ref, ref):
@@ -145,28 +185,61 @@ class Detector:
         """One tick: new scans in, then every check over every parcel and device."""
         assert self.engine is not None
         changes: list[AlertChange] = []
-        since = self._watermark - timedelta(seconds=self.settings.overlap_s)
-        rows = store.scans_since(conn, since)
+        sites = self.settings.sites
+        assert self._position is not None
+        with feed.snapshot(conn) as position:
+            commits = feed.commits_after(conn, self._position)
+            rows = store.scans_of_commits(conn, commits, sites)
+            gone = store.departures(conn, sites, commits) if sites is not None else None
+        self._position = position
+        self._xmins.append((time.monotonic(), position.xmin))
         if rows.event_ids:
-            fresh = [i for i, e in enumerate(rows.event_ids) if e not in self._recent]
-            for e, at in zip(rows.event_ids, rows.ingested_at, strict=True):
-                self._recent[e] = at
-            self._watermark = max(self._watermark, max(rows.ingested_at))
-            horizon = self._watermark - timedelta(seconds=2 * self.settings.overlap_s)
-            self._recent = {e: at for e, at in self._recent.items() if at > horizon}
-            if fresh:
-                changes += self.engine.ingest(_take(rows.batch, fresh))
-                if self.engine.new_ids:  # back after a long absence: adopt its alerts
-                    live = store.live_alerts(conn, self.engine.new_ids)
-                    changes += self.engine.adopt_live(live, now)
+            changes += self.engine.ingest(rows.batch)
+            if self.engine.new_ids:  # back after a long absence: adopt its alerts
+                changes += self._adopt(conn, self.engine.new_ids, now)
+                if sites is not None:
+                    self._settle.append((now + self.settings.settle_s, self.engine.new_ids))
+        while self._settle and self._settle[0][0] <= now:
+            changes += self._adopt(conn, self._settle.popleft()[1], now)
+        if gone is not None:
+            self._let_go(*gone)
         changes += self._heard(conn)
         changes += self.engine.tick(now)
         self._persist(conn, changes)
         return changes
 
+    def _adopt(
+        self, conn: psycopg.Connection[Any], tracking_ids: list[str], now: float
+    ) -> list[AlertChange]:
+        assert self.engine is not None
+        live = store.live_alerts(conn, tracking_ids, self.settings.sites)
+        return self.engine.adopt_live(live, now)
+
+    def _let_go(self, tracking_ids: Sequence[str], read_at: np.ndarray) -> int:
+        """Drop the parcels read at another shard's site after their last read here."""
+        assert self.engine is not None
+        st = self.engine.state
+        slots = st.find(self.engine.codec.encode(list(tracking_ids)))
+        mine = slots >= 0
+        left = slots[mine][read_at[mine] > st.last_seen[slots[mine]]]
+        if len(left):
+            keep = np.ones(st.n, dtype=np.bool_)
+            keep[left] = False
+            st.compact(keep)
+            log.info("%d parcels moved to another shard's sites", len(left))
+        return len(left)
+
+    def _prune_feed(self, conn: psycopg.Connection[Any], mono: float) -> None:
+        """Forget scan_commits below an xmin seen `prune_feed_after_s` ago."""
+        horizon = None
+        while self._xmins and self._xmins[0][0] <= mono - self.settings.prune_feed_after_s:
+            horizon = self._xmins.popleft()[1]
+        if horizon is not None:
+            feed.prune(conn, horizon)
+
     def _heard(self, conn: psycopg.Connection[Any]) -> list[AlertChange]:
         assert self.engine is not None
-        health = store.device_health_since(conn, self._health_mark)
+        health = store.device_health_since(conn, self._health_mark, self.settings.sites)
         if not health:
             return []
         self._health_mark = max(h[3] for h in health)
@@ -209,16 +282,4 @@ def _same_numbers(a: Reference, b: Reference) -> bool:
     return all(
         getattr(a, f).shape == getattr(b, f).shape and np.array_equal(getattr(a, f), getattr(b, f))
         for f in fields
-    )
-
-
-def _take(batch: ScanBatch, rows: list[int]) -> ScanBatch:
-    idx = np.array(rows, dtype=np.int64)
-    return ScanBatch(
-        tracking_id=[batch.tracking_id[i] for i in rows],
-        read_point=[batch.read_point[i] for i in rows],
-        device=[batch.device[i] for i in rows],
-        site=[batch.site[i] for i in rows],
-        ts=batch.ts[idx],
-        noread=batch.noread[idx],
     )

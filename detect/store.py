@@ -31,6 +31,7 @@ from detect.reference import (
     TransitRow,
     build_reference,
 )
+from storage import feed
 
 log = logging.getLogger(__name__)
 
@@ -171,51 +172,120 @@ def to_batch(rows: Sequence[tuple[Any, ...]]) -> ScanRows:
     )
 
 
-def scans_since(conn: Conn, since: datetime, limit: int = 200_000) -> ScanRows:
-    """Scans stored after `since`, oldest stored first."""
+def _site_filter(sites: Sequence[str] | None, inside: bool = True) -> str:
+    """SQL on `s.site_id` for a shard's sites (`%(sites)s`); empty for all sites."""
+    if sites is None:
+        return ""
+    return " AND s.site_id = ANY(%(sites)s)" if inside else " AND s.site_id <> ALL(%(sites)s)"
+
+
+def scans_of_commits(
+    conn: Conn, commits: feed.Commits, sites: Sequence[str] | None = None
+) -> ScanRows:
+    """The scans the given commits wrote (at the given sites), in commit order."""
+    if not commits:
+        return to_batch([])
     rows = conn.execute(
-        f"SELECT {_SCAN_COLUMNS} FROM {_SCAN_FROM} WHERE s.ingested_at > %s "
-        "ORDER BY s.ingested_at LIMIT %s",
-        (since, limit),
+        f"SELECT {_SCAN_COLUMNS} FROM {_SCAN_FROM} WHERE {feed.SCANS_OF_COMMITS}"
+        f"{_site_filter(sites)} ORDER BY s.xact_id, s.ts",
+        {**commits.params(), "sites": list(sites or ())},
     ).fetchall()
     return to_batch(rows)
 
 
-def replay_scans(conn: Conn, since: datetime, chunk: int = 100_000) -> Iterator[ScanRows]:
-    """Every scan with a time after `since`, in time order, in chunks (restart rebuild)."""
+def departures(
+    conn: Conn, sites: Sequence[str], commits: feed.Commits | None, since: datetime | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Parcels read at sites other than `sites` (by the commits, or since `since`), with
+    the time of their latest such read: where a shard learns that a parcel left it."""
+    if commits is not None and not commits:
+        return [], np.zeros(0)
+    where = feed.SCANS_OF_COMMITS if commits is not None else "s.ts > %(since)s"
+    params = {**(commits.params() if commits is not None else {}), "since": since}
+    rows = conn.execute(
+        f"SELECT coalesce(s.tracking_id, p.tracking_id) AS t, "
+        f"max(extract(epoch FROM s.ts))::float8 FROM {_SCAN_FROM} WHERE {where} "
+        f"AND s.kind <> 'noread'{_site_filter(sites, inside=False)} GROUP BY 1",
+        {**params, "sites": list(sites)},
+    ).fetchall()
+    rows = [r for r in rows if r[0] is not None]
+    return [str(r[0]) for r in rows], np.array([float(r[1]) for r in rows], dtype=np.float64)
+
+
+def replay_scans(
+    conn: Conn, since: datetime, chunk: int = 100_000, sites: Sequence[str] | None = None
+) -> Iterator[ScanRows]:
+    """Every scan with a time after `since` (at the given sites), in time order, in
+    chunks (restart rebuild)."""
     with conn.transaction(), conn.cursor(name="detect_replay") as cur:
         cur.itersize = chunk
         cur.execute(
-            f"SELECT {_SCAN_COLUMNS} FROM {_SCAN_FROM} WHERE s.ts > %s ORDER BY s.ts", (since,)
+            f"SELECT {_SCAN_COLUMNS} FROM {_SCAN_FROM} WHERE s.ts > %(since)s"
+            f"{_site_filter(sites)} ORDER BY s.ts",
+            {"since": since, "sites": list(sites or ())},
         )
         while rows := cur.fetchmany(chunk):
             yield to_batch(rows)
 
 
+# Two keys of advisory locks: (detectors, 0) is shared by every shard and taken
+# exclusively by an unsharded detector; (detectors, hashtext(site)) is one shard's.
+_DETECTORS = 0x6465_7465
+
+
+def claim_sites(conn: Conn, sites: Sequence[str] | None) -> list[str]:
+    """Take the session's advisory locks for these sites (None: every site); returns
+    the sites another detector holds (and then takes nothing)."""
+    if sites is None:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, 0)", (_DETECTORS,)).fetchone()
+        return [] if row and row[0] else ["every site (another detector runs)"]
+    row = conn.execute("SELECT pg_try_advisory_lock_shared(%s, 0)", (_DETECTORS,)).fetchone()
+    if not (row and row[0]):
+        return ["every site (an unsharded detector runs)"]
+    held = [
+        str(site)
+        for site, ok in conn.execute(
+            "SELECT site, pg_try_advisory_lock(%s, hashtext(site)) FROM unnest(%s::text[]) site",
+            (_DETECTORS, list(sites)),
+        )
+        if not ok
+    ]
+    if held:
+        conn.execute("SELECT pg_advisory_unlock_all()")
+    return held
+
+
 def live_alerts(
-    conn: Conn, tracking_ids: list[str] | None = None
+    conn: Conn, tracking_ids: list[str] | None = None, sites: Sequence[str] | None = None
 ) -> list[tuple[str, str, str | None]]:
     """(kind, parcel or device, read point) of every alert not resolved (of the given
-    parcels only, when named)."""
+    parcels only, when named; device alerts of the given sites only, when named: a
+    shard must not judge another shard's devices)."""
     sql = (
         "SELECT kind, coalesce(tracking_id, device_id), read_point_id FROM alerts "
         "WHERE state <> 'resolved' AND coalesce(tracking_id, device_id) IS NOT NULL"
     )
-    if tracking_ids is None:
-        rows = conn.execute(sql).fetchall()
-    else:
-        rows = conn.execute(sql + " AND tracking_id = ANY(%s)", (tracking_ids,)).fetchall()
+    params: dict[str, Any] = {"ids": tracking_ids, "sites": list(sites or ())}
+    if tracking_ids is not None:
+        sql += " AND tracking_id = ANY(%(ids)s)"
+    if sites is not None:
+        sql += " AND (device_id IS NULL OR site_id = ANY(%(sites)s))"
+    rows = conn.execute(sql, params).fetchall()
     return [(str(k), str(s), rp) for k, s, rp in rows]
 
 
-def device_health_since(conn: Conn, since: datetime) -> list[tuple[str, str, float, datetime]]:
+def device_health_since(
+    conn: Conn, since: datetime, sites: Sequence[str] | None = None
+) -> list[tuple[str, str, float, datetime]]:
+    sql = (
+        "SELECT device_id, site_id, extract(epoch FROM reported_at)::float8, reported_at "
+        "FROM device_health WHERE reported_at > %(since)s"
+    )
+    if sites is not None:
+        sql += " AND site_id = ANY(%(sites)s)"
     return [
         (str(d), str(s), float(t), at)
-        for d, s, t, at in conn.execute(
-            "SELECT device_id, site_id, extract(epoch FROM reported_at)::float8, reported_at "
-            "FROM device_health WHERE reported_at > %s",
-            (since,),
-        )
+        for d, s, t, at in conn.execute(sql, {"since": since, "sites": list(sites or ())})
     ]
 
 

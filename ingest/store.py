@@ -24,6 +24,7 @@ from psycopg import errors
 
 from parceltrack.events import ScanEvent
 from parceltrack.wire import ScanBatch
+from storage.feed import record_commit
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,9 @@ def write_scan_rows(
     """
     if not rows:
         return WriteResult(0, 0)
+    days = set(days)
     partitions.ensure(conn, days)
+    record_commit(conn, days)  # the scan feed follows commits: storage/feed.py
     if mode is not None and mode.want_copy():
         try:
             with conn.transaction(), conn.cursor() as cur:  # a savepoint

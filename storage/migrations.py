@@ -449,6 +449,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE parcels DROP COLUMN expected_tags;
         """,
     ),
+    # -- issue 13 item 4, issue 18 item 3 (the scan feed, detection shards): 75-79 ------
+    Migration(
+        75,
+        "scan feed: the writing transaction of every scan, and a log of scan commits",
+        common="""
+        -- storage/feed.py: followers see scans in commit order, by transaction id
+        -- and snapshot, not by a time that is taken when the transaction starts.
+        -- Added without a default first: TimescaleDB accepts only constant defaults
+        -- in ADD COLUMN on a compressed hypertable, but any in SET DEFAULT. Rows
+        -- stored before this migration keep NULL: they are older than every feed.
+        ALTER TABLE scans ADD COLUMN xact_id xid8;
+        ALTER TABLE scans ALTER COLUMN xact_id SET DEFAULT pg_current_xact_id();
+        -- Partial: rows stored before this migration (NULL) take no index space. On a
+        -- large existing database building it reads every partition while writes
+        -- wait: apply this migration in a maintenance window.
+        CREATE INDEX scans_xact ON scans (xact_id) WHERE xact_id IS NOT NULL;
+        -- One row per writing transaction, in the same transaction as its scans:
+        -- which transactions to look for, and the range of `ts` that holds their
+        -- rows (so a follower's query is pruned to those partitions or chunks).
+        CREATE TABLE scan_commits (
+            xact_id   xid8        PRIMARY KEY DEFAULT pg_current_xact_id(),
+            ts_from   timestamptz NOT NULL,
+            ts_to     timestamptz NOT NULL,
+            logged_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 )
 
 

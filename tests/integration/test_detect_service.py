@@ -26,6 +26,7 @@ from parceltrack import topics
 from parceltrack.config import BrokerAddress
 from parceltrack.identifiers import S10
 from parceltrack.mqtt import MqttClient
+from storage.feed import record_commit
 from tests.waiting import wait_until
 
 P1, P2, P3 = "RR473124829GB", "EE471108151FR", "EE123456785CN"
@@ -101,12 +102,14 @@ class Centre:
         ts = datetime.fromtimestamp(self.base + at, UTC)
         self.partitions.ensure(self.conn, [ts.date()])
         self.seq += 1
-        self.conn.execute(
-            "INSERT INTO scans (ts, event_id, device_id, site_id, read_point_id, kind, "
-            "tracking_id, epc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (ts, f"dev:1:{self.seq}", f"{read_point}-dev", read_point.split("-")[0],
-             read_point, "noread" if noread else "read", tracking, epc),
-        )  # fmt: skip
+        with self.conn.transaction():  # as the ingest writes: logged for the scan feed
+            record_commit(self.conn, [ts.date()])
+            self.conn.execute(
+                "INSERT INTO scans (ts, event_id, device_id, site_id, read_point_id, kind, "
+                "tracking_id, epc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (ts, f"dev:1:{self.seq}", f"{read_point}-dev", read_point.split("-")[0],
+                 read_point, "noread" if noread else "read", tracking, epc),
+            )  # fmt: skip
 
 
 @pytest.fixture
@@ -116,7 +119,7 @@ def centre(db_dsn: str) -> Iterator[Centre]:
 
 
 def _detector(dsn: str, config: DetectConfig = PLAIN) -> Detector:
-    return Detector(DetectSettings(dsn=dsn, config=config, overlap_s=0.0))
+    return Detector(DetectSettings(dsn=dsn, config=config))
 
 
 def _alerts(conn: psycopg.Connection[Any], kind: str) -> list[tuple[Any, ...]]:
@@ -468,7 +471,7 @@ def test_an_alert_older_than_the_replay_window_survives_a_restart_until_its_parc
     first = _started(centre, db_dsn, 1.0)
     first.step(centre.conn, centre.base + 40.0)
     assert _alerts(centre.conn, "missing") == [(P1, "A1-IND1", "open")]
-    second = Detector(DetectSettings(dsn=db_dsn, config=PLAIN, overlap_s=0.0, rebuild_s=100.0))
+    second = Detector(DetectSettings(dsn=db_dsn, config=PLAIN, rebuild_s=100.0))
     second.start(centre.conn, centre.base + 500.0)
     second.step(centre.conn, centre.base + 501.0)
     assert _alerts(centre.conn, "missing") == [(P1, "A1-IND1", "open")]
