@@ -38,6 +38,7 @@ from api.manager import router as manager_router  # issue 16
 from api.metrics import ApiMetrics, MetricsMiddleware, serve_metrics
 from api.models import Health
 from api.queries import has_detector_eta
+from api.replica import ReadRouting
 from api.security import RateLimiter, ensure_key, rate_limited
 from api.staff import router as staff_router  # issue 16
 from parceltrack.config import BrokerAddress
@@ -58,6 +59,8 @@ class ApiSettings:
     pool_max: int = 10
     bootstrap_admin_key: str | None = None  # registered as an admin key at start-up
     language: str = "en"  # of pages and messages when the request names none we speak
+    read_dsn: str | None = None  # a streaming replica for reads (api/replica.py)
+    replica_max_lag_s: float = 2.0
 
     def __repr__(self) -> str:  # never show the bootstrap key
         return f"ApiSettings(broker={self.broker!r}, rate_per_s={self.rate_per_s})"
@@ -75,6 +78,8 @@ def settings_from_env() -> ApiSettings:
         burst=env.api_burst,
         bootstrap_admin_key=env.api_admin_key.get_secret_value() if env.api_admin_key else None,
         language=language.configured(env.language),
+        read_dsn=env.read_dsn,
+        replica_max_lag_s=env.replica_max_lag_s,
     )
 
 
@@ -89,14 +94,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         # Autocommit: a read is one round trip, with no BEGIN before it and no
         # COMMIT when the connection goes back; writes of several statements open
         # their transaction explicitly.
-        pool = AsyncConnectionPool(
-            settings.dsn,
-            min_size=2,
-            max_size=settings.pool_max,
-            kwargs={"autocommit": True},
-            open=False,
+        pool = await _open_pool(settings.dsn, settings.pool_max)
+        replica = (
+            await _open_pool(settings.read_dsn, settings.pool_max) if settings.read_dsn else None
         )
-        await pool.open(wait=False)
+        app.state.reads = ReadRouting(pool, replica, max_lag_s=settings.replica_max_lag_s)
+        probe = asyncio.create_task(app.state.reads.probe_forever()) if replica else None
         app.state.detector_eta = False
         try:
             async with asyncio.timeout(10), pool.connection() as conn:
@@ -113,6 +116,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
             yield
         finally:
             broker.stop()
+            if probe is not None:
+                probe.cancel()
+            if replica is not None:
+                await replica.close()
             await pool.close()
 
     app = FastAPI(
@@ -178,6 +185,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
 
     return app
+
+
+async def _open_pool(dsn: str, size: int) -> AsyncConnectionPool[Any]:
+    pool = AsyncConnectionPool(
+        dsn, min_size=2, max_size=size, kwargs={"autocommit": True}, open=False
+    )
+    await pool.open(wait=False)
+    return pool
 
 
 _PROBLEM = {

@@ -29,6 +29,7 @@ from api.models import (
     TimelineEvent,
     UpuEvent,
 )
+from api.replica import reading
 from api.security import Caller, caller, rate_limited, visible
 from api.staff import FEEDBACK_INSERT, feedback_row, named_staff_or_422
 from parceltrack.errors import InvalidTrackingNumber
@@ -171,14 +172,15 @@ async def parcel_response(request: Request, tracking_id: str) -> Response:
     """The lookup's body, shared by the route below and the lean lane (api/lane.py)."""
     s10 = s10_or_422(tracking_id)
     who = await caller(request)  # known already: the rate limiter looked the key up
-    async with _pool(request).connection() as conn:
+    async with reading(request) as read:  # a replica's, when one is configured
         # The hot path (api/lookup.py): the same ParcelView, built without pydantic.
         body = await lookup.parcel_json(
-            conn, s10, request.app.state.detector_eta, datetime.now(UTC), who
+            read.conn, s10, request.app.state.detector_eta, datetime.now(UTC), who
         )
+        headers = await read.headers()
     if body is None:
-        raise Problem(404, NOT_FOUND)
-    return Response(body, media_type="application/json")
+        raise Problem(404, NOT_FOUND, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/v1/parcels/{tracking_id}", response_model=ParcelView, responses=RESPONSES)
@@ -201,13 +203,14 @@ async def get_parcel_epcis(request: Request, tracking_id: TrackingId) -> JSONRes
     """The parcel's scans as GS1 EPCIS 2.0 ObjectEvents, for partners' systems."""
     s10 = s10_or_422(tracking_id)
     who = await caller(request)
-    async with _pool(request).connection() as conn:
-        record = await read_parcel(conn, s10, request.app.state.detector_eta, who)
+    async with reading(request) as read:
+        record = await read_parcel(read.conn, s10, request.app.state.detector_eta, who)
+        headers = await read.headers()
     if record is None:
-        raise Problem(404, NOT_FOUND)
+        raise Problem(404, NOT_FOUND, headers=headers)
     epc = record.manifest["epc"] if record.manifest else None
     body = document(s10, epc, record.scans, [r["event_id"] for r in record.rows], datetime.now(UTC))
-    return JSONResponse(body, media_type="application/ld+json")
+    return JSONResponse(body, media_type="application/ld+json", headers=headers)
 
 
 @router.post(

@@ -29,11 +29,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from api.alerts import AUTH, Name
 from api.models import Kpis, ReadPointKpi, SiteKpi, StageKpi
+from api.replica import reading
 from api.security import Caller, require
 from parceltrack.layout import Stage
 
@@ -267,9 +267,8 @@ async def kpis(
         "site": site,
         "lost_after": request.app.state.settings.lost_after_s,
     }
-    pool: AsyncConnectionPool[Any] = request.app.state.pool
-    async with pool.connection() as conn:
-        result = await compute(conn, params)
+    async with reading(request) as read:
+        result = await compute(read.conn, params)
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )

@@ -58,7 +58,22 @@ def cmd_broker_acl(args: argparse.Namespace, settings: Settings) -> int:
     from composition.acl import render_acl
     from edge.config import load_agent_config
 
-    print(render_acl([load_agent_config(Path(p)) for p in args.agent_config]), end="")
+    agents = [load_agent_config(Path(p)) for p in args.agent_config]
+    print(render_acl(agents, bridged_sites=args.bridge_site), end="")
+    return 0
+
+
+def cmd_broker_bridge(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
+    from composition.bridge import Bridge, render_bridge
+    from parceltrack.config import BrokerAddress
+
+    central = BrokerAddress.from_url(args.central, args.cafile)
+    if args.password_file:
+        password = Path(args.password_file).read_text().strip()
+        central = replace(central, password=password)
+    print(render_bridge(Bridge(args.site, central)), end="")
     return 0
 
 
@@ -80,8 +95,24 @@ def _add_broker(sub: argparse._SubParsersAction[Any]) -> None:
     broker = sub.add_parser("broker", help="broker configuration")
     broker_sub = broker.add_subparsers(dest="action", required=True)
     acl = broker_sub.add_parser("acl", help="print a Mosquitto acl_file for these agents")
-    acl.add_argument("agent_config", nargs="+", help="agent TOML files")
+    acl.add_argument("agent_config", nargs="*", help="agent TOML files")
+    acl.add_argument(
+        "--bridge-site",
+        action="append",
+        default=[],
+        help="a site whose broker bridges to this (central) broker; repeat for each",
+    )
     acl.set_defaults(func=cmd_broker_acl)
+    bridge = broker_sub.add_parser(
+        "bridge", help="print the mosquitto.conf block that bridges a site broker to the centre"
+    )
+    bridge.add_argument("--site", required=True, help="the site this broker serves")
+    bridge.add_argument(
+        "--central", required=True, help="the central broker: mqtt[s]://[user@]host:port"
+    )
+    bridge.add_argument("--cafile", help="CA that signed the central broker's certificate")
+    bridge.add_argument("--password-file", help="file holding the bridge user's password")
+    bridge.set_defaults(func=cmd_broker_bridge)
 
 
 def _add_load_scenario(db_sub: argparse._SubParsersAction[Any]) -> None:

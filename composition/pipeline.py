@@ -20,6 +20,7 @@ from urllib.parse import quote
 import psycopg
 
 from composition.acl import render_acl
+from composition.bridge import Bridge, render_bridge
 from composition.services import (
     PrivateMosquitto,
     PrivatePostgres,
@@ -49,7 +50,12 @@ def create_database(admin_dsn: str, name: str) -> None:
 
 
 def agent_toml(
-    scenario: Scenario, port_dir: Path, outbox: Path, agent: str, site: str | None = None
+    scenario: Scenario,
+    port_dir: Path,
+    outbox: Path,
+    agent: str,
+    site: str | None = None,
+    mqtt_url: str | None = None,
 ) -> str:
     """One agent's configuration: every device of `site` (default: the first site).
 
@@ -64,6 +70,7 @@ def agent_toml(
         "health_interval_s = 1",
         # A read the broker lost (crash, restart) goes out again after this (issue 13).
         "resend_after_s = 5",
+        *([f'mqtt_url = "{mqtt_url}"'] if mqtt_url else []),
         "",
     ]
     for rp in (r for r in scenario.read_points if r.site == site):
@@ -136,6 +143,17 @@ class Pipeline:
     # process gets as PARCELTRACK_MQTT_CA_FILE.
     broker_tls: bool = False
     api_admin_key: str | None = None  # PARCELTRACK_API_ADMIN_KEY for the API
+    api_rate: float | None = None  # public lookups/s per client (api --rate; also the burst)
+    # True: each site has its own broker, bridged to the central one (composition.bridge);
+    # its agent publishes there. `bridge_port(site)` is where a site's bridge connects
+    # (default: the central broker itself; a test puts a cuttable link in between).
+    site_brokers: bool = False
+    bridge_port: Callable[[str], int] | None = None
+    # True: a streaming replica of the database (pg_basebackup), read by the API.
+    replica: bool = False
+    # Detection shards, each owning these sites ("detect-1", "detect-2", ...); empty:
+    # one detector for every site.
+    detect_shards: tuple[tuple[str, ...], ...] = ()
     verbose: bool = False  # every process logs at DEBUG
     # True: the standards and sort plans are written as site files (workdir/sites) and
     # put in force with `parceltrack site apply`, as an operator does.
@@ -156,6 +174,8 @@ class Pipeline:
                 f"acl_file {self.workdir / 'broker.acl'}\nlog_type all"
             )
         self.mosquitto = PrivateMosquitto(self.workdir / "mosquitto", extra_conf=extra)
+        self.site_mosquittos: dict[str, PrivateMosquitto] = {}
+        self.standby: PrivatePostgres | None = None
         self.port_dir = self.workdir / "dev"
         self.logs = self.workdir / "logs"
         if not self.api_port:
@@ -188,6 +208,8 @@ class Pipeline:
         }
         if self.api_admin_key is not None:
             env["PARCELTRACK_API_ADMIN_KEY"] = self.api_admin_key
+        if self.standby is not None:
+            env["PARCELTRACK_READ_DSN"] = self.standby.dsn("parceltrack")
         if self.mosquitto.ca_file is not None:
             env["PARCELTRACK_MQTT_CA_FILE"] = self.mosquitto.ca_file
         return env
@@ -212,11 +234,22 @@ class Pipeline:
     def start_services(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        if self.site_brokers:
+            self.site_mosquittos = {
+                site: PrivateMosquitto(self.workdir / f"mosquitto-{site}")
+                for site in self.agents().values()
+            }
         for i, (name, site) in enumerate(self.agents().items()):
             stem = "" if i == 0 else f"{name}."
+            site_broker = self.site_mosquittos.get(site)
             (self.workdir / self.agent_config(i, name)).write_text(
                 agent_toml(
-                    self.scenario, self.port_dir, self.workdir / f"{stem}outbox.sqlite", name, site
+                    self.scenario,
+                    self.port_dir,
+                    self.workdir / f"{stem}outbox.sqlite",
+                    name,
+                    site,
+                    site_broker.url if site_broker else None,
                 )
             )
         if self.broker_passwords is not None:
@@ -225,8 +258,16 @@ class Pipeline:
             self.mosquitto.tls = make_broker_certificates(self.workdir / "tls")
         self.postgres.start()
         self.mosquitto.start()
+        for site, broker in self.site_mosquittos.items():
+            port = self.bridge_port(site) if self.bridge_port else self.mosquitto.port
+            bridge = Bridge(site, BrokerAddress("127.0.0.1", port))
+            broker.extra_conf = render_bridge(bridge)
+            broker.start()
         create_database(self.postgres.dsn(), "parceltrack")
         migrate(self.dsn)
+        if self.replica:
+            self.standby = self.postgres.replica(self.workdir / "replica")
+            self.standby.start()
         scenario_file = self.workdir / "scenario.json"
         self.scenario.save(scenario_file)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -268,7 +309,9 @@ class Pipeline:
         if process.startswith("edge"):
             sites = list(self.agents())
             return sites[0] if process == "edge" else f"agent-{process.removeprefix('edge-')}"
-        return process if process in ("detect", "api") else None
+        if process.startswith("detect"):
+            return "detect"
+        return process if process == "api" else None
 
     def respawn(self, name: str) -> subprocess.Popen[bytes]:
         """Start a process again exactly as it was started (same client id, config)."""
@@ -280,15 +323,18 @@ class Pipeline:
     def start_processes(self) -> None:
         for i, name in enumerate(self.ingest_names()):
             self.spawn(name, "ingest", "--client-id", f"ingest-{i + 1}")
-        self.spawn(
-            "detect",
-            "detect",
-            "--overdue-after",
-            str(self.overdue_after_s),
-            "--missing-after",
-            str(self.missing_after_s),
+        timing = (
+            *("--overdue-after", str(self.overdue_after_s)),
+            *("--missing-after", str(self.missing_after_s)),
         )
-        self.spawn("api", "api", "--port", str(self.api_port))
+        if not self.detect_shards:
+            self.spawn("detect", "detect", *timing)
+        for i, sites in enumerate(self.detect_shards):
+            self.spawn(f"detect-{i + 1}", "detect", *timing, "--sites", ",".join(sites))
+        rate = (
+            ("--rate", str(self.api_rate), "--burst", str(self.api_rate)) if self.api_rate else ()
+        )
+        self.spawn("api", "api", "--port", str(self.api_port), *rate)
         self.spawn("notify", *self.notify_args())
         # Escalations, overdue complaints, daily reports, and the manager page's figures
         # (issue 16), those every 30 s: the pipeline's data is small and changes fast.
@@ -407,9 +453,17 @@ class Pipeline:
             self.stop_process(name)
         for name in list(self.processes):
             self.stop_process(name)
+        for broker in self.site_mosquittos.values():
+            broker.stop()
         self.mosquitto.stop()
+        if self.standby is not None:
+            self.standby.stop()
         self.postgres.stop()
         if not keep_files:
+            for broker in self.site_mosquittos.values():
+                broker.destroy()
+            if self.standby is not None:
+                self.standby.destroy()
             self.mosquitto.destroy()
             self.postgres.destroy()
             import shutil

@@ -140,7 +140,10 @@ class PrivatePostgres:
         return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{dbname}"
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.bindir / args[0]), *args[1:]]
+        tool = self.bindir / args[0]
+        if not tool.exists():  # bindir is the PATH's folder of links to pg_ctl and initdb
+            tool = (self.bindir / "pg_ctl").resolve().parent / args[0]
+        cmd = [str(tool), *args[1:]]
         if _running_as_root():
             cmd = ["runuser", "-u", PG_USER, "--", *cmd]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -207,6 +210,32 @@ class PrivatePostgres:
             "start",
         )
         wait_for_port(self.port)
+
+    def replica(self, root: Path) -> PrivatePostgres:
+        """A streaming replica of this running cluster in `root` (not started yet).
+
+        `pg_basebackup -R` copies the cluster and writes the standby settings
+        (standby.signal, primary_conninfo), as an operator sets one up; initdb's
+        trust rules already admit replication connections from 127.0.0.1.
+        """
+        standby = PrivatePostgres(root, fast=self.fast, bindir=self.bindir)
+        standby._prepare_root()
+        self._run(
+            "pg_basebackup",
+            "-D",
+            str(standby.data),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            PG_USER,
+            "-X",
+            "stream",
+            "-R",
+            "--no-sync",
+        )
+        return standby
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data / "postmaster.pid").exists():

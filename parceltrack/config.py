@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # PARCELTRACK_LANGUAGE: pages and messages when neither ?lang= nor Accept-Language
     # names a supported language (en or zh-CN).
     language: str = "en"
+    # PARCELTRACK_READ_DSN: a streaming replica for the API's reads (lookups, KPIs, pages);
+    # writes stay on PARCELTRACK_DSN. Reads leave it when it lags more than the bound.
+    read_dsn: str | None = None
+    replica_max_lag_s: float = 2.0
 
     def broker(self, url: str | None = None) -> BrokerAddress:
         """The broker address with its TLS settings: every process connects through this.
