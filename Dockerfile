@@ -8,6 +8,8 @@ COPY edge edge
 COPY ingest ingest
 COPY detect detect
 COPY api api
+COPY notify notify
+COPY quality quality
 COPY firmware_sim firmware_sim
 COPY bench bench
 COPY composition composition
