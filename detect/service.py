@@ -35,17 +35,19 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 import stamina
 
-from detect import store
+from detect import checkpoint, eta, store
+from detect.background import Background
 from detect.core import inactive, refresh
 from detect.engine import AlertChange, Engine
 from detect.publish import AlertPublisher
-from detect.reference import DetectConfig, Reference
+from detect.reference import DetectConfig
 from parceltrack.config import BrokerAddress
 from storage import feed
 
@@ -63,6 +65,11 @@ class DetectSettings:
     prune_feed_after_s: float = 3600.0  # scan_commits older than this are deleted
     rebuild_s: float = 24 * 3600.0  # how far back a restart replays scans
     eta_flush_s: float = 2.0
+    # The ETA rows written on the tick thread between ticks, as before issue 17 (for
+    # `bench alerts` to compare); by default a thread of their own writes them.
+    eta_inline: bool = False
+    checkpoint_dir: Path | None = None  # None: no checkpoints, a restart replays
+    checkpoint_every_s: float = 60.0
     learn_every_s: float = 300.0
     reload_every_s: float = 30.0
     compact_every_s: float = 600.0
@@ -82,6 +89,10 @@ class Detector:
         self.alerts_opened = 0
         self.alerts_resolved = 0
         self.ready = threading.Event()
+        self.resumed: checkpoint.Checkpoint | None = None  # what the last start loaded
+        self._fit: checkpoint.Fit | None = None
+        self._checkpoints: Background[checkpoint.Checkpoint] | None = None
+        self._etas: Background[list[eta.EtaRows]] | None = None
 
     def run(self, stop: threading.Event) -> None:
         publisher = None
@@ -97,26 +108,95 @@ class Detector:
         with psycopg.connect(self.settings.dsn, autocommit=True) as conn:
             if not self._claim(conn, stop):
                 return
-            self.start(conn, time.time())
-            mono = time.monotonic()
-            last = {"eta": 0.0, "learn": mono, "reload": mono, "compact": mono}
-            while not stop.is_set():
-                started = time.monotonic()
-                self.step(conn, time.time())
-                if started - last["eta"] >= self.settings.eta_flush_s:
+            self._start_writers()
+            try:
+                self._loop(conn, stop)
+            finally:
+                self._stop_writers(stop.is_set())
+
+    def _loop(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
+        self.start(conn, time.time())
+        mono = time.monotonic()
+        last = {"eta": 0.0, "learn": mono, "reload": mono, "compact": mono, "checkpoint": mono}
+        while not stop.is_set():
+            started = time.monotonic()
+            self.step(conn, time.time())
+            if started - last["eta"] >= self.settings.eta_flush_s:
+                if self._etas is None:
                     self.flush_eta(conn)
-                    last["eta"] = started
-                if started - last["learn"] >= self.settings.learn_every_s:
-                    store.learn_transits(conn)
-                    last["learn"] = started
-                if started - last["reload"] >= self.settings.reload_every_s:
-                    self.reload(conn, time.time())
-                    last["reload"] = started
-                if started - last["compact"] >= self.settings.compact_every_s:
-                    self.compact(time.time())
-                    self._prune_feed(conn, started)
-                    last["compact"] = started
-                stop.wait(max(0.0, self.settings.tick_s - (time.monotonic() - started)))
+                elif rows := self._take_eta():
+                    self._etas.submit([rows])
+                last["eta"] = started
+            if started - last["checkpoint"] >= self.settings.checkpoint_every_s:
+                self.save_checkpoint(time.time())
+                last["checkpoint"] = started
+            if started - last["learn"] >= self.settings.learn_every_s:
+                store.learn_transits(conn)
+                last["learn"] = started
+            if started - last["reload"] >= self.settings.reload_every_s:
+                self.reload(conn, time.time())
+                last["reload"] = started
+            if started - last["compact"] >= self.settings.compact_every_s:
+                self.compact(time.time())
+                self._prune_feed(conn, started)
+                last["compact"] = started
+            stop.wait(max(0.0, self.settings.tick_s - (time.monotonic() - started)))
+        self.save_checkpoint(time.time())  # a stop asked for: the next start resumes from here
+
+    def _start_writers(self) -> None:
+        dsn = self.settings.dsn
+        if not self.settings.eta_inline:
+            conn = psycopg.connect(dsn, autocommit=True)
+
+            def write_eta(batches: list[eta.EtaRows]) -> None:
+                nonlocal conn
+                if conn.closed:
+                    conn = psycopg.connect(dsn, autocommit=True)
+                try:
+                    eta.write(conn, batches)
+                except psycopg.OperationalError:
+                    conn.close()  # reconnect at the retry
+                    raise
+
+            self._etas = Background("eta writer", write_eta, lambda a, b: a + b)
+        if self.settings.checkpoint_dir is not None:
+            self._checkpoints = Background(
+                "checkpoint writer", self._write_checkpoint, lambda _old, new: new, retry=False
+            )
+
+    def _stop_writers(self, finish: bool) -> None:
+        """Finish (or, after a failure, abandon) what the writers hold."""
+        for writer in (self._etas, self._checkpoints):
+            if writer is not None:
+                writer.close(30.0 if finish else 0.0)
+        self._etas = self._checkpoints = None
+
+    def _take_eta(self) -> eta.EtaRows | None:
+        assert self.engine is not None
+        return eta.take(self.engine.state, self.engine.ref, self.engine.codec)
+
+    def save_checkpoint(self, now: float) -> bool:
+        """Capture the state at the current feed position and hand it to the writer
+        thread (call between ticks); False when checkpoints are off."""
+        if self._checkpoints is None or self.engine is None or self._position is None:
+            return False
+        self._checkpoints.submit(
+            checkpoint.capture(
+                self.engine, self._position, now, self._health_mark.isoformat(),
+                list(self._settle),
+            )
+        )  # fmt: skip
+        return True
+
+    def _write_checkpoint(self, cp: checkpoint.Checkpoint) -> None:
+        assert self.settings.checkpoint_dir is not None and self._fit is not None
+        path = checkpoint.file_for(self.settings.checkpoint_dir, self.settings.sites)
+        started = time.perf_counter()
+        size = checkpoint.write(path, cp, self._fit)
+        log.info(
+            "checkpoint of %d parcels written to %s (%.1f MB, %.2f s)",
+            len(cp.parcels["key"]), path, size / 1e6, time.perf_counter() - started,
+        )  # fmt: skip
 
     def _claim(self, conn: psycopg.Connection[Any], stop: threading.Event) -> bool:
         """Take this detector's sites (all of them, unsharded); waits while another
@@ -142,29 +222,87 @@ class Detector:
         )
 
     def start(self, conn: psycopg.Connection[Any], now: float) -> None:
-        """Rebuild the state from the scans and adopt the live alerts."""
+        """Rebuild the state (from a checkpoint and the scans committed since, or from
+        the scans of the replay window) and adopt the live alerts."""
         engine = self.engine = self._new_engine(conn)
-        since = datetime.fromtimestamp(now - self.settings.rebuild_s, UTC)
         sites = self.settings.sites
         if unknown := sorted(set(sites or ()) - set(engine.ref.sites)):
             # Not fatal: a site being set up may own a shard before its layout is loaded.
             log.warning("--sites names sites with no read points (yet): %s", ", ".join(unknown))
+        self._fit = checkpoint.Fit(
+            store.database_identity(conn), store.schema_version(conn),
+            None if sites is None else tuple(sorted(sites)), self.settings.config,
+            checkpoint.layout_of(engine.ref),
+        )  # fmt: skip
+        self.resumed = self._resume(conn, now)
+        engine = self.engine
+        changes: list[AlertChange] = []
         replayed = 0
         # One snapshot for the replay and the feed's first position.
         with feed.snapshot(conn) as position:
-            for rows in store.replay_scans(conn, since, sites=sites):
-                engine.ingest(rows.batch)  # no alert is live in the state yet: nothing resolves
-                replayed += len(rows.batch)
-            gone = store.departures(conn, sites, None, since) if sites is not None else None
+            if self.resumed is not None:
+                # Every commit since the checkpoint's position, once: its alerts count
+                # (a late arrival the stopped detector never saw is alerted now).
+                commits = feed.commits_after(conn, self.resumed.position)
+                for rows in store.replay_commits(conn, commits, sites):
+                    changes += engine.ingest(rows.batch)
+                    replayed += len(rows.batch)
+                gone = store.departures(conn, sites, commits) if sites is not None else None
+            else:
+                since = datetime.fromtimestamp(now - self.settings.rebuild_s, UTC)
+                for rows in store.replay_scans(conn, since, sites=sites):
+                    engine.ingest(rows.batch)  # no alert is live in the state yet
+                    replayed += len(rows.batch)
+                gone = store.departures(conn, sites, None, since) if sites is not None else None
         self._position = position
         if gone is not None:
             self._let_go(*gone)
-        self._heard(conn)
+        changes += self._heard(conn)
         self.compact(now)
-        changes = engine.adopt_live(store.live_alerts(conn, sites=sites), now)
+        changes += engine.adopt_live(store.live_alerts(conn, sites=sites), now)
         self._persist(conn, changes)
-        log.info("rebuilt state of %d parcels from %d scans", len(engine.state), replayed)
+        if self.resumed is not None:
+            log.info(
+                "rebuilt state of %d parcels from a checkpoint of %.0f s ago and %d scans "
+                "committed since", len(engine.state), now - self.resumed.written_at, replayed,
+            )  # fmt: skip
+        else:
+            log.info("rebuilt state of %d parcels from %d scans", len(engine.state), replayed)
         self.ready.set()
+        self.save_checkpoint(now)  # the replay is not repeated after a crash soon after
+
+    def _resume(self, conn: psycopg.Connection[Any], now: float) -> checkpoint.Checkpoint | None:
+        """Load this detector's checkpoint into the (fresh) engine, or say why not and
+        leave a fresh engine for the full replay."""
+        folder = self.settings.checkpoint_dir
+        if folder is None:
+            return None
+        assert self.engine is not None and self._fit is not None
+        path = checkpoint.file_for(folder, self.settings.sites)
+        if not path.exists():
+            log.info("no checkpoint at %s: replaying the scans", path)
+            return None
+        try:
+            cp = checkpoint.read(path, self._fit)
+            if now - cp.written_at > self.settings.rebuild_s:
+                raise checkpoint.Refused(
+                    f"written {now - cp.written_at:.0f} s ago, before the replay window"
+                )
+            if not feed.can_follow(conn, cp.position):
+                raise checkpoint.Refused("the scan feed's log was pruned past its position")
+            recompute = checkpoint.restore(self.engine, cp)
+        except checkpoint.Refused as exc:
+            log.warning("checkpoint refused, replaying the scans instead: %s", exc)
+            self.engine = self._new_engine(conn)  # a refused restore may have half-filled it
+            return None
+        state = self.engine.state
+        if recompute:  # standards or learned times changed meanwhile: as a reload does
+            refresh(state, self.engine.ref, np.arange(state.n, dtype=np.int64))
+        # ETA rows taken before the checkpoint may not have reached the table.
+        state.dirty[: state.n] = True
+        self._health_mark = datetime.fromisoformat(cp.health_mark)
+        self._settle = deque(cp.settle)
+        return cp
 
     def reload(self, conn: psycopg.Connection[Any], now: float) -> None:
         """Pick up changed standards, windows and plans; a changed layout rebuilds."""
@@ -175,7 +313,7 @@ class Detector:
             log.info("layout changed: rebuilding the detection state")
             self.start(conn, now)
             return
-        if _same_numbers(self.engine.ref, ref):
+        if checkpoint.same_numbers(checkpoint.numbers(self.engine.ref), checkpoint.numbers(ref)):
             return  # nothing changed: no need to recompute (and re-publish) every ETA
         self.engine.ref = ref
         state = self.engine.state
@@ -269,17 +407,12 @@ class Detector:
         return dropped
 
     def flush_eta(self, conn: psycopg.Connection[Any]) -> int:
-        assert self.engine is not None
-        state = self.engine.state
-        slots = np.flatnonzero(state.dirty[: state.n] & (state.rp[: state.n] >= 0))
-        tracking = [self.engine.tracking_id(s) for s in slots.tolist()]
-        return store.flush_eta(conn, state, self.engine.ref, tracking)
-
-
-def _same_numbers(a: Reference, b: Reference) -> bool:
-    fields = ("stage_s", "grace_s", "missing_s", "delivery_s", "eta_in_s", "eta_in_p90_s",
-              "plan_key", "plan_chute", "plan_door")  # fmt: skip
-    return all(
-        getattr(a, f).shape == getattr(b, f).shape and np.array_equal(getattr(a, f), getattr(b, f))
-        for f in fields
-    )
+        """Write the changed parcels' ETA rows on `conn`, now; returns how many."""
+        if self.settings.eta_inline:  # the path before issue 17, for comparisons
+            assert self.engine is not None
+            state = self.engine.state
+            slots = np.flatnonzero(state.dirty[: state.n] & (state.rp[: state.n] >= 0))
+            tracking = [self.engine.tracking_id(s) for s in slots.tolist()]
+            return store.flush_eta(conn, state, self.engine.ref, tracking)
+        rows = self._take_eta()
+        return 0 if rows is None else eta.write(conn, [rows])
