@@ -176,16 +176,18 @@ class Detector:
         return eta.take(self.engine.state, self.engine.ref, self.engine.codec)
 
     def save_checkpoint(self, now: float) -> bool:
-        """Capture the state at the current feed position and hand it to the writer
-        thread (call between ticks); False when checkpoints are off."""
-        if self._checkpoints is None or self.engine is None or self._position is None:
+        """Capture the state at the current feed position (call between ticks) and hand
+        it to the writer thread, or write it at once outside the run loop; False when
+        checkpoints are off."""
+        if self.settings.checkpoint_dir is None or self.engine is None or self._position is None:
             return False
-        self._checkpoints.submit(
-            checkpoint.capture(
-                self.engine, self._position, now, self._health_mark.isoformat(),
-                list(self._settle),
-            )
-        )  # fmt: skip
+        cp = checkpoint.capture(
+            self.engine, self._position, now, self._health_mark.isoformat(), list(self._settle)
+        )
+        if self._checkpoints is None:
+            self._write_checkpoint(cp)
+        else:
+            self._checkpoints.submit(cp)
         return True
 
     def _write_checkpoint(self, cp: checkpoint.Checkpoint) -> None:
