@@ -77,6 +77,24 @@ class DetectSettings:
     idle_after_s: float = 24 * 3600.0  # unseen this long: no longer active
 
 
+@dataclass(frozen=True, slots=True)
+class StartFigures:
+    """What a start took: the checkpoint's load (0 without one), the scans read (the
+    replay, or the catch-up after the checkpoint), and the adoption of live alerts."""
+
+    parcels: int
+    scans: int
+    load_s: float
+    scans_s: float
+    adopt_s: float
+
+    def __str__(self) -> str:
+        return (
+            f"checkpoint load {self.load_s:.2f} s, scans {self.scans_s:.2f} s, "
+            f"adoption {self.adopt_s:.2f} s"
+        )
+
+
 class Detector:
     def __init__(self, settings: DetectSettings) -> None:
         self.settings = settings
@@ -90,6 +108,7 @@ class Detector:
         self.alerts_resolved = 0
         self.ready = threading.Event()
         self.resumed: checkpoint.Checkpoint | None = None  # what the last start loaded
+        self.last_start: StartFigures | None = None
         self._fit: checkpoint.Fit | None = None
         self._checkpoints: Background[checkpoint.Checkpoint] | None = None
         self._etas: Background[list[eta.EtaRows]] | None = None
@@ -236,7 +255,9 @@ class Detector:
             None if sites is None else tuple(sorted(sites)), self.settings.config,
             checkpoint.layout_of(engine.ref),
         )  # fmt: skip
+        began = time.perf_counter()
         self.resumed = self._resume(conn, now)
+        loaded = time.perf_counter()
         engine = self.engine
         changes: list[AlertChange] = []
         replayed = 0
@@ -257,21 +278,31 @@ class Detector:
                     replayed += len(rows.batch)
                 gone = store.departures(conn, sites, None, since) if sites is not None else None
         self._position = position
+        scanned = time.perf_counter()
         if gone is not None:
             self._let_go(*gone)
         changes += self._heard(conn)
         self.compact(now)
         changes += engine.adopt_live(store.live_alerts(conn, sites=sites), now)
         self._persist(conn, changes)
+        self.last_start = StartFigures(
+            len(engine.state), replayed, loaded - began, scanned - loaded,
+            time.perf_counter() - scanned,
+        )  # fmt: skip
         if self.resumed is not None:
             log.info(
                 "rebuilt state of %d parcels from a checkpoint of %.0f s ago and %d scans "
-                "committed since", len(engine.state), now - self.resumed.written_at, replayed,
+                "committed since (%s)", len(engine.state), now - self.resumed.written_at,
+                replayed, self.last_start,
             )  # fmt: skip
         else:
-            log.info("rebuilt state of %d parcels from %d scans", len(engine.state), replayed)
+            log.info(
+                "rebuilt state of %d parcels from %d scans (%s)", len(engine.state), replayed,
+                self.last_start,
+            )  # fmt: skip
         self.ready.set()
-        self.save_checkpoint(now)  # the replay is not repeated after a crash soon after
+        if self._checkpoints is not None:  # in the run loop: written by its thread
+            self.save_checkpoint(now)  # the replay is not repeated after a crash soon after
 
     def _resume(self, conn: psycopg.Connection[Any], now: float) -> checkpoint.Checkpoint | None:
         """Load this detector's checkpoint into the (fresh) engine, or say why not and

@@ -137,7 +137,7 @@ def test_a_killed_detector_resumes_from_its_checkpoint_with_the_alerts_of_one_ne
         for log in ("steady.log", "first.log"):
             wait_until(lambda log=log: "rebuilt state" in (tmp_path / log).read_text(), 30,
                        f"{log}: ready")  # fmt: skip
-        assert file_for(folder, None).exists()  # written right after the replay
+        wait_until(file_for(folder, None).exists, 20, "the checkpoint written after the replay")
         floors.read(p[4], "A1-IND1")  # stuck until after the kill
         floors.read(p[5], "A1-IND1")
         floors.read(p[5], "C1-IND1")  # mis-routed after the checkpoint
@@ -197,6 +197,7 @@ def _damage_flipped(conn: psycopg.Connection[Any], path: Path) -> None:
 def _foreign_shard(conn: psycopg.Connection[Any], path: Path) -> None:
     shard = _detector(conn.info.dsn, path.parent, sites=("A1",))
     shard.start(conn, time.time() + 15.0)  # when its delays hold, as for the others
+    assert shard.save_checkpoint(time.time() + 15.0)
     file_for(path.parent, ("A1",)).replace(path)
 
 
