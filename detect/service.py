@@ -32,11 +32,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -52,6 +52,8 @@ from parceltrack.config import BrokerAddress
 from storage import feed
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ class Detector:
         self._fit: checkpoint.Fit | None = None
         self._checkpoints: Background[checkpoint.Checkpoint] | None = None
         self._etas: Background[list[eta.EtaRows]] | None = None
+        self._learner: Background[None] | None = None
 
     def run(self, stop: threading.Event) -> None:
         publisher = None
@@ -136,7 +139,9 @@ class Detector:
     def _loop(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
         self.start(conn, time.time())
         mono = time.monotonic()
-        last = {"eta": 0.0, "learn": mono, "reload": mono, "compact": mono, "checkpoint": mono}
+        last = {"eta": 0.0, "learn": mono, "reload": mono, "compact": mono, "checkpoint": mono,
+                "report": mono}  # fmt: skip
+        busy: list[float] = []  # seconds each turn of the loop worked (the rest it waits)
         while not stop.is_set():
             started = time.monotonic()
             self.step(conn, time.time())
@@ -150,7 +155,10 @@ class Detector:
                 self.save_checkpoint(time.time())
                 last["checkpoint"] = started
             if started - last["learn"] >= self.settings.learn_every_s:
-                store.learn_transits(conn)
+                if self._learner is None:
+                    store.learn_transits(conn)
+                else:
+                    self._learner.submit(None)
                 last["learn"] = started
             if started - last["reload"] >= self.settings.reload_every_s:
                 self.reload(conn, time.time())
@@ -159,25 +167,21 @@ class Detector:
                 self.compact(time.time())
                 self._prune_feed(conn, started)
                 last["compact"] = started
-            stop.wait(max(0.0, self.settings.tick_s - (time.monotonic() - started)))
+            busy.append(time.monotonic() - started)
+            if started - last["report"] >= 60.0:
+                _report_busy(busy, self.settings.tick_s)
+                busy, last["report"] = [], started
+            stop.wait(max(0.0, self.settings.tick_s - busy[-1]))
+        _report_busy(busy, self.settings.tick_s)
         self.save_checkpoint(time.time())  # a stop asked for: the next start resumes from here
 
     def _start_writers(self) -> None:
-        dsn = self.settings.dsn
         if not self.settings.eta_inline:
-            conn = psycopg.connect(dsn, autocommit=True)
-
-            def write_eta(batches: list[eta.EtaRows]) -> None:
-                nonlocal conn
-                if conn.closed:
-                    conn = psycopg.connect(dsn, autocommit=True)
-                try:
-                    eta.write(conn, batches)
-                except psycopg.OperationalError:
-                    conn.close()  # reconnect at the retry
-                    raise
-
+            write_eta = _on_own_connection(self.settings.dsn, eta.write)
             self._etas = Background("eta writer", write_eta, lambda a, b: a + b)
+            # Learning reads a week of scans: seconds on a large database, off the ticks.
+            learn = _on_own_connection(self.settings.dsn, lambda c, _: store.learn_transits(c))
+            self._learner = Background("transit learner", learn, lambda _a, b: b, retry=False)
         if self.settings.checkpoint_dir is not None:
             self._checkpoints = Background(
                 "checkpoint writer", self._write_checkpoint, lambda _old, new: new, retry=False
@@ -185,10 +189,10 @@ class Detector:
 
     def _stop_writers(self, finish: bool) -> None:
         """Finish (or, after a failure, abandon) what the writers hold."""
-        for writer in (self._etas, self._checkpoints):
+        for writer in (self._etas, self._checkpoints, self._learner):
             if writer is not None:
                 writer.close(30.0 if finish else 0.0)
-        self._etas = self._checkpoints = None
+        self._etas = self._checkpoints = self._learner = None
 
     def _take_eta(self) -> eta.EtaRows | None:
         assert self.engine is not None
@@ -449,3 +453,34 @@ class Detector:
             return store.flush_eta(conn, state, self.engine.ref, tracking)
         rows = self._take_eta()
         return 0 if rows is None else eta.write(conn, [rows])
+
+
+def _on_own_connection(
+    dsn: str, work: Callable[[psycopg.Connection[Any], T], object]
+) -> Callable[[T], None]:
+    """`work` for a writer thread, on a connection of its own, opened again after a
+    failure (the writer retries)."""
+    conn: psycopg.Connection[Any] | None = None
+
+    def run(item: T) -> None:
+        nonlocal conn
+        if conn is None or conn.closed:
+            conn = psycopg.connect(dsn, autocommit=True)
+        try:
+            work(conn, item)
+        except psycopg.OperationalError:
+            conn.close()
+            raise
+
+    return run
+
+
+def _report_busy(busy: list[float], tick_s: float) -> None:
+    """How long the tick thread worked per turn: past the tick, alerts wait longer."""
+    if not busy:
+        return
+    ms = np.sort(np.array(busy)) * 1000.0
+    log.info(
+        "tick thread: %d turns, busy p50 %.0f ms, p99 %.0f ms, max %.0f ms (tick %.0f ms)",
+        len(ms), np.percentile(ms, 50), np.percentile(ms, 99), ms[-1], tick_s * 1000.0,
+    )  # fmt: skip
