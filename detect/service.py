@@ -112,7 +112,9 @@ class Detector:
         self.resumed: checkpoint.Checkpoint | None = None  # what the last start loaded
         self.last_start: StartFigures | None = None
         self._fit: checkpoint.Fit | None = None
-        self._checkpoints: Background[checkpoint.Checkpoint] | None = None
+        # A capture travels with the fit it was taken under (a layout change may rebuild
+        # the engine while the writer still holds an older capture).
+        self._checkpoints: Background[tuple[checkpoint.Checkpoint, checkpoint.Fit]] | None = None
         self._etas: Background[list[eta.EtaRows]] | None = None
         self._learner: Background[None] | None = None
 
@@ -202,22 +204,28 @@ class Detector:
         """Capture the state at the current feed position (call between ticks) and hand
         it to the writer thread, or write it at once outside the run loop; False when
         checkpoints are off."""
-        if self.settings.checkpoint_dir is None or self.engine is None or self._position is None:
+        if (
+            self.settings.checkpoint_dir is None
+            or self.engine is None
+            or self._position is None
+            or self._fit is None
+        ):
             return False
         cp = checkpoint.capture(
             self.engine, self._position, now, self._health_mark.isoformat(), list(self._settle)
         )
         if self._checkpoints is None:
-            self._write_checkpoint(cp)
+            self._write_checkpoint((cp, self._fit))
         else:
-            self._checkpoints.submit(cp)
+            self._checkpoints.submit((cp, self._fit))
         return True
 
-    def _write_checkpoint(self, cp: checkpoint.Checkpoint) -> None:
-        assert self.settings.checkpoint_dir is not None and self._fit is not None
+    def _write_checkpoint(self, item: tuple[checkpoint.Checkpoint, checkpoint.Fit]) -> None:
+        cp, fit = item
+        assert self.settings.checkpoint_dir is not None
         path = checkpoint.file_for(self.settings.checkpoint_dir, self.settings.sites)
         started = time.perf_counter()
-        size = checkpoint.write(path, cp, self._fit)
+        size = checkpoint.write(path, cp, fit)
         log.info(
             "checkpoint of %d parcels written to %s (%.1f MB, %.2f s)",
             len(cp.parcels["key"]), path, size / 1e6, time.perf_counter() - started,
