@@ -79,10 +79,11 @@ class Floors:
                     [(t,) for t in ids],
                 )
 
-    def read(self, tracking: str, read_point: str) -> None:
+    def read(self, tracking: str, read_point: str, ago_s: float = 0.0) -> None:
         self.seq += 1
+        at = datetime.fromtimestamp(time.time() - ago_s, UTC)
         event = ScanEvent(
-            device=f"{read_point}-dev", boot=1, seq=self.seq, ts=datetime.now(UTC),
+            device=f"{read_point}-dev", boot=1, seq=self.seq, ts=at,
             site=read_point.split("-")[0], read_point=read_point, kind=EventKind.READ,
             code=tracking, tracking_id=tracking,
         )  # fmt: skip
@@ -313,3 +314,28 @@ def test_a_stopped_detector_writes_its_checkpoint_and_resumes_with_nothing_to_ca
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_late_arrival_committed_after_the_checkpoint_is_alerted_on_resume(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    """A parcel that reached its next stage after the standard, in scans committed while
+    the detector was down, gets its delay (opened and resolved at once, as a running
+    detector does), from the catch-up after the checkpoint."""
+    floors = Floors(db_dsn)
+    parcel = _parcel(1)
+    floors.parcels(parcel)
+    floors.read(parcel, "A1-IND1", ago_s=60.0)
+    folder = tmp_path / "checkpoints"
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        first = _detector(db_dsn, folder)
+        first.start(conn, time.time() - 55.0)  # stopped before the standard (10 s) ran out
+        assert first.save_checkpoint(time.time() - 55.0)
+        floors.read(parcel, "A1-DOR01", ago_s=30.0)  # 30 s after induction: late
+        second = _detector(db_dsn, folder)
+        second.start(conn, time.time())
+        assert second.resumed is not None
+    rows = _alerts(db_dsn)
+    assert [(k, t, rp, s, n) for k, t, _site, rp, _e, s, _d, n in rows] == [
+        ("delay", parcel, "A1-IND1", "resolved", 1)
+    ]
