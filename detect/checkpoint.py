@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,9 +150,11 @@ def write(path: Path, checkpoint: Checkpoint, fit: Fit) -> int:
     arrays.update({f"number_{k}": v for k, v in checkpoint.numbers.items()})
     arrays["others"] = np.array(checkpoint.others, dtype=np.str_)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # A name of its own: a writer abandoned after a failure may still be writing.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
-        with tmp.open("wb") as out:
+        with os.fdopen(fd, "wb") as out:
             np.savez(out, **arrays)  # type: ignore[arg-type]
             out.flush()
             os.fsync(out.fileno())
