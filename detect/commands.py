@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from parceltrack.config import Settings
@@ -45,6 +46,21 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="comma-separated sites this detector (a shard) owns; every site by default",
     )
     detect.add_argument("--no-mqtt", action="store_true", help="do not publish alerts on MQTT")
+    detect.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="folder for state checkpoints: a restart loads the latest and follows the scan "
+        "feed from it instead of replaying a day of scans (off by default)",
+    )
+    detect.add_argument(
+        "--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints"
+    )
+    detect.add_argument(
+        "--eta-inline",
+        action="store_true",
+        help="write parcel_eta on the tick thread, as before issue 17 (for benchmarks)",
+    )
     detect.set_defaults(func=run)
 
 
@@ -68,7 +84,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     broker = None if args.no_mqtt else settings.broker()
     detector = Detector(
         DetectSettings(
-            dsn=settings.dsn, broker=broker, config=config, tick_s=args.tick, sites=args.sites
+            dsn=settings.dsn,
+            broker=broker,
+            config=config,
+            tick_s=args.tick,
+            sites=args.sites,
+            checkpoint_dir=args.checkpoint_dir,
+            checkpoint_every_s=args.checkpoint_every,
+            eta_inline=args.eta_inline,
         )
     )
     detector.run(stop_on_signals())

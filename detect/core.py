@@ -137,6 +137,33 @@ class ParcelState:
         per_slot = sum(np.dtype(d).itemsize for _, d, _ in _COLUMNS)
         return per_slot + self.sorted_keys.itemsize + self.sorted_slots.itemsize
 
+    def columns(self) -> dict[str, npt.NDArray[Any]]:
+        """Copies of every column of the occupied slots and of the key index (for a
+        checkpoint, taken between ticks so it matches one feed position)."""
+        out = {name: getattr(self, name)[: self.n].copy() for name, _d, _i in _COLUMNS}
+        out["sorted_keys"] = self.sorted_keys.copy()
+        out["sorted_slots"] = self.sorted_slots.copy()
+        return out
+
+    def restore(self, columns: dict[str, npt.NDArray[Any]]) -> None:
+        """Take the state of `columns()`; raises ValueError on a column that is missing,
+        of another type or of another length."""
+        n = len(columns["key"])
+        for name, dtype, _init in (*_COLUMNS, ("sorted_keys", np.int64, 0),
+                                   ("sorted_slots", np.int32, 0)):  # fmt: skip
+            col = columns.get(name)
+            if col is None or col.dtype != np.dtype(dtype) or col.shape != (n,):
+                raise ValueError(f"parcel column {name!r} is missing or malformed")
+        self.n = 0
+        self._reserve(n)
+        for name, _dtype, init in _COLUMNS:
+            target = getattr(self, name)
+            target[:n] = columns[name]
+            target[n:] = init
+        self.n = n
+        self.sorted_keys = columns["sorted_keys"].copy()
+        self.sorted_slots = columns["sorted_slots"].copy()
+
     def find(self, keys: I64) -> I64:
         """Slot of each key, -1 for keys not in the state."""
         if len(self.sorted_keys) == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +69,36 @@ class DeviceState:
         self.bin_no = np.full((0, thresholds.bins), -1, dtype=np.int64)
         self.open = np.zeros(0, dtype=np.uint8)
         self.since = np.empty(0, dtype=np.float64)  # when the spike condition began
+
+    _ARRAYS = ("last_heard", "silence_s", "reads", "noreads", "bin_no", "open", "since")
+
+    def columns(self) -> dict[str, npt.NDArray[Any]]:
+        """Copies of every device column, names and sites included (for a checkpoint)."""
+        out: dict[str, npt.NDArray[Any]] = {n: getattr(self, n).copy() for n in self._ARRAYS}
+        out.update({f"limit_{n}": col.copy() for n, col in self.limits.items()})
+        out["ids"] = np.array(self.ids, dtype=np.str_)
+        out["site"] = np.array(self.site, dtype=np.str_)
+        return out
+
+    def restore(self, columns: dict[str, npt.NDArray[Any]]) -> None:
+        """Take the state of `columns()`; raises ValueError where it does not fit this
+        state's ring of bins (another bin geometry) or is malformed."""
+        n = len(columns["ids"])
+        for name in self._ARRAYS:
+            col, mine = columns.get(name), getattr(self, name)
+            if col is None or col.dtype != mine.dtype or col.shape[1:] != mine.shape[1:]:
+                raise ValueError(f"device column {name!r} does not fit this detector")
+            if len(col) != n:
+                raise ValueError(f"device column {name!r} has {len(col)} rows, not {n}")
+        limits = {name: columns.get(f"limit_{name}") for name in self.limits}
+        if any(c is None or c.shape != (n,) for c in limits.values()):
+            raise ValueError("device limits are missing or malformed")
+        for name in self._ARRAYS:
+            setattr(self, name, columns[name].copy())
+        self.limits = {name: np.asarray(c, dtype=np.float64) for name, c in limits.items()}
+        self.ids = [str(d) for d in columns["ids"].tolist()]
+        self.site = [str(s) for s in columns["site"].tolist()]
+        self.index = {d: i for i, d in enumerate(self.ids)}
 
     def indices(self, devices: Sequence[str], sites: Sequence[str]) -> I64:
         # dict.get mapped in C over the batch; Python runs only for devices not seen yet.

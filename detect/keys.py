@@ -10,6 +10,7 @@ table, so no tracking id is ever dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -58,20 +59,20 @@ class KeyCodec:
         (a restart brings in every parcel of the replayed window at once)."""
         out: npt.NDArray[np.object_] = np.empty(len(keys), dtype=object)
         s10 = keys >= 0
-        rest, c2 = np.divmod(keys[s10], 26)
-        rest, c1 = np.divmod(rest, 26)
-        letters, digits = np.divmod(rest, 1_000_000_000)
-        l1, l2 = np.divmod(letters, 26)
-        codes = np.empty((len(rest), _LEN), dtype=np.uint32)
-        codes[:, 0], codes[:, 1] = _A + l1, _A + l2
-        for i in range(10, 1, -1):
-            digits, codes[:, i] = np.divmod(digits, 10)
-        codes[:, 2:11] += _ZERO
-        codes[:, 11], codes[:, 12] = _A + c1, _A + c2
+        codes = s10_codes(keys[s10], np.uint32)
         out[s10] = codes.view(f"<U{_LEN}").reshape(-1).tolist()
         out[~s10] = [self._other_ids[-k - 1] for k in keys[~s10].tolist()]
         decoded: list[str] = out.tolist()
         return decoded
+
+    def others(self) -> list[str]:
+        """The ids that are not S10-shaped, in key order (key -1, -2, ...)."""
+        return list(self._other_ids)
+
+    def restore_others(self, tracking_ids: Sequence[str]) -> None:
+        """Take the side table of `others()`, so stored negative keys mean the same ids."""
+        self._other_ids = list(tracking_ids)
+        self._other = {t: -i - 1 for i, t in enumerate(self._other_ids)}
 
     def _other_key(self, tracking_id: str) -> int:
         key = self._other.get(tracking_id)
@@ -88,3 +89,19 @@ class KeyCodec:
         letters, digits = divmod(rest, 1_000_000_000)
         l1, l2 = divmod(letters, 26)
         return f"{chr(_A + l1)}{chr(_A + l2)}{digits:09d}{chr(_A + c1)}{chr(_A + c2)}"
+
+
+def s10_codes(keys: I64, dtype: type = np.uint8) -> npt.NDArray[Any]:
+    """The 13 characters of S10 keys (>= 0) as a (n, 13) array of character codes: as
+    uint8, the bytes of the tracking numbers, with no Python call per key."""
+    rest, c2 = np.divmod(keys, 26)
+    rest, c1 = np.divmod(rest, 26)
+    letters, digits = np.divmod(rest, 1_000_000_000)
+    l1, l2 = np.divmod(letters, 26)
+    codes: npt.NDArray[Any] = np.empty((len(keys), _LEN), dtype=dtype)
+    codes[:, 0], codes[:, 1] = _A + l1, _A + l2
+    for i in range(10, 1, -1):
+        digits, codes[:, i] = np.divmod(digits, 10)
+    codes[:, 2:11] += _ZERO
+    codes[:, 11], codes[:, 12] = _A + c1, _A + c2
+    return codes

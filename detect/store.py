@@ -444,3 +444,41 @@ def learn_transits(conn: Conn, history: str = "7 days") -> int:
     """Percentiles of stage-to-next-stage times from the scans; returns groups learned."""
     cur = conn.execute(LEARN_TRANSITS, {"history": history})
     return max(cur.rowcount, 0)
+
+
+def database_identity(conn: Conn) -> str:
+    """Which database this is (server and database), for a checkpoint's header: the
+    cluster's system identifier where the role may read it, and the database's oid."""
+    row = conn.execute(
+        "SELECT current_database(), oid FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    try:
+        with conn.transaction():
+            system = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        system = None
+    return f"{system[0] if system else '?'}/{row[0]}/{row[1]}"
+
+
+def schema_version(conn: Conn) -> int:
+    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def replay_commits(
+    conn: Conn, commits: feed.Commits, sites: Sequence[str] | None = None, chunk: int = 100_000
+) -> Iterator[ScanRows]:
+    """`scans_of_commits` in chunks through a server-side cursor: a restart from a
+    checkpoint catches up on every commit since it, however many."""
+    if not commits:
+        return
+    with conn.transaction(), conn.cursor(name="detect_catch_up") as cur:
+        cur.itersize = chunk
+        cur.execute(
+            f"SELECT {_SCAN_COLUMNS} FROM {_SCAN_FROM} WHERE {feed.SCANS_OF_COMMITS}"
+            f"{_site_filter(sites)} ORDER BY s.xact_id, s.ts",
+            {**commits.params(), "sites": list(sites or ())},
+        )
+        while rows := cur.fetchmany(chunk):
+            yield to_batch(rows)

@@ -17,6 +17,8 @@ window, no duplicates to filter, however long a transaction stays open.
 
 A follower that restarts needs no stored position: it rebuilds its state from the
 scans visible in one snapshot (`snapshot`) and follows from that same snapshot.
+One that stores its position with its state (detection's checkpoint) may resume
+from it while `can_follow` says pruning has not passed it.
 
 Following, in a stage of its own (an autocommit connection, outside transactions):
 
@@ -154,7 +156,21 @@ def commits_after(conn: Conn, position: FeedPosition) -> Commits:
 def prune(conn: Conn, finished_before: int) -> int:
     """Delete the log of transactions below `finished_before`, an `xmin` that every
     follower's position has passed; returns the rows deleted."""
-    cur = conn.execute(
-        "DELETE FROM scan_commits WHERE xact_id < %s::text::xid8", (str(finished_before),)
-    )
+    with conn.transaction():
+        cur = conn.execute(
+            "DELETE FROM scan_commits WHERE xact_id < %s::text::xid8", (str(finished_before),)
+        )
+        conn.execute(
+            "INSERT INTO scan_commits_pruned (pruned_below) VALUES (%s::text::xid8) "
+            "ON CONFLICT (only_row) DO UPDATE SET pruned_below = "
+            "greatest(scan_commits_pruned.pruned_below, EXCLUDED.pruned_below)",
+            (str(finished_before),),
+        )
     return max(cur.rowcount, 0)
+
+
+def can_follow(conn: Conn, position: FeedPosition) -> bool:
+    """Whether every commit after a stored `position` is still logged: false once
+    `prune` passed its `xmin` (every transaction it still waits for is at or above it)."""
+    row = conn.execute("SELECT pruned_below::text FROM scan_commits_pruned").fetchone()
+    return row is None or int(row[0]) <= position.xmin

@@ -781,6 +781,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # -- issue 17 (detection checkpoints): 150-154 ------------------------------------
+    Migration(
+        150,
+        "scan feed: how far scan_commits has been pruned",
+        common="""
+        -- A follower resuming from a stored position (a detection checkpoint) needs
+        -- every commit after it still logged: `feed.prune` records its horizon here,
+        -- so such a position is refused once pruning has passed it.
+        CREATE TABLE scan_commits_pruned (
+            only_row     boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            pruned_below xid8    NOT NULL
+        );
+        """,
+    ),
 )
 
 

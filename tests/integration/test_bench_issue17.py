@@ -48,7 +48,11 @@ def test_alert_bench_alerts_every_fault_once_through_the_stream(services_dir: Pa
 
 @pytest.mark.e2e
 def test_replay_bench_replays_every_scan(services_dir: Path) -> None:
-    """The restart bench loads, fetches and replays its 5,000 scans and reports both."""
-    out = _bench(services_dir, "replay", "--scans", "5000")
+    """The restart bench loads, fetches and replays its 5,000 scans and reports both, then
+    restarts from a checkpoint of its 2,000 active parcels and catches up on 1,000 scans."""
+    out = _bench(services_dir, "replay", "--scans", "5000", "--active", "2000",
+                 "--since-checkpoint", "1000")  # fmt: skip
     assert re.search(r"detection restart, 5,000 scans of \d+ parcels", out), out
     assert re.search(r"restart \(replay through the engine\)\s+[\d,]+ scans/s", out), out
+    assert re.search(r"\(2,\d{3} parcels in the checkpoint, 1,000 scans caught up", out), out
+    assert re.search(r"50M scans \(10M parcels\), 1 min since\s+\d+ s", out), out
