@@ -176,7 +176,10 @@ def test_a_killed_detector_resumes_from_its_checkpoint_with_the_alerts_of_one_ne
             proc.wait(10)
 
 
-PLAIN = DetectConfig(skew_tolerance_s=0.0, default_stage_s=10.0, default_missing_s=10.0)
+# A flat missing window (no derived part), as the tests of detect_service use.
+PLAIN = DetectConfig(
+    skew_tolerance_s=0.0, default_stage_s=10.0, default_missing_s=10.0, missing_factor=0.0
+)
 
 
 def _detector(dsn: str, folder: Path, sites: tuple[str, ...] | None = None) -> Detector:
