@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import termios
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -127,7 +128,8 @@ class DeviceReader:
                     port.write(out)
             port.write(driver.on_close())
             port.flush()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # termios.error: tcdrain on a port whose device just vanished (EIO).
             log.warning("device %s: port lost (%s)", self.device.id, exc)
 
     def _handle(self, reads: list[Read], now: float) -> None:

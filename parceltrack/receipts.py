@@ -162,7 +162,7 @@ def event_seqs(payload: bytes) -> list[tuple[int, int]]:
     try:
         body = json.loads(payload)
         events = body.get("events") if isinstance(body, dict) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than json can parse
         return []
     out: list[tuple[int, int]] = []
     for e in events if isinstance(events, list) else []:

@@ -140,6 +140,12 @@ def test_event_seqs_reads_dead_lettered_batches_leniently() -> None:
     assert event_seqs(b"{broken") == [] and event_seqs(b"[1]") == []
 
 
+def test_event_seqs_survives_nesting_deeper_than_json_can_parse() -> None:
+    """A dead-lettered payload nested 100,000 deep names no events; it raises nothing
+    (it once raised RecursionError and killed the ingest worker's thread)."""
+    assert event_seqs(b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}") == []
+
+
 # -- the outbox keeps events until a receipt covers them --------------------------------
 
 
