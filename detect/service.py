@@ -77,6 +77,7 @@ class DetectSettings:
     checkpoint_every_s: float = 60.0
     learn_every_s: float = 300.0
     reload_every_s: float = 30.0
+    report_every_s: float = 60.0  # how often the tick thread's busy figures are logged
     compact_every_s: float = 600.0
     done_after_s: float = 3600.0  # at the last stage this long: no longer active
     idle_after_s: float = 24 * 3600.0  # unseen this long: no longer active
@@ -182,11 +183,12 @@ class Detector:
                 self.compact(time.time())
                 self._prune_feed(conn, started)
                 last["compact"] = started
-            busy.append(time.monotonic() - started)
-            if started - last["report"] >= 60.0:
+            worked = time.monotonic() - started
+            busy.append(worked)
+            if started - last["report"] >= self.settings.report_every_s:
                 _report_busy(busy, self.settings.tick_s)
                 busy, last["report"] = [], started
-            stop.wait(max(0.0, self.settings.tick_s - busy[-1]))
+            stop.wait(max(0.0, self.settings.tick_s - worked))
         _report_busy(busy, self.settings.tick_s)
         self.save_checkpoint(time.time())  # a stop asked for: the next start resumes from here
 

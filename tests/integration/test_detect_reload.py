@@ -157,3 +157,32 @@ def test_scans_stored_with_a_layout_change_still_raise_their_alerts(
         ).fetchall()
     # Opened and resolved at once, on arrival (and it is overdue in the tunnel now too).
     assert ("resolved", "A1-IND9") in state
+
+
+def test_the_run_loop_keeps_ticking_past_its_busy_report(db_dsn: str) -> None:
+    """The loop logs its busy figures and goes on ticking (it once indexed the emptied
+    list of turns right after a report and the detector died after a minute)."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        centre = Centre(conn, time.time() - 60.0)
+        centre.parcel(P1)
+        centre.scan(P1, "A1-CHU02", 30.0)
+    detector = Detector(DetectSettings(dsn=db_dsn, config=PLAIN, tick_s=0.05, report_every_s=0.1))
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            detector.run(stop)
+        except BaseException as exc:  # the thread's death is what this test looks for
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_until(detector.ready.is_set, 30, "the detector started")
+        time.sleep(1.0)  # several reports, dozens of ticks
+        assert thread.is_alive() and failures == []
+    finally:
+        stop.set()
+        thread.join(10)
+    assert failures == []
