@@ -134,3 +134,21 @@ def test_a_write_replaces_the_file_whole_and_leaves_no_temporary(tmp_path: Path)
     _, path = _written(tmp_path, ref)
     _written(tmp_path, ref)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_flipped_byte_anywhere_is_refused_or_harmless(tmp_path: Path) -> None:
+    """A byte flipped at any of 400 positions (headers, names, arrays) gives a checkpoint
+    or a refusal, never another exception (a flip in an .npy header once raised one)."""
+    ref = _ref()
+    _, path = _written(tmp_path, ref)
+    original = path.read_bytes()
+    refused = 0
+    for position in np.linspace(0, len(original) - 1, 400).astype(int):
+        data = bytearray(original)
+        data[position] ^= 0xFF
+        path.write_bytes(bytes(data))
+        try:
+            checkpoint.read(path, _fit(ref))
+        except checkpoint.Refused:
+            refused += 1
+    assert refused > 300  # nearly every flip is caught, by the CRCs or the parsers
