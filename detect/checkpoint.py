@@ -8,7 +8,8 @@ and a JSON header: the format, the feed position the state stands at (a snapshot
 storage/feed.py), and what the state is only valid for (database, schema version,
 shard sites, detection settings, layout). It is written to a temporary file, flushed
 to disk and renamed over the previous one, so a crash leaves one whole file or the
-other; the zip members' CRCs catch a damaged one. A checkpoint that does not fit the
+other; the zip members' CRCs and the list of members in the header catch a
+damaged one. A checkpoint that does not fit the
 detector loading it is refused (`Refused`, with the reason) and the detector replays
 from PostgreSQL instead.
 """
@@ -32,7 +33,7 @@ from detect.reference import DetectConfig, Reference
 from parceltrack.errors import ParceltrackError
 from storage.feed import FeedPosition
 
-FORMAT = 1  # bump on any change of what is stored or what it means
+FORMAT = 2  # bump on any change of what is stored or what it means
 
 # The numbers a reload may change without a new layout (standards, windows, learned
 # transit times, plans): a state computed under others is refreshed after loading.
@@ -143,11 +144,14 @@ def write(path: Path, checkpoint: Checkpoint, fit: Fit) -> int:
         "settle": checkpoint.settle,
         "unknown_read_points": checkpoint.unknown_read_points,
     }
-    arrays: Arrays = {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
-    arrays.update({f"parcel_{k}": v for k, v in checkpoint.parcels.items()})
+    arrays: Arrays = {f"parcel_{k}": v for k, v in checkpoint.parcels.items()}
     arrays.update({f"device_{k}": v for k, v in checkpoint.devices.items()})
     arrays.update({f"number_{k}": v for k, v in checkpoint.numbers.items()})
     arrays["others"] = np.array(checkpoint.others, dtype=np.str_)
+    # The members are listed: a flipped name length in the zip's central directory can
+    # make zipfile skip members without an error, and a partial state must be refused.
+    header["members"] = sorted(arrays)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A name of its own: a writer abandoned after a failure may still be writing.
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
@@ -183,6 +187,9 @@ def read(path: Path, fit: Fit) -> Checkpoint:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         got = header.get("format") if isinstance(header, dict) else None
         raise Refused(f"checkpoint format {got!r}, this detector reads format {FORMAT}")
+    if header.get("members") != sorted(arrays):
+        missing = sorted(set(header.get("members") or ()) - set(arrays))
+        raise Refused(f"damaged checkpoint {path}: arrays missing or foreign: {missing}")
     for key, want in fit.header().items():
         if header.get(key) != want:
             raise Refused(f"checkpoint of another {key}: {header.get(key)!r}, here {want!r}")

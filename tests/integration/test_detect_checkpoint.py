@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,8 +198,16 @@ def _damage_truncated(conn: psycopg.Connection[Any], path: Path) -> None:
 
 
 def _damage_flipped(conn: psycopg.Connection[Any], path: Path) -> None:
+    """Flip a byte in the middle of the header member's data, which the zip CRC covers.
+    (A flip at a fixed offset of the file may land in zip metadata nothing reads, such
+    as a local header's timestamp: harmless, and then rightly loaded.)"""
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo("header.npy")
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # inside an array's bytes: the zip member's CRC fails
+    start = member.header_offset
+    name_len, extra_len = struct.unpack_from("<HH", data, start + 26)  # local file header
+    data_start = start + 30 + name_len + extra_len
+    data[data_start + member.file_size // 2] ^= 0xFF
     path.write_bytes(bytes(data))
 
 

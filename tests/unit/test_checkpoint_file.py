@@ -3,6 +3,7 @@ the engine's behaviour, and what does not fit is refused with the reason."""
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,8 +122,9 @@ def test_another_format_and_a_missing_file_are_refused(
     """A file of an older format, or none at all, is refused, naming the reason."""
     ref = _ref()
     _, path = _written(tmp_path, ref)
-    monkeypatch.setattr(checkpoint, "FORMAT", checkpoint.FORMAT + 1)
-    with pytest.raises(checkpoint.Refused, match="format 1"):
+    written = checkpoint.FORMAT
+    monkeypatch.setattr(checkpoint, "FORMAT", written + 1)
+    with pytest.raises(checkpoint.Refused, match=f"format {written}"):
         checkpoint.read(path, _fit(ref))
     with pytest.raises(checkpoint.Refused, match="no checkpoint"):
         checkpoint.read(tmp_path / "none.npz", _fit(ref))
@@ -137,18 +139,53 @@ def test_a_write_replaces_the_file_whole_and_leaves_no_temporary(tmp_path: Path)
 
 
 def test_a_flipped_byte_anywhere_is_refused_or_harmless(tmp_path: Path) -> None:
-    """A byte flipped at any of 400 positions (headers, names, arrays) gives a checkpoint
-    or a refusal, never another exception (a flip in an .npy header once raised one)."""
+    """A byte flipped at any of 400 positions (headers, names, arrays) gives a refusal or,
+    where it lands in zip metadata nothing reads (a timestamp), the very same checkpoint;
+    never another exception (a flip in an .npy header once raised one)."""
     ref = _ref()
     _, path = _written(tmp_path, ref)
     original = path.read_bytes()
+    whole = checkpoint.read(path, _fit(ref))
     refused = 0
     for position in np.linspace(0, len(original) - 1, 400).astype(int):
         data = bytearray(original)
         data[position] ^= 0xFF
         path.write_bytes(bytes(data))
         try:
-            checkpoint.read(path, _fit(ref))
+            loaded = checkpoint.read(path, _fit(ref))
         except checkpoint.Refused:
             refused += 1
+            continue
+        assert _same(loaded, whole), position
     assert refused > 300  # nearly every flip is caught, by the CRCs or the parsers
+
+
+def _same(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint) -> bool:
+    def arrays_equal(x: checkpoint.Arrays, y: checkpoint.Arrays) -> bool:
+        return x.keys() == y.keys() and all(
+            x[k].dtype == y[k].dtype
+            and np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind == "f")  # unset: NaN
+            for k in x
+        )
+
+    return (
+        (a.position, a.written_at, a.health_mark, a.settle, a.unknown_read_points, a.others)
+        == (b.position, b.written_at, b.health_mark, b.settle, b.unknown_read_points, b.others)
+        and arrays_equal(a.parcels, b.parcels)
+        and arrays_equal(a.devices, b.devices)
+        and arrays_equal(a.numbers, b.numbers)
+    )
+
+
+def test_a_checkpoint_missing_an_array_is_refused(tmp_path: Path) -> None:
+    """A zip that lost a member (a flipped name length in the central directory makes
+    zipfile skip members silently) is refused, naming the missing array."""
+    ref = _ref()
+    _, path = _written(tmp_path, ref)
+    with zipfile.ZipFile(path) as whole, zipfile.ZipFile(tmp_path / "cut.npz", "w") as cut:
+        for member in whole.infolist():
+            if member.filename != "device_reads.npy":
+                cut.writestr(member, whole.read(member))
+    (tmp_path / "cut.npz").replace(path)
+    with pytest.raises(checkpoint.Refused, match="device_reads"):
+        checkpoint.read(path, _fit(ref))
