@@ -29,7 +29,7 @@ from api.models import (
     TimelineEvent,
     UpuEvent,
 )
-from api.replica import reading
+from api.replica import Read, read_with
 from api.security import Caller, caller, rate_limited, visible
 from api.staff import FEEDBACK_INSERT, feedback_row, named_staff_or_422
 from parceltrack.errors import InvalidTrackingNumber
@@ -172,12 +172,15 @@ async def parcel_response(request: Request, tracking_id: str) -> Response:
     """The lookup's body, shared by the route below and the lean lane (api/lane.py)."""
     s10 = s10_or_422(tracking_id)
     who = await caller(request)  # known already: the rate limiter looked the key up
-    async with reading(request) as read:  # a replica's, when one is configured
+
+    async def look_up(read: Read) -> tuple[bytes | None, dict[str, str]]:
         # The hot path (api/lookup.py): the same ParcelView, built without pydantic.
         body = await lookup.parcel_json(
             read.conn, s10, request.app.state.detector_eta, datetime.now(UTC), who
         )
-        headers = await read.headers()
+        return body, await read.headers()
+
+    body, headers = await read_with(request, look_up)  # a replica's, when one is configured
     if body is None:
         raise Problem(404, NOT_FOUND, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
@@ -203,9 +206,12 @@ async def get_parcel_epcis(request: Request, tracking_id: TrackingId) -> JSONRes
     """The parcel's scans as GS1 EPCIS 2.0 ObjectEvents, for partners' systems."""
     s10 = s10_or_422(tracking_id)
     who = await caller(request)
-    async with reading(request) as read:
+
+    async def look_up(read: Read) -> tuple[ParcelRecord | None, dict[str, str]]:
         record = await read_parcel(read.conn, s10, request.app.state.detector_eta, who)
-        headers = await read.headers()
+        return record, await read.headers()
+
+    record, headers = await read_with(request, look_up)
     if record is None:
         raise Problem(404, NOT_FOUND, headers=headers)
     epc = record.manifest["epc"] if record.manifest else None

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from api.alerts import AUTH, Name
 from api.models import Kpis, ReadPointKpi, SiteKpi, StageKpi
-from api.replica import reading
+from api.replica import read_with
 from api.security import Caller, require
 from parceltrack.layout import Stage
 
@@ -267,8 +267,7 @@ async def kpis(
         "site": site,
         "lost_after": request.app.state.settings.lost_after_s,
     }
-    async with reading(request) as read:
-        result = await compute(read.conn, params)
+    result = await read_with(request, lambda read: compute(read.conn, params))
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )

@@ -29,15 +29,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from fastapi import Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 POSITION = "X-Parceltrack-Position"
 COOKIE = "parceltrack_position"
@@ -209,9 +212,21 @@ class Read:
         }
 
 
-@contextlib.asynccontextmanager
-async def reading(request: Request) -> AsyncIterator[Read]:
-    """A read for this request, on the replica when the rule allows, else the primary."""
+async def read_with(request: Request, work: Callable[[Read], Awaitable[T]]) -> T:
+    """Run `work` on a read for this request, on the replica when the rule allows, else
+    the primary. A replica that goes away
+    under the read (stopped, restarted, failed over: the replay check passed, then
+    the connection broke) sends it to the primary once, instead of answering 500; the
+    replica serves nobody until the probe finds it again."""
     routing: ReadRouting = request.app.state.reads
     async with routing.reading(seen_position(request)) as (conn, server):
-        yield Read(routing, conn, server)
+        try:
+            return await work(Read(routing, conn, server))
+        except psycopg.OperationalError:
+            if server != "replica":
+                raise
+            routing.state.reachable = False
+            log.warning("replica connection lost during a read; read again on the primary")
+    async with routing.primary.connection() as conn:
+        routing.served["primary"] += 1
+        return await work(Read(routing, conn, "primary"))

@@ -7,13 +7,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
 
-from api.replica import ReadRouting, format_lsn, parse_lsn
+from api.replica import Read, ReadRouting, format_lsn, parse_lsn, read_with
 from composition.services import PrivatePostgres
 from tests.waiting import wait_until
 
@@ -162,3 +164,38 @@ def test_reads_move_to_the_primary_while_the_replica_is_down(pair: Pair) -> None
         return servers
 
     assert _run(pair, scenario) == ["replica", "primary", "primary", "primary", "replica"]
+
+
+def test_a_replica_connection_lost_during_a_read_is_read_again_on_the_primary(
+    pair: Pair,
+) -> None:
+    """The replay check passed, then the replica's backend went away under the query (a
+    replica stopped or restarted mid-read): the read is made again on the primary, once,
+    and the replica serves nobody until the probe finds it again; no error reaches the
+    caller (the topology test saw a 500 here)."""
+    _write(pair, 5)
+    wait_until(lambda: _on_replica(pair, "SELECT max(n) FROM seen") == 5, 10, "replayed")
+
+    async def scenario(routing: ReadRouting) -> tuple[list[str], str, bool]:
+        app = SimpleNamespace(state=SimpleNamespace(reads=routing))
+        request = Request({"type": "http", "headers": [], "app": app})
+        servers: list[str] = []
+
+        async def work(read: Read) -> int:
+            servers.append(read.server)
+            if read.server == "replica":
+                cur = await read.conn.execute("SELECT pg_backend_pid()")
+                pid = (await cur.fetchone() or (0,))[0]
+                await asyncio.to_thread(
+                    _on_replica, pair, f"SELECT pg_terminate_backend({int(pid)})"
+                )
+            cur = await read.conn.execute("SELECT coalesce(max(n), 0) FROM seen")
+            return int((await cur.fetchone() or (0,))[0])
+
+        highest = await read_with(request, work)
+        after, _, _ = await _read(routing, None)
+        return servers, after, highest == 5
+
+    servers, after, complete = _run(pair, scenario)
+    assert servers == ["replica", "primary"] and complete
+    assert after == "primary"  # until the next probe

@@ -143,7 +143,7 @@ def topology(services_dir: Path) -> Iterator[tuple[Pipeline, ScannerBank, dict[s
         site_brokers=True,
         bridge_port=bridge_port,
         replica=True,
-        detect_shards=(),  # TRIAL
+        detect_shards=((SITES[0],), (SITES[1],)),
         api_rate=1000.0,  # the customers below all come from 127.0.0.1
     )
     p.start_services()
@@ -189,9 +189,9 @@ def test_bridged_sites_replica_and_shards_lose_nothing_and_alert_once(
         survived.append(f"{SITES[0]}'s bridge cut for {CUT_S:.0f} s")
         at_fraction(3)
         assert player.is_alive(), "playback ended before the shard kill"
-        p.stop_process("detect", signal.SIGKILL)
+        p.stop_process("detect-1", signal.SIGKILL)
         time.sleep(2)
-        p.respawn("detect")
+        p.respawn("detect-1")
         survived.append("detection shard 1 killed -9 and restarted")
         at_fraction(4)
         assert player.is_alive(), "playback ended before the replica restart"
