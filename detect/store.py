@@ -89,7 +89,6 @@ def load_reference(conn: Conn, config: DetectConfig) -> Reference:
             "SELECT site_id, stage, service_class, samples, p50_s, p90_s FROM stage_transit_stats"
         )
     ]
-    dests = [str(d) for (d,) in conn.execute("SELECT DISTINCT destination FROM parcels")]
     tolerances = [
         ToleranceRow(str(a), float(b), float(c))
         for a, b, c in conn.execute(
@@ -103,7 +102,11 @@ def load_reference(conn: Conn, config: DetectConfig) -> Reference:
         windows,
         [SortPlanRow(s, v, e, tuple(entries)) for s, v, e, entries in plans.values()],
         transits,
-        sorted(dests),
+        # Destinations come from the sort plans only (sorted: the layout compares equal
+        # from one reload to the next): a parcel bound elsewhere has no planned chute
+        # to be judged by (index -1, as before), and reading the manifest's DISTINCT
+        # destinations cost a scan of every parcel on each reload.
+        sorted({dest for *_, entries in plans.values() for dest, _, _ in entries}),
         config,
         tolerances,
     )
