@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
-from api.alerts import ALERT_COLUMNS, AUTH, Controller
+from api.alerts import ALERT_COLUMNS, AUTH, NO_SUCH_ALERT, Controller
+from api.language import Problem
 from api.models import Alert, Text
 from api.security import Caller, require
 from parceltrack.alerts import AlertKind
+from parceltrack.i18n import N_
 
 router = APIRouter(tags=["controllers"])
 Manager = Annotated[Caller, Depends(require("manager"))]
@@ -79,6 +81,9 @@ class OnDutyIn(OnDutyBase):
 class OnDuty(OnDutyBase):
     duty_id: int
     site_id: str
+
+
+RESOLVED = N_("the alert is resolved")
 
 
 class AssignIn(BaseModel):
@@ -177,11 +182,11 @@ async def list_on_duty(request: Request, _who: Controller, site_id: SiteId) -> A
 async def add_on_duty(request: Request, _who: Manager, site_id: SiteId, body: OnDutyIn) -> Any:
     """Put someone on the site's on-duty list (one row per channel and address)."""
     if body.channel == "webhook" and not body.address.startswith(("http://", "https://")):
-        raise HTTPException(status_code=422, detail="address: a webhook needs an http(s) URL")
+        raise Problem(422, N_("address: a webhook needs an http(s) URL"))
     if body.channel == "email" and "@" not in body.address:
-        raise HTTPException(status_code=422, detail="address: an e-mail address needs an @")
+        raise Problem(422, N_("address: an e-mail address needs an @"))
     if body.channel == "webhook" and body.secret is None:
-        raise HTTPException(status_code=422, detail="secret: a webhook needs a signing secret")
+        raise Problem(422, N_("secret: a webhook needs a signing secret"))
     async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "INSERT INTO on_duty (site_id, name, channel, address, min_severity, language, "
@@ -219,7 +224,7 @@ async def remove_on_duty(
             "DELETE FROM on_duty WHERE site_id = %s AND duty_id = %s", (site_id, duty_id)
         )
     if cur.rowcount == 0:
-        raise HTTPException(status_code=404, detail="not on the on-duty list")
+        raise Problem(404, N_("not on the on-duty list"))
 
 
 @router.post(
@@ -245,6 +250,6 @@ async def assign_alert(
             await cur.execute("SELECT state FROM alerts WHERE alert_id = %s", (alert_id,))
             found = await cur.fetchone()
             if found is None:
-                raise HTTPException(status_code=404, detail="no such alert")
-            raise HTTPException(status_code=409, detail="the alert is resolved")
+                raise Problem(404, NO_SUCH_ALERT)
+            raise Problem(409, RESOLVED)
     return Alert(**row)
