@@ -37,6 +37,10 @@ DOMAIN_SOURCES: dict[str, list[tuple[str, str]]] = {
         ("api/subscriptions.py", "python"),
         ("api/admin.py", "python"),
         ("api/site_settings.py", "python"),
+        ("api/epcis_http.py", "python"),
+        ("api/epcis_api.py", "python"),
+        ("api/epcis_query.py", "python"),
+        ("api/epcis_subscriptions.py", "python"),
         ("parceltrack/identifiers.py", "python"),
     ],
     # The built-in pages: texts marked in their HTML (api/page_texts.py) and scripts.
