@@ -87,7 +87,13 @@ RESOLVED = N_("the alert is resolved")
 
 
 class AssignIn(BaseModel):
-    controller: str = Text
+    controller: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="who takes the alert; default: the caller (its key's name)",
+    )
 
 
 def _pool(request: Request) -> AsyncConnectionPool[Any]:
@@ -227,23 +233,23 @@ async def remove_on_duty(
         raise Problem(404, N_("not on the on-duty list"))
 
 
-@router.post(
-    "/v1/alerts/{alert_id}/assign",
-    response_model=Alert,
-    responses={**AUTH, 404: {"description": "No such alert"}, 409: {"description": "Resolved"}},
-)
-async def assign_alert(
-    request: Request,
-    _who: Controller,
-    alert_id: Annotated[int, Path(ge=1, le=2**62)],
-    body: AssignIn,
-) -> Alert:
-    """Assign a live alert to a controller (reassigning replaces the assignee)."""
+AlertId = Annotated[int, Path(ge=1, le=2**62)]
+ASSIGN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH,
+    404: {"description": "No such alert"},
+    409: {"description": "Resolved"},
+}
+
+
+async def _set_assignee(request: Request, alert_id: int, assignee: str | None) -> Alert:
+    """The live alert with its new assignee (None: nobody); 404 unknown, 409 resolved.
+    The change reaches the alert stream as `alert.updated` (the alerts trigger)."""
     async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "UPDATE alerts SET assigned_to = %s, assigned_at = now() "
-            f"WHERE alert_id = %s AND state <> 'resolved' RETURNING {ALERT_COLUMNS}, assigned_to",
-            (body.controller, alert_id),
+            "UPDATE alerts SET assigned_to = %s, assigned_at = CASE WHEN %s::text IS NULL "
+            "THEN NULL ELSE now() END "
+            f"WHERE alert_id = %s AND state <> 'resolved' RETURNING {ALERT_COLUMNS}",
+            (assignee, assignee, alert_id),
         )
         row = await cur.fetchone()
         if row is None:
@@ -253,3 +259,18 @@ async def assign_alert(
                 raise Problem(404, NO_SUCH_ALERT)
             raise Problem(409, RESOLVED)
     return Alert(**row)
+
+
+@router.post("/v1/alerts/{alert_id}/assign", response_model=Alert, responses=ASSIGN_RESPONSES)
+async def assign_alert(
+    request: Request, who: Controller, alert_id: AlertId, body: AssignIn
+) -> Alert:
+    """Assign a live alert to a controller, the caller when the body names nobody
+    (reassigning replaces the assignee)."""
+    return await _set_assignee(request, alert_id, body.controller or who.name)
+
+
+@router.delete("/v1/alerts/{alert_id}/assign", response_model=Alert, responses=ASSIGN_RESPONSES)
+async def unassign_alert(request: Request, _who: Controller, alert_id: AlertId) -> Alert:
+    """Take a live alert's assignee away: nobody holds it (unassigning twice is harmless)."""
+    return await _set_assignee(request, alert_id, None)
