@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from psycopg import AsyncConnection
@@ -75,14 +75,14 @@ class EpcisProblem(Exception):
         )
 
 
-def bad_parameter(exc: QueryParameterError, field: str | None = None) -> EpcisProblem:
-    """The query parameter (or named query member `field`) `exc` refuses."""
+def bad_parameter(exc: QueryParameterError) -> EpcisProblem:
+    """The query parameter `exc` refuses, named before the reason."""
     return EpcisProblem(
         400,
         "QueryParameterException",
         N_("Invalid query parameter"),
         exc.problem,
-        field=field or exc.name,
+        field=exc.name,
         params=exc.params,
     )
 
@@ -111,13 +111,9 @@ async def reader(
     """A partner key, or a controller's or above; problem details otherwise."""
     try:
         who = await caller(request)
-    except Problem as exc:
+    except Problem as exc:  # a bad key: its reason, in the caller's language
         raise EpcisProblem(
             401, "SecurityException", UNAUTHORISED, exc.message, params=exc.params
-        ) from exc
-    except HTTPException as exc:  # not said in other languages by whoever raised it
-        raise EpcisProblem(
-            401, "SecurityException", UNAUTHORISED, "{reason}", params={"reason": exc.detail}
         ) from exc
     if who is None:
         raise EpcisProblem(
