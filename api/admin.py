@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.alerts import AUTH
+from api.language import Problem
 from api.models import (
     ApiKeyIn,
     ApiKeyInfo,
@@ -34,6 +35,7 @@ from api.models import (
 )
 from api.security import PARTNER, Caller, create_key, require
 from parceltrack.errors import InvalidTrackingNumber
+from parceltrack.i18n import N_
 from parceltrack.identifiers import parse_s10
 from storage import model
 from storage.model import ManifestEntry, ReferenceDataError
@@ -91,24 +93,24 @@ def parse_manifest(body: bytes, content_type: str) -> list[dict[str, Any]]:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise HTTPException(status_code=422, detail="the manifest is not UTF-8") from exc
+        raise Problem(422, N_("the manifest is not UTF-8")) from exc
     if "json" in content_type:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise HTTPException(status_code=422, detail=f"invalid JSON: {exc}") from exc
+            raise Problem(422, N_("invalid JSON: {error}"), error=exc) from exc
         if not isinstance(data, list):
-            raise HTTPException(status_code=422, detail="JSON manifest must be a list of rows")
+            raise Problem(422, N_("JSON manifest must be a list of rows"))
         return [r if isinstance(r, dict) else {"_row": r} for r in data]
     if "csv" in content_type:
         reader = csv.DictReader(io.StringIO(text))
         missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise HTTPException(
-                status_code=422, detail=f"CSV header lacks column(s): {', '.join(missing)}"
+            raise Problem(
+                422, N_("CSV header lacks column(s): {columns}"), columns=", ".join(missing)
             )
         return [dict(r) for r in reader]
-    raise HTTPException(status_code=415, detail="send text/csv or application/json")
+    raise Problem(415, N_("send text/csv or application/json"))
 
 
 def check_row(
@@ -172,7 +174,7 @@ async def upload_manifest(request: Request, _who: Admin) -> ManifestReport:
     loaded (existing parcels updated), the rest reported with every reason."""
     body = await request.body()
     if len(body) > MAX_MANIFEST_BYTES:
-        raise HTTPException(status_code=413, detail="manifest over 20 MiB; split it")
+        raise Problem(413, N_("manifest over {mib} MiB; split it"), mib=MAX_MANIFEST_BYTES >> 20)
     rows = parse_manifest(body, request.headers.get("content-type", ""))
     async with _pool(request).connection() as conn:
         cur = await conn.execute("SELECT service_class FROM service_classes")
@@ -384,10 +386,7 @@ async def post_api_key(request: Request, _who: Admin, body: ApiKeyIn) -> NewApiK
     """A new key for a person or system; the response is the only time it is shown.
     A partner key names the account whose parcels it sees."""
     if (body.role == PARTNER) != (body.account is not None):
-        raise HTTPException(
-            status_code=422,
-            detail="account: required for role partner, and only for it",
-        )
+        raise Problem(422, N_("account: required for role partner, and only for it"))
     async with _pool(request).connection() as conn:
         key_id, key = await create_key(conn, body.name, body.role, body.account)
         async with conn.cursor(row_factory=dict_row) as cur:
@@ -419,5 +418,5 @@ async def revoke_api_key(
         )
         row = await cur.fetchone()
     if row is None:
-        raise HTTPException(status_code=404, detail="no such key")
+        raise Problem(404, N_("no such key"))
     return ApiKeyInfo(**row)

@@ -19,12 +19,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from api.language import DOMAIN, declared_language, language
+from api.language import DOMAIN, Problem, declared_language, language
 from api.models import Alert, AlertKindLabel, AlertPage
 from api.security import Caller, require
 from parceltrack.alerts import AlertKind
@@ -43,6 +43,7 @@ ALERT_COLUMNS = (
     "detectable_at, acked_at, acked_by, resolved_at, details, assigned_to"
 )
 Name = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
+NO_SUCH_ALERT = N_("no such alert")
 
 # What controllers read for each kind: the control room's headings and announcements,
 # and the dashboards' series names (tests/unit/test_contracts.py holds them to these).
@@ -136,7 +137,7 @@ async def ack_alert(
             )
             row = await cur.fetchone()
     if row is None:
-        raise HTTPException(status_code=404, detail="no such alert")
+        raise Problem(404, NO_SUCH_ALERT)
     return Alert(**row)
 
 

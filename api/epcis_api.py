@@ -30,6 +30,7 @@ from api.epcis import event_of, query_document
 from api.epcis_http import (
     AUTH,
     NAMED,
+    NO_NAMED_QUERY,
     QUERY_NAME,
     VERSION_HEADERS,
     EpcisProblem,
@@ -57,16 +58,22 @@ from api.epcis_query import (
     per_page,
     read_token,
 )
+from api.language import language
 from api.security import Caller
+from parceltrack.i18n import N_
 
 router = APIRouter(tags=["EPCIS"], prefix="/epcis")
 SIMPLE_EVENT_QUERY = "SimpleEventQuery"
+LANGUAGE_PARAMETER = "lang"
 
 
 def _multi(request: Request) -> dict[str, list[str]]:
+    """The query's parameters; `lang` is not one of them: it only chooses the language
+    of problem details (api/language.py reads it)."""
     params: dict[str, list[str]] = {}
     for name, value in request.query_params.multi_items():
-        params.setdefault(name, []).append(value)
+        if name != LANGUAGE_PARAMETER:
+            params.setdefault(name, []).append(value)
     return params
 
 
@@ -103,6 +110,9 @@ _PARAMETERS: list[dict[str, Any]] = [
      "maximum": 1000, "default": 30}, "description": "events per page (at most 1000)"},
     {"in": "query", "name": "nextPageToken", "schema": {"type": "string"},
      "description": "the token of the `Link` header's next page"},
+    {"in": "query", "name": LANGUAGE_PARAMETER, "schema": {"type": "string", "maxLength": 35},
+     "description": "language of problem details' title and detail: en or zh-CN (else "
+     "Accept-Language, else the configured default); not a query condition"},
 ]  # fmt: skip
 _QUERY_PARAMETERS: list[dict[str, Any]] = [
     {"in": "query", "name": "eventType", "style": "pipeDelimited", "explode": False,
@@ -176,17 +186,22 @@ async def create_query(request: Request, who: Reader) -> JSONResponse:
     A partner's query sees only its own parcels, whoever defined it."""
     body = await json_body(request)
     if unknown := set(body) - {"name", "query"}:
-        raise invalid(f"{sorted(unknown)[0][:60]}: not a field of a named query")
+        raise invalid(sorted(unknown)[0][:60], N_("not a field of a named query"))
     name = body.get("name")
     if not isinstance(name, str) or not QUERY_NAME.match(name):
         raise invalid(
-            "name: 1-100 letters, digits, '_', '.' or '-', starting with one of the first two"
+            "name", N_("1-100 letters, digits, '_', '.' or '-', starting with one of the first two")
         )
     try:
         from_definition(body.get("query"))  # checked; stored in the caller's own words
     except QueryParameterError as exc:
         raise EpcisProblem(
-            400, "QueryValidationException", "Invalid query", f"query.{exc}"
+            400,
+            "QueryValidationException",
+            N_("Invalid query"),
+            exc.problem,
+            field=f"query.{exc.name}",
+            params=exc.params,
         ) from exc
     async with pool(request).connection() as conn:
         cur = await conn.execute(
@@ -196,8 +211,8 @@ async def create_query(request: Request, who: Reader) -> JSONResponse:
         )
     if cur.rowcount == 0:
         raise EpcisProblem(
-            409, "ResourceAlreadyExistsException", "Resource already exists",
-            f"a named query {name!r} exists",
+            409, "ResourceAlreadyExistsException", N_("Resource already exists"),
+            N_("a named query {name!r} exists"), params={"name": name},
         )  # fmt: skip
     return JSONResponse(
         {"name": name, "query": body["query"]},
@@ -237,13 +252,13 @@ async def get_query(request: Request, who: Reader, name: str) -> JSONResponse:
 async def delete_query(request: Request, who: Reader, name: str) -> Response:
     """Forget a named query, and end its subscriptions."""
     if not QUERY_NAME.match(name):
-        raise no_such(f"no named query {name[:100]!r}")
+        raise no_such(NO_NAMED_QUERY, name=name[:100])
     async with pool(request).connection() as conn:
         cur = await conn.execute(
             "DELETE FROM epcis_queries WHERE owner = %s AND name = %s", (owner(who), name)
         )
     if cur.rowcount == 0:
-        raise no_such(f"no named query {name[:100]!r}")
+        raise no_such(NO_NAMED_QUERY, name=name[:100])
     return Response(status_code=204)
 
 
@@ -259,7 +274,7 @@ async def get_query_events(request: Request, who: Reader, name: str) -> Response
     if unknown := set(params) - set(PAGING_PARAMETERS):
         raise bad_parameter(
             QueryParameterError(
-                sorted(unknown)[0][:60], "a named query takes only perPage and nextPageToken"
+                sorted(unknown)[0][:60], N_("a named query takes only perPage and nextPageToken")
             )
         )
     async with pool(request).connection() as conn:
@@ -272,9 +287,9 @@ def install(app: FastAPI) -> None:
     """Mount the EPCIS interface, answer its errors as problem details, and feed its
     subscriptions to the delivery engine while the app runs."""
 
-    async def answer(_request: Request, exc: Exception) -> Response:
+    async def answer(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, EpcisProblem)
-        return exc.response()
+        return exc.response(language(request))
 
     app.include_router(router)
     app.include_router(epcis_subscriptions.router)

@@ -30,6 +30,7 @@ from typing import Any
 
 from api.epcis import READ_POINT_URI, S10_URI, SITE_URI, SORTING_STEP
 from api.tracking import STAGE_CODES
+from parceltrack.i18n import N_
 from parceltrack.layout import Stage
 
 EVENT_TYPES = frozenset(
@@ -47,14 +48,23 @@ PER_PAGE_DEFAULT = 30
 PER_PAGE_MAX = 1000
 MAX_VALUES = 100  # per list parameter: a longer list is a different kind of request
 MAX_VALUE_LENGTH = 500
+NOT_A_URI = N_("{value!r} is not a URI")
+NOT_A_TIME = N_("{value!r} is not a date-time such as 2026-11-28T09:00:00Z")
+NOT_A_TIME_PLUS = N_(
+    "{value!r} is not a date-time such as 2026-11-28T09:00:00Z (send the + of an offset as %2B)"
+)
 
 
 class QueryParameterError(ValueError):
-    """A parameter the query cannot be run with; the message starts with its name."""
+    """A parameter the query cannot be run with; the message starts with its name.
 
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"{name}: {problem}")
-        self.name = name
+    `problem` is a message id (gettext domain `api`) with `{name}` fields filled from
+    `params`, so the answer can say it in the caller's language; the parameter's name
+    is never translated."""
+
+    def __init__(self, name: str, problem: str, **params: Any) -> None:
+        super().__init__(f"{name}: {problem.format(**params)}")
+        self.name, self.problem, self.params = name, problem, params
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,30 +92,30 @@ class EventQuery:
 def _values(name: str, raw: Sequence[str]) -> list[str]:
     values = [v for item in raw for v in item.split("|")]
     if not values or any(v == "" for v in values):
-        raise QueryParameterError(name, "empty value; give one or more values separated by |")
+        raise QueryParameterError(name, N_("empty value; give one or more values separated by |"))
     if len(values) > MAX_VALUES:
-        raise QueryParameterError(name, f"at most {MAX_VALUES} values")
+        raise QueryParameterError(name, N_("at most {most} values"), most=MAX_VALUES)
     for value in values:
         if len(value) > MAX_VALUE_LENGTH or any(ord(c) < 0x20 for c in value):
             raise QueryParameterError(
-                name, f"values are printable text up to {MAX_VALUE_LENGTH} characters"
+                name,
+                N_("values are printable text up to {most} characters"),
+                most=MAX_VALUE_LENGTH,
             )
     return values
 
 
 def _time(name: str, raw: Sequence[str]) -> datetime:
     if len(raw) != 1:
-        raise QueryParameterError(name, "give it once")
+        raise QueryParameterError(name, N_("give it once"))
     try:
         when = datetime.fromisoformat(raw[0])
     except ValueError:
         # A '+' sent unencoded in a URL arrives as a space.
-        hint = " (send the + of an offset as %2B)" if " " in raw[0] else ""
-        raise QueryParameterError(
-            name, f"{raw[0][:40]!r} is not a date-time such as 2026-11-28T09:00:00Z{hint}"
-        ) from None
+        problem = NOT_A_TIME_PLUS if " " in raw[0] else NOT_A_TIME
+        raise QueryParameterError(name, problem, value=raw[0][:40]) from None
     if when.tzinfo is None:
-        raise QueryParameterError(name, "needs a UTC offset (Z or +hh:mm)")
+        raise QueryParameterError(name, N_("needs a UTC offset (Z or +hh:mm)"))
     return when
 
 
@@ -113,7 +123,7 @@ def _suffixes(name: str, values: Iterable[str], prefix: str) -> tuple[str, ...]:
     """Our identifiers inside URIs of one kind; other URIs can match no event."""
     for value in values:
         if ":" not in value:
-            raise QueryParameterError(name, f"{value[:40]!r} is not a URI")
+            raise QueryParameterError(name, NOT_A_URI, value=value[:40])
     return tuple(v.removeprefix(prefix) for v in values if v.startswith(prefix))
 
 
@@ -122,7 +132,9 @@ def parse(params: Mapping[str, Sequence[str]]) -> EventQuery:
     for name in params:
         if name not in QUERY_PARAMETERS:
             supported = ", ".join(QUERY_PARAMETERS)
-            raise QueryParameterError(name[:60], f"not supported here; supported: {supported}")
+            raise QueryParameterError(
+                name[:60], N_("not supported here; supported: {supported}"), supported=supported
+            )
     lists = {n: _values(n, params[n]) for n in LIST_PARAMETERS if n in params}
     times = {n: _time(n, params[n]) for n in TIME_PARAMETERS if n in params}
     definition: dict[str, Any] = {n: sorted(set(v)) for n, v in lists.items()}
@@ -132,19 +144,21 @@ def parse(params: Mapping[str, Sequence[str]]) -> EventQuery:
         for value in lists["eventType"]:
             if value not in EVENT_TYPES and ":" not in value:
                 raise QueryParameterError(
-                    "eventType", f"{value[:40]!r} is neither an EPCIS event type nor a URI"
+                    "eventType",
+                    N_("{value!r} is neither an EPCIS event type nor a URI"),
+                    value=value[:40],
                 )
         nothing |= "ObjectEvent" not in lists["eventType"]
     if "EQ_action" in lists:
         if unknown := set(lists["EQ_action"]) - ACTIONS:
             raise QueryParameterError(
-                "EQ_action", f"{sorted(unknown)[0][:40]!r}: OBSERVE, ADD or DELETE"
+                "EQ_action", N_("{value!r}: OBSERVE, ADD or DELETE"), value=sorted(unknown)[0][:40]
             )
         nothing |= "OBSERVE" not in lists["EQ_action"]
     epcs = lists.get("MATCH_epc", [])
     for value in epcs:
         if ":" not in value:
-            raise QueryParameterError("MATCH_epc", f"{value[:40]!r} is not a URI")
+            raise QueryParameterError("MATCH_epc", NOT_A_URI, value=value[:40])
     time_from, time_to = times.get("GE_eventTime"), times.get("LT_eventTime")
     sites = _suffixes("EQ_bizLocation", lists.get("EQ_bizLocation", ()), SITE_URI)
     read_points = _suffixes("EQ_readPoint", lists.get("EQ_readPoint", ()), READ_POINT_URI)
@@ -170,7 +184,7 @@ def from_definition(query: Any) -> EventQuery:
     """A named query's JSON body (`{"EQ_bizStep": ["arriving"], ...}`), checked the same
     way as URL parameters: lists as arrays of strings, times as strings."""
     if not isinstance(query, dict):
-        raise QueryParameterError("query", "must be a JSON object of query parameters")
+        raise QueryParameterError("query", N_("must be a JSON object of query parameters"))
     params: dict[str, list[str]] = {}
     for name, value in query.items():
         if isinstance(value, str):
@@ -178,7 +192,7 @@ def from_definition(query: Any) -> EventQuery:
         elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             params[name] = ["|".join(value)] if name in LIST_PARAMETERS else value
         else:
-            raise QueryParameterError(str(name)[:60], "must be a string or a list of strings")
+            raise QueryParameterError(str(name)[:60], N_("must be a string or a list of strings"))
     return parse(params)
 
 
@@ -188,9 +202,13 @@ def per_page(raw: Sequence[str]) -> int:
     try:
         n = int(raw[0])
     except ValueError:
-        raise QueryParameterError("perPage", f"{raw[0][:20]!r} is not a whole number") from None
+        raise QueryParameterError(
+            "perPage", N_("{value!r} is not a whole number"), value=raw[0][:20]
+        ) from None
     if len(raw) != 1 or not 1 <= n <= PER_PAGE_MAX:
-        raise QueryParameterError("perPage", f"give one number from 1 to {PER_PAGE_MAX}")
+        raise QueryParameterError(
+            "perPage", N_("give one number from 1 to {most}"), most=PER_PAGE_MAX
+        )
     return n
 
 
@@ -218,10 +236,10 @@ def read_token(raw: Sequence[str], query: EventQuery) -> Position | None:
         ts, event_id, fingerprint = json.loads(decoded)
         position = Position(datetime.fromisoformat(ts), str(event_id))
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise QueryParameterError("nextPageToken", "not a token this repository gave") from None
+        raise QueryParameterError("nextPageToken", N_("not a token this repository gave")) from None
     if len(raw) != 1 or fingerprint != query.fingerprint() or position.ts.tzinfo is None:
         raise QueryParameterError(
-            "nextPageToken", "belongs to another query; repeat the query it came with"
+            "nextPageToken", N_("belongs to another query; repeat the query it came with")
         )
     return position
 

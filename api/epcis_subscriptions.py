@@ -31,8 +31,10 @@ from api.epcis_http import (
     pool,
     problem,
 )
+from parceltrack.i18n import N_
 
 router = APIRouter(tags=["EPCIS"], prefix="/epcis")
+NO_SUBSCRIPTION = N_("no subscription {subscription_id!r}")
 
 # -- subscriptions ----------------------------------------------------------------------
 
@@ -65,7 +67,7 @@ SUBSCRIPTION_FIELDS = ("dest", "signatureToken", "stream", "initialRecordTime", 
 def check_dest(dest: Any) -> str:
     """A webhook URL: http or https, with a host, at most 2000 characters."""
     if not isinstance(dest, str) or len(dest) > 2000:
-        raise invalid("dest: an http(s) URL of at most 2000 characters")
+        raise invalid("dest", N_("an http(s) URL of at most {most} characters"), most=2000)
     try:
         parts = urlsplit(dest)
         host = parts.hostname
@@ -73,23 +75,23 @@ def check_dest(dest: Any) -> str:
         host = None
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not host:
-        raise invalid("dest: an http(s) URL with a host, such as https://example.com/epcis")
+        raise invalid("dest", N_("an http(s) URL with a host, such as https://example.com/epcis"))
     return dest
 
 
 def _subscription_settings(body: Mapping[str, Any]) -> tuple[str, str, datetime | None]:
     if unknown := set(body) - set(SUBSCRIPTION_FIELDS):
-        raise invalid(f"{sorted(unknown)[0][:60]}: not a field of a subscription")
+        raise invalid(sorted(unknown)[0][:60], N_("not a field of a subscription"))
     dest = check_dest(body.get("dest"))
     if "schedule" in body or body.get("stream") is not True:
         raise EpcisProblem(
-            400, "SubscriptionControlsException", "Subscription error",
-            "stream: set it to true; scheduled subscriptions are not offered here",
+            400, "SubscriptionControlsException", N_("Subscription error"),
+            N_("set it to true; scheduled subscriptions are not offered here"), field="stream",
         )  # fmt: skip
     token = body.get("signatureToken")
     # Optional in the binding; required here, as every delivery is signed with it.
     if not isinstance(token, str) or not 16 <= len(token) <= 500:
-        raise invalid("signatureToken: a secret of 16 to 500 characters, to sign deliveries")
+        raise invalid("signatureToken", N_("a secret of 16 to 500 characters, to sign deliveries"))
     initial = body.get("initialRecordTime")
     when = None
     if initial is not None:
@@ -98,7 +100,7 @@ def _subscription_settings(body: Mapping[str, Any]) -> tuple[str, str, datetime 
         except ValueError:
             when = None
         if when is None or when.tzinfo is None:
-            raise invalid("initialRecordTime: a date-time with a UTC offset")
+            raise invalid("initialRecordTime", N_("a date-time with a UTC offset"))
     return dest, token, when
 
 
@@ -183,7 +185,7 @@ def _subscription_id(name: str, subscription_id: str) -> uuid.UUID:
             return uuid.UUID(subscription_id)
     except ValueError:
         pass
-    raise no_such(f"no subscription {subscription_id[:60]!r}")
+    raise no_such(NO_SUBSCRIPTION, subscription_id=subscription_id[:60])
 
 
 _ONE = {**AUTH, 404: problem("No such subscription (for this caller)")}
@@ -207,7 +209,7 @@ async def get_subscription(
         )
         row = await cur.fetchone()
     if row is None:
-        raise no_such(f"no subscription {subscription_id[:60]!r}")
+        raise no_such(NO_SUBSCRIPTION, subscription_id=subscription_id[:60])
     return JSONResponse(_subscription_view(row), headers=VERSION_HEADERS)
 
 
@@ -222,5 +224,5 @@ async def unsubscribe(request: Request, who: Reader, name: str, subscription_id:
             (owner(who), name, sid),
         )
     if cur.rowcount == 0:
-        raise no_such(f"no subscription {subscription_id[:60]!r}")
+        raise no_such(NO_SUBSCRIPTION, subscription_id=subscription_id[:60])
     return Response(status_code=204)

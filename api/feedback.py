@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.alerts import AUTH, Controller, Name
+from api.language import Problem
 from api.models import AnswerIn, FeedbackAnswer, FeedbackItem, FeedbackPage
+from parceltrack.i18n import N_
 
 router = APIRouter(tags=["controllers"])
 FeedbackId = Annotated[int, Path(ge=1, le=2**62)]
@@ -24,6 +26,7 @@ CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such feedback"},
     409: {"description": "Owned by another controller, or already closed"},
 }
+NO_SUCH_FEEDBACK = N_("no such feedback")
 COLUMNS = (
     "feedback_id, tracking_id, kind, message, contact, site_id, state, owner, created_at, "
     "taken_at, first_answer_at, closed_at, snapshot, "
@@ -52,7 +55,7 @@ async def _one(conn: AsyncConnection[Any], feedback_id: int) -> FeedbackItem:
         await cur.execute(f"SELECT {COLUMNS} FROM feedback WHERE feedback_id = %s", (feedback_id,))
         row = await cur.fetchone()
     if row is None:
-        raise HTTPException(status_code=404, detail="no such feedback")
+        raise Problem(404, NO_SUCH_FEEDBACK)
     return (await _items(conn, [row]))[0]
 
 
@@ -130,9 +133,9 @@ async def take_feedback(request: Request, who: Controller, feedback_id: Feedback
         )
         item = await _one(conn, feedback_id)
     if item.owner != who.name:
-        raise HTTPException(status_code=409, detail=f"owned by {item.owner}")
+        raise Problem(409, N_("owned by {owner}"), owner=item.owner)
     if item.state == "closed":
-        raise HTTPException(status_code=409, detail="already closed")
+        raise Problem(409, N_("already closed"))
     return item
 
 
@@ -142,13 +145,12 @@ async def _owned(conn: AsyncConnection[Any], feedback_id: int, owner: str) -> No
     )
     row = await cur.fetchone()
     if row is None:
-        raise HTTPException(status_code=404, detail="no such feedback")
+        raise Problem(404, NO_SUCH_FEEDBACK)
     state, current = row
     if state != "taken" or current != owner:
-        raise HTTPException(
-            status_code=409,
-            detail="take it first" if state == "open" else f"{state}, owned by {current}",
-        )
+        if state == "open":
+            raise Problem(409, N_("take it first"))
+        raise Problem(409, N_("{state}, owned by {owner}"), state=state, owner=current)
 
 
 @router.post(

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
-from api.alerts import ALERT_COLUMNS, AUTH, Controller
+from api.alerts import ALERT_COLUMNS, AUTH, NO_SUCH_ALERT, Controller
+from api.language import Problem
 from api.models import Alert, Text
 from api.security import Caller, require
 from parceltrack.alerts import AlertKind
+from parceltrack.i18n import N_
 
 router = APIRouter(tags=["controllers"])
 Manager = Annotated[Caller, Depends(require("manager"))]
@@ -81,8 +83,17 @@ class OnDuty(OnDutyBase):
     site_id: str
 
 
+RESOLVED = N_("the alert is resolved")
+
+
 class AssignIn(BaseModel):
-    controller: str = Text
+    controller: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="who takes the alert; default: the caller (its key's name)",
+    )
 
 
 def _pool(request: Request) -> AsyncConnectionPool[Any]:
@@ -177,11 +188,11 @@ async def list_on_duty(request: Request, _who: Controller, site_id: SiteId) -> A
 async def add_on_duty(request: Request, _who: Manager, site_id: SiteId, body: OnDutyIn) -> Any:
     """Put someone on the site's on-duty list (one row per channel and address)."""
     if body.channel == "webhook" and not body.address.startswith(("http://", "https://")):
-        raise HTTPException(status_code=422, detail="address: a webhook needs an http(s) URL")
+        raise Problem(422, N_("address: a webhook needs an http(s) URL"))
     if body.channel == "email" and "@" not in body.address:
-        raise HTTPException(status_code=422, detail="address: an e-mail address needs an @")
+        raise Problem(422, N_("address: an e-mail address needs an @"))
     if body.channel == "webhook" and body.secret is None:
-        raise HTTPException(status_code=422, detail="secret: a webhook needs a signing secret")
+        raise Problem(422, N_("secret: a webhook needs a signing secret"))
     async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "INSERT INTO on_duty (site_id, name, channel, address, min_severity, language, "
@@ -219,32 +230,47 @@ async def remove_on_duty(
             "DELETE FROM on_duty WHERE site_id = %s AND duty_id = %s", (site_id, duty_id)
         )
     if cur.rowcount == 0:
-        raise HTTPException(status_code=404, detail="not on the on-duty list")
+        raise Problem(404, N_("not on the on-duty list"))
 
 
-@router.post(
-    "/v1/alerts/{alert_id}/assign",
-    response_model=Alert,
-    responses={**AUTH, 404: {"description": "No such alert"}, 409: {"description": "Resolved"}},
-)
-async def assign_alert(
-    request: Request,
-    _who: Controller,
-    alert_id: Annotated[int, Path(ge=1, le=2**62)],
-    body: AssignIn,
-) -> Alert:
-    """Assign a live alert to a controller (reassigning replaces the assignee)."""
+AlertId = Annotated[int, Path(ge=1, le=2**62)]
+ASSIGN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH,
+    404: {"description": "No such alert"},
+    409: {"description": "Resolved"},
+}
+
+
+async def _set_assignee(request: Request, alert_id: int, assignee: str | None) -> Alert:
+    """The live alert with its new assignee (None: nobody); 404 unknown, 409 resolved.
+    The change reaches the alert stream as `alert.updated` (the alerts trigger)."""
     async with _pool(request).connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "UPDATE alerts SET assigned_to = %s, assigned_at = now() "
-            f"WHERE alert_id = %s AND state <> 'resolved' RETURNING {ALERT_COLUMNS}, assigned_to",
-            (body.controller, alert_id),
+            "UPDATE alerts SET assigned_to = %s, assigned_at = CASE WHEN %s::text IS NULL "
+            "THEN NULL ELSE now() END "
+            f"WHERE alert_id = %s AND state <> 'resolved' RETURNING {ALERT_COLUMNS}",
+            (assignee, assignee, alert_id),
         )
         row = await cur.fetchone()
         if row is None:
             await cur.execute("SELECT state FROM alerts WHERE alert_id = %s", (alert_id,))
             found = await cur.fetchone()
             if found is None:
-                raise HTTPException(status_code=404, detail="no such alert")
-            raise HTTPException(status_code=409, detail="the alert is resolved")
+                raise Problem(404, NO_SUCH_ALERT)
+            raise Problem(409, RESOLVED)
     return Alert(**row)
+
+
+@router.post("/v1/alerts/{alert_id}/assign", response_model=Alert, responses=ASSIGN_RESPONSES)
+async def assign_alert(
+    request: Request, who: Controller, alert_id: AlertId, body: AssignIn
+) -> Alert:
+    """Assign a live alert to a controller, the caller when the body names nobody
+    (reassigning replaces the assignee)."""
+    return await _set_assignee(request, alert_id, body.controller or who.name)
+
+
+@router.delete("/v1/alerts/{alert_id}/assign", response_model=Alert, responses=ASSIGN_RESPONSES)
+async def unassign_alert(request: Request, _who: Controller, alert_id: AlertId) -> Alert:
+    """Take a live alert's assignee away: nobody holds it (unassigning twice is harmless)."""
+    return await _set_assignee(request, alert_id, None)

@@ -25,20 +25,25 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from api.alerts import AUTH, Name
+from api.language import Problem
 from api.models import Kpis, ReadPointKpi, SiteKpi, StageKpi
 from api.replica import read_with
 from api.security import Caller, require
+from parceltrack.i18n import N_
 from parceltrack.layout import Stage
 
 router = APIRouter(tags=["managers"])
 Manager = Annotated[Caller, Depends(require("manager"))]
+# Periods asked of the figures (here, the manager page and throughput): why one is refused.
+NO_UTC_OFFSET = N_("since and until need a UTC offset")
+PERIOD_TOO_LONG = N_("need since < until, at most {days} days apart")
 
 _SCANS = """
 WITH s AS (
@@ -258,9 +263,9 @@ async def kpis(
     until = until or datetime.now(UTC)
     since = since or until - timedelta(days=7)
     if since.tzinfo is None or until.tzinfo is None:
-        raise HTTPException(status_code=422, detail="since and until need a UTC offset")
+        raise Problem(422, NO_UTC_OFFSET)
     if not since < until or until - since > timedelta(days=92):
-        raise HTTPException(status_code=422, detail="need since < until, at most 92 days apart")
+        raise Problem(422, PERIOD_TOO_LONG, days=92)
     params = {
         "since": since,
         "until": until,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from psycopg.rows import dict_row
@@ -25,9 +25,12 @@ from pydantic import BaseModel, Field
 
 from api import pages
 from api.alerts import AUTH, Controller, Name
+from api.kpis import NO_UTC_OFFSET, PERIOD_TOO_LONG
+from api.language import Problem
 from api.quality_texts import render, texts
 from api.security import Caller, require
 from parceltrack import i18n
+from parceltrack.i18n import N_
 from storage import figures
 
 router = APIRouter()
@@ -91,9 +94,9 @@ def period(
     until = until or datetime.now(UTC)
     since = since or until - timedelta(days=7)
     if since.tzinfo is None or until.tzinfo is None:
-        raise HTTPException(status_code=422, detail="since and until need a UTC offset")
+        raise Problem(422, NO_UTC_OFFSET)
     if not since < until or until - since > MAX_PERIOD:
-        raise HTTPException(status_code=422, detail="need since < until, at most 92 days apart")
+        raise Problem(422, PERIOD_TOO_LONG, days=MAX_PERIOD.days)
     return figures.Period(since, until, site, lost)
 
 
@@ -117,7 +120,7 @@ async def _found(
     now = datetime.now(UTC)
     if days is not None:
         if since is not None or until is not None:
-            raise HTTPException(status_code=422, detail="days: give days, or since and until")
+            raise Problem(422, N_("days: give days, or since and until"))
         since, until = now - timedelta(days=days), now
     chosen = period(since, until, site, lost)
     async with _pool(request).connection() as conn:

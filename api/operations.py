@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.alerts import AUTH, Controller, Name
+from api.kpis import NO_UTC_OFFSET, PERIOD_TOO_LONG
+from api.language import Problem
 from api.models import Device, Throughput, ThroughputBucket
+from parceltrack.i18n import N_
 
 router = APIRouter(tags=["controllers"])
 
@@ -84,16 +87,16 @@ async def site_throughput(
     until = until or datetime.now(UTC)
     since = since or until - timedelta(hours=1)
     if since.tzinfo is None or until.tzinfo is None:
-        raise HTTPException(status_code=422, detail="since and until need a UTC offset")
+        raise Problem(422, NO_UTC_OFFSET)
     if not since < until or until - since > timedelta(days=31):
-        raise HTTPException(status_code=422, detail="need since < until, at most 31 days apart")
+        raise Problem(422, PERIOD_TOO_LONG, days=31)
     if (until - since).total_seconds() / bucket > 10_000:
-        raise HTTPException(status_code=422, detail="more than 10000 buckets; widen the bucket")
+        raise Problem(422, N_("more than {most} buckets; widen the bucket"), most=10_000)
     pool: AsyncConnectionPool[Any] = request.app.state.pool
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT 1 FROM sites WHERE site_id = %s", (site,))
         if await cur.fetchone() is None:
-            raise HTTPException(status_code=404, detail="no such site")
+            raise Problem(404, N_("no such site"))
         await cur.execute(
             THROUGHPUT, {"bucket": bucket, "site": site, "since": since, "until": until}
         )

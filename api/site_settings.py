@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from psycopg.rows import dict_row
 
 from api.admin import CONFLICT, Admin, Ident, _model, _pool, _save
 from api.alerts import AUTH
+from api.language import Problem
 from api.models import (
     DeviceThresholds,
     DeviceThresholdsIn,
@@ -22,6 +23,7 @@ from api.models import (
     Successors,
     SuccessorsIn,
 )
+from parceltrack.i18n import N_
 from parceltrack.layout import Stage
 from storage import model
 from storage.model import THRESHOLD_FIELDS, ReferenceDataError, successor_problems
@@ -67,7 +69,7 @@ async def put_successors(
             (read_point,),
         )
         if not rows:
-            raise HTTPException(status_code=404, detail=f"no read point {read_point!r}")
+            raise Problem(404, N_("no read point {read_point!r}"), read_point=read_point)
         rp_id, site, zone, stage, description, position = rows[0]
         known = yield Query(
             "SELECT read_point_id, site_id FROM read_points WHERE read_point_id = ANY(%s)",
@@ -134,7 +136,7 @@ async def delete_missing_window(
             (site, stage, service_class),
         )
         if cur.rowcount == 0:
-            raise HTTPException(status_code=404, detail="no such missing window")
+            raise Problem(404, N_("no such missing window"))
 
 
 async def _site_row(request: Request, table: str, columns: str, site: str) -> dict[str, Any]:
@@ -146,7 +148,7 @@ async def _site_row(request: Request, table: str, columns: str, site: str) -> di
         )
         row = await cur.fetchone()
     if row is None:
-        raise HTTPException(status_code=404, detail=f"no {table} set for {site!r}")
+        raise Problem(404, N_("no {table} set for {site!r}"), table=table, site=site)
     found: dict[str, Any] = row
     return found
 

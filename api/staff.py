@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -20,9 +20,11 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
 from api.alerts import AUTH, Name
+from api.language import Problem
 from api.models import FeedbackIn, ParcelView, Text
 from api.security import Caller, require
 from parceltrack import rating
+from parceltrack.i18n import N_
 
 router = APIRouter(tags=["managers"])
 Manager = Annotated[Caller, Depends(require("manager"))]
@@ -64,7 +66,7 @@ async def named_staff_or_422(conn: AsyncConnection[Any], staff_id: str | None) -
         return
     cur = await conn.execute("SELECT 1 FROM staff WHERE staff_id = %s", (staff_id,))
     if await cur.fetchone() is None:
-        raise HTTPException(status_code=422, detail=f"staff_id: no staff member {staff_id!r}")
+        raise Problem(422, N_("staff_id: no staff member {staff_id!r}"), staff_id=staff_id)
 
 
 class StaffIn(BaseModel):
@@ -175,7 +177,7 @@ async def staff_history(request: Request, _who: Manager, staff_id: StaffId) -> S
     async with _pool(request).connection() as conn:
         found = await staff_ratings(conn, staff=staff_id)
     if not found:
-        raise HTTPException(status_code=404, detail=f"no staff member {staff_id!r}")
+        raise Problem(404, N_("no staff member {staff_id!r}"), staff_id=staff_id)
     current, steps = found[0]
     return StaffHistory(
         staff=current,

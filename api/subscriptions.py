@@ -13,19 +13,20 @@ import secrets
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field, model_validator
 
 from api.alerts import AUTH
 from api.customers import NOT_FOUND, RESPONSES, TrackingId, s10_or_422
+from api.language import Problem
 from api.security import Caller, rate_limited, require
+from api.unsubscribe_texts import DOMAIN, DONE, TITLE
 from parceltrack.i18n import CHINESE, ENGLISH, N_, choose, gettext_for
 from parceltrack.webhooks import ParcelEvent
 from storage import outbound
 
-DOMAIN = "notify"
 EVENTS = [event.value for event in ParcelEvent]
 
 router = APIRouter(tags=["customers"], dependencies=[Depends(rate_limited)])
@@ -118,7 +119,7 @@ async def subscribe(
     async with _pool(request).connection() as conn, conn.transaction():
         cur = await conn.execute("SELECT 1 FROM parcels WHERE tracking_id = %s", (s10,))
         if await cur.fetchone() is None:
-            raise HTTPException(status_code=404, detail=NOT_FOUND)
+            raise Problem(404, NOT_FOUND)
         cur = await conn.execute(
             "INSERT INTO customer_subscriptions (tracking_id, channel, target, language, "
             "secret, unsubscribe_token) VALUES (%s, %s, %s, %s, %s, %s) "
@@ -128,7 +129,9 @@ async def subscribe(
         )
         row = await cur.fetchone()
     if row is None:
-        raise HTTPException(status_code=409, detail=f"this {channel} target already follows {s10}")
+        raise Problem(
+            409, N_("this {channel} target already follows {s10}"), channel=channel, s10=s10
+        )
     return SubscriptionOut(
         subscription_id=row[0],
         tracking_id=s10,
@@ -153,7 +156,7 @@ async def _unsubscribe(request: Request, token: str) -> tuple[Unsubscribed, str]
         )
         row = await cur.fetchone()
         if row is None:
-            raise HTTPException(status_code=404, detail="no subscription with that link")
+            raise Problem(404, N_("no subscription with that link"))
         cancelled = 0
         if row[3]:
             await conn.execute(
@@ -163,10 +166,6 @@ async def _unsubscribe(request: Request, token: str) -> tuple[Unsubscribed, str]
             )
             cancelled = await outbound.cancel_pending(conn, f"subscription:{row[0]}")
     return Unsubscribed(tracking_id=row[1], unsubscribed=row[3], cancelled=cancelled), row[2]
-
-
-_DONE = N_("You will no longer receive messages about parcel {tracking_id}.")
-_TITLE = N_("Unsubscribed")
 
 
 @router.get(
@@ -179,8 +178,8 @@ async def unsubscribe_page(request: Request, token: Token) -> HTMLResponse:
     done, language = await _unsubscribe(request, token)
     _ = gettext_for(DOMAIN, language).gettext
     lang = CHINESE if language == CHINESE else ENGLISH
-    said = html.escape(_(_DONE).format(tracking_id=done.tracking_id))
-    title = html.escape(_(_TITLE))
+    said = html.escape(_(DONE).format(tracking_id=done.tracking_id))
+    title = html.escape(_(TITLE))
     return HTMLResponse(
         f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}'
         f"</title></head><body><h1>{title}</h1><p>{said}</p></body></html>"
@@ -227,9 +226,12 @@ async def replay_dead_letter(
     async with _pool(request).connection() as conn, conn.transaction():
         state = await outbound.replay(conn, delivery_id)
     if state is None:
-        raise HTTPException(status_code=404, detail=f"no delivery {delivery_id}")
+        raise Problem(404, N_("no delivery {delivery_id}"), delivery_id=delivery_id)
     if state != "dead":
-        raise HTTPException(
-            status_code=409, detail=f"delivery {delivery_id} is {state}, not a dead letter"
+        raise Problem(
+            409,
+            N_("delivery {delivery_id} is {state}, not a dead letter"),
+            delivery_id=delivery_id,
+            state=state,
         )
     return Replayed(delivery_id=delivery_id, state="pending")

@@ -1,4 +1,5 @@
-// Control room: open alerts live from GET /v1/alerts/stream, device health, feedback.
+// Control room: open alerts live from GET /v1/alerts/stream (with who each is assigned
+// to, assigned and unassigned from here), device health, feedback.
 //
 // The stream needs the API key, and a browser's EventSource cannot send headers, so
 // the page reads the stream with fetch() (Authorization header) and parses the
@@ -32,6 +33,7 @@
   const alerts = new Map(); // alert_id -> alert, unresolved only
   const fresh = new Set(); // alert ids that arrived live, highlighted for a while
   const drafts = new Map(); // feedback_id -> answer being typed
+  const assigning = new Map(); // alert_id -> name being typed in its open "Assign to" form
   let labels = new Map(); // alert kind -> what controllers read, from GET /v1/alerts/kinds
   let renderQueued = false;
   const FEEDBACK_KINDS = { complaint: _("complaint"), praise: _("praise") };
@@ -77,6 +79,7 @@
     timers = [];
     alerts.clear();
     fresh.clear();
+    assigning.clear();
     lastEventId = null;
     failures = 0;
   }
@@ -295,6 +298,7 @@
   function apply(alert, isLive) {
     if (alert.state === "resolved") {
       alerts.delete(alert.alert_id);
+      assigning.delete(alert.alert_id);
     } else {
       if (isLive && alert.state === "open" && !alerts.has(alert.alert_id)) {
         fresh.add(alert.alert_id);
@@ -324,6 +328,100 @@
       button.textContent = _("Acknowledge");
       failed(error, _("Could not acknowledge alert {id}", { id: alertId }));
     }
+  }
+
+  // ---- assigning --------------------------------------------------------------------
+
+  // `controller` null: the API assigns the alert to the caller (the key's name).
+  async function assign(alertId, controller, button) {
+    const mine = session;
+    if (button) button.disabled = true;
+    try {
+      const alert = await api(`/v1/alerts/${alertId}/assign`, {
+        method: "POST",
+        headers: authHeaders({ "Content-Type": "application/json" }),
+        body: JSON.stringify(controller === null ? {} : { controller }),
+      });
+      if (mine !== session) return;
+      assigning.delete(alertId);
+      apply(alert, false);
+    } catch (error) {
+      if (mine !== session) return;
+      if (button) button.disabled = false;
+      failed(error, _("Could not assign alert {id}", { id: alertId }));
+    }
+  }
+
+  async function unassign(alertId, button) {
+    const mine = session;
+    button.disabled = true;
+    try {
+      const alert = await api(`/v1/alerts/${alertId}/assign`, { method: "DELETE", headers: authHeaders() });
+      if (mine === session) apply(alert, false);
+    } catch (error) {
+      if (mine !== session) return;
+      button.disabled = false;
+      failed(error, _("Could not unassign alert {id}", { id: alertId }));
+    }
+  }
+
+  function openAssignForm(alertId) {
+    assigning.set(alertId, "");
+    renderAlerts();
+    const input = document.getElementById(`assign-${alertId}`);
+    if (input) input.focus();
+  }
+
+  function assignForm(alert) {
+    const id = alert.alert_id;
+    const inputId = `assign-${id}`;
+    const input = el("input", {
+      id: inputId, name: "controller", required: true, maxlength: 200, autocomplete: "off",
+      spellcheck: "false",
+    });
+    input.value = assigning.get(id) || "";
+    input.addEventListener("input", () => assigning.set(id, input.value));
+    return el("form", {
+      class: "assign",
+      onsubmit: (event) => {
+        event.preventDefault();
+        const name = input.value.trim();
+        if (name) assign(id, name, event.submitter || null);
+      },
+    },
+    el("label", { for: inputId, text: _("Assign alert {id} to", { id }) }), input,
+    el("div", { class: "row" },
+      el("button", { type: "submit", text: _("Assign") }),
+      el("button", {
+        type: "button", class: "secondary", text: _("Cancel"),
+        onclick: () => { assigning.delete(id); queueRender(); },
+      })));
+  }
+
+  // Who holds the alert, and the buttons to change that.
+  function assignment(alert) {
+    const id = alert.alert_id;
+    if (assigning.has(id)) return [assignForm(alert)];
+    if (alert.assigned_to) {
+      return [el("button", {
+        type: "button", class: "secondary unassign", text: _("Unassign"),
+        "aria-label": _("Unassign alert {id}", { id }),
+        onclick: (event) => unassign(id, event.currentTarget),
+      }), el("button", {
+        type: "button", class: "secondary", text: _("Reassign …"),
+        "aria-label": _("Reassign alert {id}", { id }),
+        onclick: () => openAssignForm(id),
+      })];
+    }
+    return [el("button", {
+      type: "button", class: "secondary take-alert", text: _("Assign to me"),
+      "aria-label": _("Assign alert {id} to me", { id }),
+      onclick: (event) => assign(id, null, event.currentTarget),
+    }), el("button", {
+      type: "button", class: "secondary", text: _("Assign …"),
+      "aria-label": _("Assign alert {id} to someone", { id }),
+      onclick: () => openAssignForm(id),
+    })];
   }
 
   // ---- rendering the alerts -------------------------------------------------------
@@ -357,22 +455,31 @@
       alert.tracking_id ? [_("parcel "), el("a", { href: trackLink(alert.tracking_id), text: alert.tracking_id }), " "] : "",
       where ? _("at {where} ", { where }) : "",
       _("· opened "), timeEl(alert.opened_at, true, alert.site_id),
-      details(alert.details) ? el("span", { class: "details", text: " · " + details(alert.details) }) : ""),
-    acked
-      ? el("span", { class: "state", text: _("Acknowledged by {who}", { who: alert.acked_by || _("someone") }) })
-      : el("button", {
-        type: "button",
-        class: "ack",
-        "aria-label": _("Acknowledge alert {id}", { id: alert.alert_id }),
-        text: _("Acknowledge"),
-        onclick: (event) => acknowledge(alert.alert_id, event.currentTarget),
-      }));
+      details(alert.details) ? el("span", { class: "details", text: " · " + details(alert.details) }) : "",
+      el("span", {
+        class: "assignee" + (alert.assigned_to ? "" : " nobody"),
+        text: alert.assigned_to ? _("Assigned to {who}", { who: alert.assigned_to }) : _("Unassigned"),
+      })),
+    el("div", { class: "alert-actions" },
+      acked
+        ? el("span", { class: "state", text: _("Acknowledged by {who}", { who: alert.acked_by || _("someone") }) })
+        : el("button", {
+          type: "button",
+          class: "ack",
+          "aria-label": _("Acknowledge alert {id}", { id: alert.alert_id }),
+          text: _("Acknowledge"),
+          onclick: (event) => acknowledge(alert.alert_id, event.currentTarget),
+        }),
+      assignment(alert)));
   }
 
   function renderAlerts() {
-    const focused = document.activeElement && document.activeElement.closest
-      ? document.activeElement.closest("li.alert") : null;
+    const active = document.activeElement;
+    const focused = active && active.closest ? active.closest("li.alert") : null;
     const focusedId = focused ? focused.dataset.alertId : null;
+    // A name being typed in an "Assign to" form keeps its caret across redraws.
+    const typing = active && active.tagName === "INPUT" && focused ? active.id : null;
+    const caret = typing ? [active.selectionStart, active.selectionEnd] : null;
 
     const bySite = new Map();
     for (const alert of alerts.values()) {
@@ -403,7 +510,11 @@
     if (groups.length) target.replaceChildren(...groups);
     else target.replaceChildren(el("p", { class: "empty", text: _("No open alerts.") }));
 
-    if (focusedId) {
+    const input = typing ? document.getElementById(typing) : null;
+    if (input) {
+      input.focus();
+      input.setSelectionRange(caret[0], caret[1]);
+    } else if (focusedId) {
       const again = target.querySelector(`li.alert[data-alert-id="${focusedId}"] button`);
       if (again) again.focus();
     }

@@ -207,6 +207,29 @@ def test_alerts_are_assigned_to_a_controller(
     )
 
 
+def test_an_alert_is_taken_by_the_caller_and_unassigned(
+    client: TestClient, seeded: Seeded, keys: dict[str, str]
+) -> None:
+    """An assignment naming nobody goes to the caller's key name; DELETE leaves the alert
+    with nobody (twice is harmless), which the list shows; a resolved alert is 409."""
+    live, resolved = seeded.alert_ids
+    headers = auth(keys["controller"])
+    taken = client.post(f"/v1/alerts/{live}/assign", json={}, headers=headers)
+    assert taken.status_code == 200 and taken.json()["assigned_to"] == "controller-1"
+    for _ in range(2):
+        freed = client.delete(f"/v1/alerts/{live}/assign", headers=headers)
+        assert freed.status_code == 200 and freed.json()["assigned_to"] is None
+    listed = client.get("/v1/alerts", params={"state": "open"}, headers=headers).json()["items"]
+    assert [a["assigned_to"] for a in listed if a["alert_id"] == live] == [None]
+    assert client.delete(f"/v1/alerts/{resolved}/assign", headers=headers).status_code == 409
+    assert client.delete("/v1/alerts/99999/assign", headers=headers).status_code == 404
+    with psycopg.connect(seeded.dsn) as conn:
+        row = conn.execute(
+            "SELECT assigned_to, assigned_at FROM alerts WHERE alert_id = %s", (live,)
+        ).fetchone()
+    assert row == (None, None)
+
+
 def test_manager_figures_as_json_and_csv(
     client: TestClient, seeded: Seeded, keys: dict[str, str]
 ) -> None:

@@ -75,6 +75,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("DELETE", "/epcis/queries/{name}/subscriptions/{subscription_id}"): "controller",
     # issue 16: alert handling, staff ratings, complaint deadlines, manager figures, floor
     ("POST", "/v1/alerts/{alert_id}/assign"): "controller",
+    ("DELETE", "/v1/alerts/{alert_id}/assign"): "controller",
     ("GET", "/v1/sites/{site_id}/alert-severities"): "controller",
     ("PUT", "/v1/sites/{site_id}/alert-severities/{kind}"): "manager",
     ("GET", "/v1/sites/{site_id}/escalation-rules"): "controller",

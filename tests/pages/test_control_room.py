@@ -1,5 +1,6 @@
 """The control room in Chromium: open alerts by site and kind, live from the SSE
-stream (with resumption by Last-Event-ID), acknowledging, devices and feedback."""
+stream (with resumption by Last-Event-ID), acknowledging, who each alert is assigned
+to (assigning and unassigning), devices and feedback."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import httpx
 import psycopg
@@ -133,6 +135,60 @@ def test_alerts_appear_live_and_are_acknowledged_from_the_page(
         )
     expect(page.locator(f'li[data-alert-id="{missort}"]')).to_have_count(0)
     expect(page.locator("#alert-count")).to_have_text("0 open, 1 acknowledged")
+
+
+def _assignee(dsn: str, alert_id: int) -> str | None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT assigned_to FROM alerts WHERE alert_id = %s", (alert_id,)
+        ).fetchone()
+    assert row is not None
+    return cast(str | None, row[0])
+
+
+def test_alerts_are_assigned_and_unassigned_from_the_page(
+    page: Page, site: Site, artifacts: Path
+) -> None:
+    """Each alert names its assignee or says it has none; an assignment made elsewhere
+    shows live; Unassign, Assign to me and Reassign store the change, and a name being
+    typed survives the board redrawing for a new alert."""
+    alert_id = site.seeded.alert_ids[0]
+    item = page.locator(f'li[data-alert-id="{alert_id}"]')
+    _sign_in(page, site, site.controller_key)
+    expect(page.locator("#live")).to_have_text("Live")
+    expect(item.locator(".assignee")).to_have_text("Unassigned")
+
+    elsewhere = httpx.post(  # another controller's screen
+        f"{site.url}/v1/alerts/{alert_id}/assign",
+        json={"controller": "mei"},
+        headers={"X-API-Key": site.controller_key},
+        timeout=10,
+    )
+    assert elsewhere.status_code == 200
+    expect(item.locator(".assignee")).to_have_text("Assigned to mei")
+
+    page.get_by_role("button", name=f"Unassign alert {alert_id}").click()
+    expect(item.locator(".assignee")).to_have_text("Unassigned")
+    assert _assignee(site.dsn, alert_id) is None
+
+    page.get_by_role("button", name=f"Assign alert {alert_id} to me").click()
+    expect(item.locator(".assignee")).to_have_text("Assigned to controller-1")
+    assert _assignee(site.dsn, alert_id) == "controller-1"
+
+    page.get_by_role("button", name=f"Reassign alert {alert_id}").click()
+    field = page.get_by_label(f"Assign alert {alert_id} to", exact=True)
+    expect(field).to_be_focused()
+    page.keyboard.type("li")
+    fresh = _open_alert(site.dsn, AlertKind.MISSING, site.seeded.on_conveyor)
+    expect(page.locator(f'li[data-alert-id="{fresh}"]')).to_be_visible()  # board redrawn
+    page.keyboard.type(".wei")
+    expect(field).to_have_value("li.wei")
+    page.screenshot(path=str(artifacts / "control-room-assigning.png"), full_page=True)
+    item.get_by_role("button", name="Assign", exact=True).click()
+    expect(item.locator(".assignee")).to_have_text("Assigned to li.wei")
+    assert _assignee(site.dsn, alert_id) == "li.wei"
+    expect(page.locator(f'li[data-alert-id="{fresh}"] .assignee')).to_have_text("Unassigned")
+    page.screenshot(path=str(artifacts / "control-room-assigned.png"), full_page=True)
 
 
 def test_a_dropped_stream_resumes_from_the_last_event_id(page: Page, site: Site) -> None:

@@ -140,7 +140,8 @@ def test_chinese_page_shows_the_apis_reasons_in_chinese(
 
 def test_control_room_in_chinese(chinese: BrowserContext, site: Site, artifacts: Path) -> None:
     """The control room in Chinese: a wrong key's reason, sign-in, headings, live state,
-    alert kinds and devices; a parcel link opens the tracking page in Chinese."""
+    alert kinds, the assignee (and assigning to oneself) and devices; a parcel link opens
+    the tracking page in Chinese."""
     page = chinese.new_page()
     page.goto(f"{site.url}/control-room")
     expect(page.get_by_role("heading", level=1)).to_have_text("控制室")
@@ -156,6 +157,10 @@ def test_control_room_in_chinese(chinese: BrowserContext, site: Site, artifacts:
     expect(page.locator(".kind-group h4")).to_have_text("错分 (1)")
     expect(page.locator("#device-summary")).to_contain_text("台在线")
     expect(page.get_by_role("button", name=re.compile(r"确认告警 \d+"))).to_be_visible()
+    expect(page.locator(".alert .assignee")).to_have_text("未分派")
+    page.get_by_role("button", name=re.compile(r"将告警 \d+ 分派给我")).click()
+    expect(page.locator(".alert .assignee")).to_have_text("已分派给 controller-1")
+    expect(page.get_by_role("button", name=re.compile(r"取消告警 \d+ 的分派"))).to_be_visible()
     link = page.locator("#alert-groups a").first
     expect(link).to_have_attribute("href", re.compile(r"lang=zh-CN"))
     assert _english_leaks(page.locator("main").inner_text()) == []

@@ -28,6 +28,19 @@ DOMAIN_SOURCES: dict[str, list[tuple[str, str]]] = {
         ("api/customers.py", "python"),
         ("api/security.py", "python"),
         ("api/alerts.py", "python"),
+        ("api/handling.py", "python"),
+        ("api/feedback.py", "python"),
+        ("api/staff.py", "python"),
+        ("api/kpis.py", "python"),
+        ("api/manager.py", "python"),
+        ("api/operations.py", "python"),
+        ("api/subscriptions.py", "python"),
+        ("api/admin.py", "python"),
+        ("api/site_settings.py", "python"),
+        ("api/epcis_http.py", "python"),
+        ("api/epcis_api.py", "python"),
+        ("api/epcis_query.py", "python"),
+        ("api/epcis_subscriptions.py", "python"),
         ("parceltrack/identifiers.py", "python"),
     ],
     # The built-in pages: texts marked in their HTML (api/page_texts.py) and scripts.
@@ -40,7 +53,7 @@ DOMAIN_SOURCES: dict[str, list[tuple[str, str]]] = {
         ("quality/*.py", "python"),
         ("storage/figures.py", "python"),
     ],
-    "notify": [("notify/texts.py", "python"), ("api/subscriptions.py", "python")],
+    "notify": [("notify/texts.py", "python"), ("api/unsubscribe_texts.py", "python")],
 }
 KEYWORDS = {"_": None, "gettext": None, "N_": None, "ngettext": (1, 2), "pgettext": ((1, "c"), 2)}
 
