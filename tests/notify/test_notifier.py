@@ -271,3 +271,32 @@ def test_rfid_reads_name_the_parcel_by_its_tag(world: World) -> None:
         write_scans(conn, [event], ScanPartitions(has_timescale(conn)))
     wait_until(lambda: _events(world.receiver) == ["sorted"], 10, "the sorted webhook")
     assert json.loads(world.receiver.requests[0].body)["tracking_id"] == parcel
+
+
+def test_cursor_from_before_positions_is_read_once_then_followed(db_dsn: str) -> None:
+    """A cursor kept by time and event id (before migration 170) still tells what came
+    after it, once, and the notifier follows by position from then on."""
+    seeded = seed(db_dsn)
+    parcel = seeded.on_conveyor
+    with webhook_receiver(lambda _r, _n: "ok") as receiver:
+        _subscribe(db_dsn, parcel, "webhook", receiver.url, "en", "whsec_x")
+        with psycopg.connect(db_dsn) as conn:
+            conn.execute(
+                "INSERT INTO notify_cursor (name, scan_at, alert_event) SELECT 'customers', "
+                "now(), coalesce(max(event_id), 0) FROM alert_events"
+            )
+        _scan(db_dsn, parcel, "SRT1", 1)
+        _open_alert(db_dsn, parcel, "delay")
+        engine = DeliveryEngine(EngineSettings(db_dsn, allow_private_targets=True))
+        notifier = Notifier(NotifierSettings(db_dsn, hold_down_s=HOLD_DOWN))
+        with serving(engine, notifier):
+            told = ["delayed", "sorted"]
+            wait_until(lambda: sorted(_events(receiver)) == told, 10, "sorted and delayed")
+            _scan(db_dsn, parcel, _door(db_dsn), 2)
+            told = ["delayed", "dispatched", "sorted"]
+            wait_until(lambda: sorted(_events(receiver)) == told, 10, "dispatched")
+            time.sleep(HOLD_DOWN + 1.0)
+        assert sorted(_events(receiver)) == told
+        with psycopg.connect(db_dsn) as conn:
+            row = conn.execute("SELECT scan_position, alert_position FROM notify_cursor").fetchone()
+        assert row is not None and None not in row
