@@ -93,7 +93,13 @@ def _receive(port_out: Connection, log_path: str) -> None:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # The default listen backlog (5) overflows when the engine's 8 workers connect
+        # at once (HTTP/1.0: a connection per webhook): a dropped SYN is resent after
+        # 1 s, a delay of this receiver, not of the notifier.
+        request_queue_size = 128
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     port_out.send(server.server_address[1])
     server.serve_forever()
