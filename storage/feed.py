@@ -72,6 +72,10 @@ class FeedPosition:
         xmin, xmax, xip = snapshot.split(":")
         return cls(int(xmin), int(xmax), tuple(int(x) for x in xip.split(",") if x))
 
+    def text(self) -> str:
+        """The text form `parse` reads (how a follower stores its position)."""
+        return f"{self.xmin}:{self.xmax}:{','.join(str(x) for x in self.in_flight)}"
+
 
 @dataclass(frozen=True, slots=True)
 class Commits:
@@ -151,6 +155,50 @@ def commits_after(conn: Conn, position: FeedPosition) -> Commits:
         min(r[1] for r in rows),
         max(r[2] for r in rows),
     )
+
+
+def committed_between(
+    column: str, older: FeedPosition, newer: FeedPosition, name: str = "feed"
+) -> tuple[str, dict[str, Any]]:
+    """A condition on `column` (the xid8 of the transaction that wrote a row) and its
+    parameters: the row was not visible at `older` and was visible at `newer`.
+
+    For another log than `scan_commits` whose rows carry their writer's id (a column
+    defaulting to `pg_current_xact_id()`), read in a snapshot at or after `newer`, so
+    every row it finds is committed. A committed transaction is visible in a snapshot
+    exactly when its id is below the snapshot's `xmax` and not in flight in it. With
+    `newer` taken a while ago, the reader gets each commit once, that long after it.
+    """
+    p = f"{name}_"
+    condition = (
+        f"({column} >= %({p}old_xmax)s::text::xid8 "
+        f"OR {column} = ANY(%({p}old_flight)s::text[]::xid8[])) "
+        f"AND {column} < %({p}new_xmax)s::text::xid8 "
+        f"AND NOT {column} = ANY(%({p}new_flight)s::text[]::xid8[])"
+    )
+    return condition, {
+        f"{p}old_xmax": str(older.xmax),
+        f"{p}old_flight": [str(x) for x in older.in_flight],
+        f"{p}new_xmax": str(newer.xmax),
+        f"{p}new_flight": [str(x) for x in newer.in_flight],
+    }
+
+
+def visible_at(
+    column: str, position: FeedPosition, name: str = "feed"
+) -> tuple[str, dict[str, Any]]:
+    """A condition on `column` (as in `committed_between`): the row's writer had
+    committed at `position`; rows with no writer id (older than the log) count as
+    committed."""
+    p = f"{name}_"
+    condition = (
+        f"({column} IS NULL OR ({column} < %({p}at_xmax)s::text::xid8 "
+        f"AND NOT {column} = ANY(%({p}at_flight)s::text[]::xid8[])))"
+    )
+    return condition, {
+        f"{p}at_xmax": str(position.xmax),
+        f"{p}at_flight": [str(x) for x in position.in_flight],
+    }
 
 
 def prune(conn: Conn, finished_before: int) -> int:

@@ -795,6 +795,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # -- issue 15 remainder (notifications in commit order): 170-179 ------------------
+    Migration(
+        170,
+        "alert changes in commit order; the notifier's feed positions",
+        common="""
+        -- event_id is taken when the change is written, not when it commits: a change
+        -- of a slow transaction can become visible after a later id. Followers that
+        -- must miss none (the notifier) read by the writer's transaction id against
+        -- snapshots, as the scan feed does (storage/feed.py). Rows written before this
+        -- migration keep NULL: older than every follower's position. (A volatile
+        -- default in ADD COLUMN would stamp them all with this migration's id.)
+        ALTER TABLE alert_events ADD COLUMN xact_id xid8;
+        ALTER TABLE alert_events ALTER COLUMN xact_id SET DEFAULT pg_current_xact_id();
+        CREATE INDEX alert_events_xact ON alert_events (xact_id) WHERE xact_id IS NOT NULL;
+        -- Where the notifier stands in each feed: a snapshot, `xmin:xmax:in-flight`
+        -- (storage/feed.py FeedPosition). NULL: a cursor from before this migration,
+        -- read once more by scan_at / alert_event, then followed by position.
+        ALTER TABLE notify_cursor ADD COLUMN scan_position text;
+        ALTER TABLE notify_cursor ADD COLUMN alert_position text;
+        """,
+    ),
 )
 
 

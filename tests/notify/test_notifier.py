@@ -68,8 +68,6 @@ def world(db_dsn: str) -> Iterator[World]:
                 db_dsn,
                 "http://api.example",
                 hold_down_s=HOLD_DOWN,
-                scan_lag_s=0.2,
-                sweep_every_s=1.0,
             )
         )
         with serving(engine, notifier):
@@ -207,9 +205,9 @@ def test_alert_kinds_map_to_customer_events(world: World, kind: str, event: str)
     assert json.loads(world.receiver.requests[0].body)["reason"]["code"] == kind
 
 
-def test_scan_committed_late_is_still_told(world: World) -> None:
-    """A scan whose transaction commits long after it began (behind the cursor) is
-    found by the sweep and told, once."""
+def test_scan_committed_after_a_later_one_is_still_told(world: World) -> None:
+    """A scan whose transaction began first but commits after a later-started one (told
+    already, the notifier's position past it) is told once it commits, and only once."""
     dsn, parcel = world.seeded.dsn, world.parcel
     event = ScanEvent(
         device=f"{SITE}-SRT1-dev", boot=3, seq=1, ts=datetime.now(UTC), site=SITE,
@@ -217,13 +215,40 @@ def test_scan_committed_late_is_still_told(world: World) -> None:
     )  # fmt: skip
     with psycopg.connect(dsn) as slow, slow.transaction():
         write_scans(slow, [event], ScanPartitions(has_timescale(slow)))
-        _scan(dsn, parcel, "IND1", 50)  # committed first: moves the cursor past it
-        wait_until(lambda: _cursor_after(dsn, event.ts), 10, "the cursor past the slow scan")
+        _scan(dsn, parcel, "IND1", 50)  # began later, committed first
         wait_until(lambda: _events(world.receiver) == ["accepted"], 10, "the accepted webhook")
+        # The notifier has read past both scans' times: a cursor by time would skip it.
+        wait_until(lambda: _cursor_after(dsn, event.ts), 10, "the cursor past the slow scan")
+        time.sleep(0.5)  # more rounds while it is still in flight
+        assert _events(world.receiver) == ["accepted"]
     told = ["accepted", "sorted"]
     wait_until(lambda: _events(world.receiver) == told, 10, "the late sorted webhook")
-    time.sleep(2.5)  # two more sweeps see it again
+    time.sleep(1.5)  # later rounds must not read it again
     assert _events(world.receiver) == told
+
+
+def test_alert_change_committed_after_a_later_one_is_still_told(world: World) -> None:
+    """An alert whose change took its event id first but committed after a later one
+    (told already, past the hold-down) is still told, once."""
+    dsn, parcel = world.seeded.dsn, world.parcel
+    with psycopg.connect(dsn) as slow, slow.transaction():
+        slow.execute(
+            "INSERT INTO alerts (fingerprint, kind, site_id, read_point_id, tracking_id) "
+            "VALUES (%s, 'delay', %s, %s, %s)",
+            (f"delay:{parcel}:slow", SITE, f"{SITE}-TUN1", parcel),
+        )
+        row = slow.execute("SELECT max(event_id) FROM alert_events").fetchone()
+        assert row is not None
+        slow_event = int(row[0])
+        _open_alert(dsn, parcel, "missing")  # a later event id, committed first
+        wait_until(lambda: _events(world.receiver) == ["missing"], 10, "the missing webhook")
+        # The notifier has read past its id: a cursor by event id would skip it.
+        with psycopg.connect(dsn) as conn:
+            cursor = conn.execute("SELECT alert_event FROM notify_cursor").fetchone()
+        assert cursor is not None and cursor[0] > slow_event
+    wait_until(lambda: sorted(_events(world.receiver)) == ["delayed", "missing"], 10, "delayed")
+    time.sleep(HOLD_DOWN + 1.0)
+    assert sorted(_events(world.receiver)) == ["delayed", "missing"]
 
 
 def _cursor_after(dsn: str, at: datetime) -> bool:
@@ -246,3 +271,32 @@ def test_rfid_reads_name_the_parcel_by_its_tag(world: World) -> None:
         write_scans(conn, [event], ScanPartitions(has_timescale(conn)))
     wait_until(lambda: _events(world.receiver) == ["sorted"], 10, "the sorted webhook")
     assert json.loads(world.receiver.requests[0].body)["tracking_id"] == parcel
+
+
+def test_cursor_from_before_positions_is_read_once_then_followed(db_dsn: str) -> None:
+    """A cursor kept by time and event id (before migration 170) still tells what came
+    after it, once, and the notifier follows by position from then on."""
+    seeded = seed(db_dsn)
+    parcel = seeded.on_conveyor
+    with webhook_receiver(lambda _r, _n: "ok") as receiver:
+        _subscribe(db_dsn, parcel, "webhook", receiver.url, "en", "whsec_x")
+        with psycopg.connect(db_dsn) as conn:
+            conn.execute(
+                "INSERT INTO notify_cursor (name, scan_at, alert_event) SELECT 'customers', "
+                "now(), coalesce(max(event_id), 0) FROM alert_events"
+            )
+        _scan(db_dsn, parcel, "SRT1", 1)
+        _open_alert(db_dsn, parcel, "delay")
+        engine = DeliveryEngine(EngineSettings(db_dsn, allow_private_targets=True))
+        notifier = Notifier(NotifierSettings(db_dsn, hold_down_s=HOLD_DOWN))
+        with serving(engine, notifier):
+            told = ["delayed", "sorted"]
+            wait_until(lambda: sorted(_events(receiver)) == told, 10, "sorted and delayed")
+            _scan(db_dsn, parcel, _door(db_dsn), 2)
+            told = ["delayed", "dispatched", "sorted"]
+            wait_until(lambda: sorted(_events(receiver)) == told, 10, "dispatched")
+            time.sleep(HOLD_DOWN + 1.0)
+        assert sorted(_events(receiver)) == told
+        with psycopg.connect(db_dsn) as conn:
+            row = conn.execute("SELECT scan_position, alert_position FROM notify_cursor").fetchone()
+        assert row is not None and None not in row
