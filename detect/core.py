@@ -63,6 +63,14 @@ _COLUMNS: tuple[tuple[str, type, float], ...] = (
     ("eta", np.float64, np.nan),  # p50 arrival at the site's last stage
     ("eta_p90", np.float64, np.nan),
     ("flags", np.uint8, 0),  # missort / misroute conditions
+    # Where (and when) a set missort / misroute condition was first seen: the wrong
+    # chute, the first read at the wrong site. The alert names that place, not where
+    # the parcel is by the tick that opens it (a burst of reads after an outage
+    # brings the door read too).
+    ("missort_rp", np.int32, -1),
+    ("missort_at", np.float64, np.nan),
+    ("misroute_rp", np.int32, -1),
+    ("misroute_at", np.float64, np.nan),
     ("open", np.uint8, 0),  # kinds with a live alert
     ("dirty", np.bool_, False),  # ETA changed since the last flush
 )
@@ -126,6 +134,10 @@ class ParcelState:
         self.eta: F64
         self.eta_p90: F64
         self.flags: U8
+        self.missort_rp: I32
+        self.missort_at: F64
+        self.misroute_rp: I32
+        self.misroute_at: F64
         self.open: U8
         self.dirty: Mask
 
@@ -303,6 +315,16 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     sel_ts, sel_wrong = ts[wrong | right], wrong[wrong | right]
     np.maximum.at(last_wrong, at[sel_wrong], sel_ts[sel_wrong])
     np.maximum.at(last_right, at[~sel_wrong], sel_ts[~sel_wrong])
+    # Where it went wrong: the first wrong read after the last right one, for a parcel
+    # whose condition starts in this batch (one already set keeps its place).
+    starts = (last_wrong > last_right) & (
+        ((state.flags[touched] & BIT[AlertKind.MISSORT]) == 0) | (last_right > -np.inf)
+    )
+    w_at, w_rp, w_ts = at[sel_wrong], rp[wrong | right][sel_wrong], sel_ts[sel_wrong]
+    _first_place(
+        state.missort_rp, state.missort_at, touched, starts, w_at, w_rp, w_ts,
+        w_ts > last_right[w_at],
+    )  # fmt: skip
     _set_flag(
         state,
         AlertKind.MISSORT,
@@ -316,6 +338,14 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     u, rows = _last_per_slot(slots, ts, routed)
     bad = (site[rows] != dsite[rows]) & (site[rows] != state.origin[u])
     at_dest = site[rows] == dsite[rows]
+    # Its first read at the wrong site, for a parcel whose condition starts here.
+    began = bad & ((state.flags[u] & BIT[AlertKind.MISROUTE]) == 0)
+    r_rows = np.flatnonzero(routed)
+    r_at = np.searchsorted(u, slots[r_rows])
+    _first_place(
+        state.misroute_rp, state.misroute_at, u, began,
+        r_at, rp[r_rows], ts[r_rows], site[r_rows] == site[rows][r_at],
+    )  # fmt: skip
     _set_flag(state, AlertKind.MISROUTE, u[bad], u[at_dest], resolved)
 
     # The journey in this batch, per parcel: its reads newer than what the state has,
@@ -411,6 +441,30 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
     refresh(state, ref, u)
     out = {k: np.unique(np.concatenate(v)) if v else empty for k, v in resolved.items()}
     return ReadOutcome(out, LateArrivals(retro, retro_rp, retro_entered, retro_due))
+
+
+def _first_place(
+    place: I32,
+    when: F64,
+    touched: I64,
+    starts: Mask,
+    row_at: I64,
+    row_rp: I32,
+    row_ts: F64,
+    eligible: Mask,
+) -> None:
+    """For each touched slot where `starts`, the read point and time of its earliest
+    eligible read (rows given by their index `row_at` into `touched`)."""
+    pick = eligible & starts[row_at]
+    if not pick.any():
+        return
+    at, rp, ts = row_at[pick], row_rp[pick], row_ts[pick]
+    order = np.lexsort((ts, at))
+    first = np.ones(len(order), dtype=np.bool_)
+    first[1:] = at[order][1:] != at[order][:-1]
+    chosen = order[first]
+    place[touched[at[chosen]]] = rp[chosen]
+    when[touched[at[chosen]]] = ts[chosen]
 
 
 def _set_flag(

@@ -199,8 +199,16 @@ class Engine:
         st, ref = self.state, self.ref
         tracking = self.tracking_id(slot)
         rp = int(st.rp[slot])
+        # A mis-sort or mis-route names where it was seen (the wrong chute, the first
+        # read at the wrong site), wherever the parcel is by now.
+        place, seen_at = {
+            AlertKind.MISSORT: (st.missort_rp, st.missort_at),
+            AlertKind.MISROUTE: (st.misroute_rp, st.misroute_at),
+        }.get(kind, (None, None))
+        if action == "open" and place is not None and seen_at is not None and place[slot] >= 0:
+            rp = int(place[slot])
         rp_name = ref.read_points[rp] if rp >= 0 else None
-        site = ref.sites[int(st.site[slot])] if rp >= 0 else None
+        site = ref.sites[int(ref.rp_site[rp])] if rp >= 0 else None
         if action == "resolve":
             return AlertChange(
                 action, kind, fingerprint(kind, tracking), site, rp_name, tracking_id=tracking
@@ -225,7 +233,10 @@ class Engine:
             details["deadline"] = _iso(at)
         episode = f"{rp_name}@{float(st.entered[slot]):.3f}"
         if kind in (AlertKind.MISSORT, AlertKind.MISROUTE):
-            episode = f"{rp_name}@{float(st.last_seen[slot]):.3f}"
+            seen = float(st.last_seen[slot])
+            if seen_at is not None and not np.isnan(seen_at[slot]):
+                seen = float(seen_at[slot])
+            episode = f"{rp_name}@{seen:.3f}"
         return AlertChange(
             action,
             kind,
