@@ -420,13 +420,19 @@ async def raw_figures(conn: AsyncConnection[Any], period: Period) -> list[Figure
 
 
 async def all_figures(conn: AsyncConnection[Any], period: Period) -> list[Figure]:
-    """Every figure of the page and the report, from the hourly rollups
-    (storage/rollup.py) over the whole hours that hold the period (`Period.hours`);
-    complaints and uptime read their own small tables. Roll up first
-    (`rollup.catch_up`) for the scans committed until now."""
-    hours = period.hours()
+    """Every figure of the page and the report: those of the scans from the hourly
+    rollups (storage/rollup.py) over the whole hours that hold the period
+    (`Period.hours`); complaints and uptime from their own small tables over the
+    period itself. Roll up first (`rollup.catch_up`) for the scans committed until now."""
     async with conn.transaction():
-        return [await compute(conn, hours) for compute in ROLLED_UP.values()]
+        return [await one_figure(conn, name, period) for name in ROLLED_UP]
+
+
+async def one_figure(conn: AsyncConnection[Any], name: str, period: Period) -> Figure:
+    """One figure as `all_figures` computes it: the scans' figures over the whole
+    hours that hold the period, complaints and uptime over the period itself."""
+    exact = name in ("complaints", "uptime")
+    return await ROLLED_UP[name](conn, period if exact else period.hours())
 
 
 def names() -> Sequence[str]:

@@ -86,8 +86,7 @@ def bucket_sql(interval: str) -> str:
     """`bucket_of` in SQL, over an interval expression."""
     wait = f"date_part('epoch', {interval})"
     return (
-        f"CASE WHEN {wait} < 1 THEN 0 "
-        f"ELSE 1 + floor({BUCKETS_PER_DECADE} * log({wait}))::int END"
+        f"CASE WHEN {wait} < 1 THEN 0 ELSE 1 + floor({BUCKETS_PER_DECADE} * log({wait}))::int END"
     )
 
 
@@ -150,7 +149,7 @@ def step(conn: Conn) -> Step:
 
 def caught_up_at(conn: Conn) -> datetime | None:
     row = conn.execute("SELECT caught_up_at FROM rollup_position").fetchone()
-    return None if row is None else row[0]  # type: ignore[no-any-return]
+    return None if row is None else row[0]
 
 
 def _step(conn: Conn) -> tuple[int, bool]:
