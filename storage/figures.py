@@ -1,9 +1,12 @@
-"""The managers' quality figures: one SQL query per chart, over the stored schema.
+"""The managers' quality figures, over the stored schema.
 
 The manager page (api/manager.py) and the daily report (quality/report.py) show
-the same figures, so the queries live once, here, beside the schema they read;
-tests run each against the real schema (plain PostgreSQL, and TimescaleDB when
-PARCELTRACK_TIMESCALE_DSN is set). Days and hours are the site's local ones.
+the same figures (`all_figures`), summed from the hourly rollups of storage/rollup.py;
+the same figures over the raw scans of the period (`QUERIES`, `raw_figures`) are
+kept as the reference the rollups are tested against (tests/integration/
+test_rollup.py) and as the bench's floor. Tests run each against the real schema
+(plain PostgreSQL, and TimescaleDB when PARCELTRACK_TIMESCALE_DSN is set). Days and
+hours are the site's local ones.
 
 Each figure is a table (`Figure`: named columns and rows), so every chart has a
 table view and a CSV export of exactly what it draws.

@@ -138,6 +138,9 @@ def step(conn: Conn) -> Step:
     try:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # The lookups span every partition in reach, so their estimated cost
+            # crosses the JIT thresholds: compiling took seconds a slice, running ms.
+            conn.execute("SET LOCAL jit = off")
             scans, rebuilt = _step(conn)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
