@@ -150,11 +150,6 @@ def step(conn: Conn) -> Step:
     return Step(scans, rebuilt, took)
 
 
-def caught_up_at(conn: Conn) -> datetime | None:
-    row = conn.execute("SELECT caught_up_at FROM rollup_position").fetchone()
-    return None if row is None else row[0]
-
-
 def _step(conn: Conn) -> tuple[int, bool]:
     row = conn.execute(
         "SELECT feed_xmin::text, feed_xmax::text, in_flight::text[], rolled_from "
