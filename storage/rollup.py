@@ -209,8 +209,12 @@ def _store(conn: Conn, here: feed.FeedPosition, rolled_from: datetime) -> None:
         "caught_up_at = EXCLUDED.caught_up_at",
         (str(here.xmin), str(here.xmax), [str(x) for x in here.in_flight], rolled_from),
     )
-    # Visits past every period the figures answer.
-    conn.execute("DELETE FROM rollup_visits WHERE last_seen < %s", (rolled_from,))
+    # Visits unseen for longer than any period the figures answer (a parcel read
+    # again after that counts as arriving again); the hour rows stay.
+    conn.execute(
+        "DELETE FROM rollup_visits WHERE last_seen < now() - make_interval(days => %s)",
+        (ROLLUP_DAYS,),
+    )
 
 
 def _slice(
