@@ -33,7 +33,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -217,8 +217,9 @@ class Period:
 
     def hours(self) -> Period:
         """The whole UTC hours that hold the period: what the rollups answer."""
-        since = self.since.replace(minute=0, second=0, microsecond=0)
-        until = self.until.replace(minute=0, second=0, microsecond=0)
+        # In UTC: an offset such as +05:30 would round to half past a UTC hour.
+        since = self.since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        until = self.until.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         if until < self.until:
             until += timedelta(hours=1)
         return Period(since, until, self.site, self.lost_after_s)

@@ -1,13 +1,14 @@
-"""The dwell histogram of the rollups (storage/rollup.py): buckets and percentiles."""
+"""The rollups of storage/rollup.py: histogram buckets, percentiles, whole hours."""
 
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from storage import rollup
+from storage import figures, rollup
 
 
 @pytest.mark.parametrize(
@@ -47,3 +48,23 @@ def test_percentiles_from_the_histogram_are_within_the_bucket_error(seed: int) -
 def test_an_empty_histogram_has_no_percentiles() -> None:
     """No waits (or only cancelled ones): no percentile, not zero."""
     assert all(math.isnan(v) for v in rollup.percentiles([(3, 0)], (0.5, 0.95)))
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "hours"),
+    [
+        ("2026-11-28T10:00:00+00:00", "2026-11-28T12:00:00+00:00", (10, 12)),
+        ("2026-11-28T10:20:00+00:00", "2026-11-28T11:05:00+00:00", (10, 12)),
+        ("2026-11-28T15:50:00+05:30", "2026-11-28T17:30:00+05:30", (10, 12)),
+    ],
+    ids=["whole", "inside", "half-hour-offset"],
+)
+def test_a_period_is_answered_over_the_whole_utc_hours_that_hold_it(
+    since: str, until: str, hours: tuple[int, int]
+) -> None:
+    """The rollups' rows are UTC hours: a period widens to the whole UTC hours around it."""
+    held = figures.Period(datetime.fromisoformat(since), datetime.fromisoformat(until)).hours()
+    assert (held.since, held.until) == (
+        datetime(2026, 11, 28, hours[0], tzinfo=UTC),
+        datetime(2026, 11, 28, hours[1], tzinfo=UTC),
+    )
