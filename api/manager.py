@@ -3,13 +3,15 @@
 `/manager` is served like the tracking page (no build, no CDN): its charts are
 drawn by Apache ECharts vendored under api/static/vendor/echarts/ (version and
 licence in docs/pages.md). The figures come from storage/figures.py, the same
-queries as the daily report; each one as JSON or CSV. The floor view's data
+as the daily report's, summed from hourly rollups (storage/rollup.py) that each
+request first brings up to the last committed scan; each one as JSON or CSV. The floor view's data
 (`/v1/floor`) is per read point: open alerts, parcels there now and how long
 they have waited, and scans per minute over the last hour.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime, timedelta
@@ -31,7 +33,7 @@ from api.quality_texts import render, texts
 from api.security import Caller, require
 from parceltrack import i18n
 from parceltrack.i18n import N_
-from storage import figures
+from storage import figures, rollup
 
 router = APIRouter()
 Manager = Annotated[Caller, Depends(require("manager"))]
@@ -132,8 +134,12 @@ async def _found(
                     datetime.fromisoformat(body["since"]), datetime.fromisoformat(body["until"])
                 )
                 return kept, figures.from_body(body), computed_at
+        # The scans committed until now, rolled up (usually a few ms). One stepper at
+        # a time: while `parceltrack quality` steps (or rebuilds), the rollups as they
+        # stand answer, at most one of its ticks behind.
+        await asyncio.to_thread(rollup.catch_up, request.app.state.settings.dsn, False)
         if only is not None:
-            return chosen, [await figures.FIGURES[only](conn, chosen)], None
+            return chosen, [await figures.one_figure(conn, only, chosen)], None
         return chosen, await figures.all_figures(conn, chosen), None
 
 

@@ -4,7 +4,9 @@ It runs as its own process (not inside the API, whose workers are many, nor insi
 detection, whose tick must stay a few milliseconds): every `tick_s` it escalates
 and reminds (quality/store.py), escalates overdue complaints, queues the daily
 report when it is due (quality/report.py), and computes the manager page's figures
-for its standard periods ahead (storage/figures.py, `figure_snapshots`).
+for its standard periods ahead (storage/figures.py, `figure_snapshots`). Before all
+that it rolls up the scans committed since its last tick (storage/rollup.py, from
+the scan feed), so the figures, sums of hourly rollups, are at most a tick old.
 Everything it has done is in the database, written in the transaction that queues
 the messages, so it survives restarts; several instances may run (an advisory lock
 lets one plan at a time, and the idempotency keys keep any repeat out of the
@@ -23,7 +25,7 @@ from datetime import UTC, datetime, time
 import psycopg
 
 from quality import report, store
-from storage import figures
+from storage import figures, rollup
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,11 @@ def now() -> datetime:
 
 
 async def run_once(settings: QualitySettings, now: datetime) -> store.TickResult:
+    # First: the report and the figures below are sums of the rollups.
+    await asyncio.to_thread(rollup.catch_up, settings.dsn)
     async with await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True) as conn:
         result = await store.tick(conn, now, settings.digest_at)
         await report.send_due(conn, now, settings.report_at, settings.lost_after_s)
-        # Last: on a big database this takes minutes, and nothing above should wait.
         await figures.refresh_snapshots(conn, now, settings.snapshot_every_s)
     return result
 

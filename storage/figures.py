@@ -1,9 +1,12 @@
-"""The managers' quality figures: one SQL query per chart, over the stored schema.
+"""The managers' quality figures, over the stored schema.
 
 The manager page (api/manager.py) and the daily report (quality/report.py) show
-the same figures, so the queries live once, here, beside the schema they read;
-tests run each against the real schema (plain PostgreSQL, and TimescaleDB when
-PARCELTRACK_TIMESCALE_DSN is set). Days and hours are the site's local ones.
+the same figures (`all_figures`), summed from the hourly rollups of storage/rollup.py;
+the same figures over the raw scans of the period (`QUERIES`, `raw_figures`) are
+kept as the reference the rollups are tested against (tests/integration/
+test_rollup.py) and as the bench's floor. Tests run each against the real schema
+(plain PostgreSQL, and TimescaleDB when PARCELTRACK_TIMESCALE_DSN is set). Days and
+hours are the site's local ones.
 
 Each figure is a table (`Figure`: named columns and rows), so every chart has a
 table view and a CSV export of exactly what it draws.
@@ -30,17 +33,18 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
 from parceltrack.i18n import N_
+from storage import rollup
 
 # Stages where a parcel leaves the site (parceltrack.layout.Stage values).
-LEAVING = ("dispatch", "delivery")
-CHUTE = "chute"
+LEAVING = rollup.LEAVING
+CHUTE = rollup.CHUTE
 
 ON_TIME = """
 WITH left_site AS (
@@ -211,6 +215,15 @@ class Period:
     site: str | None = None
     lost_after_s: float = 3600.0
 
+    def hours(self) -> Period:
+        """The whole UTC hours that hold the period: what the rollups answer."""
+        # In UTC: an offset such as +05:30 would round to half past a UTC hour.
+        since = self.since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        until = self.until.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        if until < self.until:
+            until += timedelta(hours=1)
+        return Period(since, until, self.site, self.lost_after_s)
+
     def params(self) -> dict[str, Any]:
         return {
             "since": self.since,
@@ -224,6 +237,13 @@ class Period:
 
 def _rate(part: Any, whole: Any) -> float | None:
     return float(part) / float(whole) if whole else None
+
+
+RATE_COLUMNS = (
+    "site_id", "day", "parcels_seen", "lost", "loss_rate", "chuted", "missorted",
+    "mis_sort_rate", "scans", "noreads", "no_read_rate",
+)  # fmt: skip
+DWELL_COLUMNS = ("site_id", "read_point_id", "stage", "hour", "reads", "dwell_p50_s", "dwell_p95_s")
 
 
 async def _query(conn: AsyncConnection[Any], name: str, sql: str, period: Period) -> Figure:
@@ -251,10 +271,7 @@ async def rates(conn: AsyncConnection[Any], period: Period) -> Figure:
             merged.setdefault((row[0], row[1]), {}).update(
                 zip(part.columns[2:], row[2:], strict=True)
             )
-    columns = (
-        "site_id", "day", "parcels_seen", "lost", "loss_rate", "chuted", "missorted",
-        "mis_sort_rate", "scans", "noreads", "no_read_rate",
-    )  # fmt: skip
+    columns = RATE_COLUMNS
     rows = []
     for (site, day), v in sorted(merged.items()):
         seen, lost = v.get("parcels_seen", 0), v.get("lost", 0)
@@ -298,16 +315,128 @@ QUERIES: dict[str, str] = {
 }
 
 
+# The same figures from the hourly rollups (storage/rollup.py): sums of hour rows.
+# A UTC hour counts on the site's local day (and hour of day) it starts in.
+ON_TIME_ROLLED = """
+SELECT r.site_id, r.service_class, (r.hour AT TIME ZONE st.timezone)::date::text AS day,
+       sum(r.finished)::bigint AS finished, sum(r.on_time)::bigint AS on_time
+FROM rollup_on_time_hours r JOIN sites st USING (site_id)
+WHERE r.hour >= %(since)s AND r.hour < %(until)s
+  AND (%(site)s::text IS NULL OR r.site_id = %(site)s)
+GROUP BY 1, 2, 3
+HAVING sum(r.finished) > 0
+ORDER BY 1, 2, 3
+"""
+
+RATES_ROLLED = """
+WITH hours AS (
+    SELECT r.site_id, (r.hour AT TIME ZONE st.timezone)::date::text AS day,
+           sum(r.parcels_seen)::bigint AS parcels_seen,
+           sum(r.first_chutes)::bigint AS first_chutes, sum(r.chuted)::bigint AS chuted,
+           sum(r.missorted)::bigint AS missorted, sum(r.scans)::bigint AS scans,
+           sum(r.noreads)::bigint AS noreads
+    FROM rollup_site_hours r JOIN sites st USING (site_id)
+    WHERE r.hour >= %(since)s AND r.hour < %(until)s
+      AND (%(site)s::text IS NULL OR r.site_id = %(site)s)
+    GROUP BY 1, 2
+), lost AS (
+    -- Visits that never left are few (a partial index holds them).
+    SELECT v.site_id, (v.arrived AT TIME ZONE st.timezone)::date::text AS day,
+           count(*) AS lost
+    FROM rollup_visits v JOIN sites st USING (site_id)
+    WHERE v.left_at IS NULL AND v.arrived >= %(since)s AND v.arrived < %(until)s
+      AND (%(site)s::text IS NULL OR v.site_id = %(site)s)
+      AND v.last_seen < now() - make_interval(secs => %(lost_after)s)
+    GROUP BY 1, 2
+)
+SELECT h.site_id, h.day, h.parcels_seen, coalesce(l.lost, 0) AS lost, h.chuted, h.missorted,
+       h.scans, h.noreads
+FROM hours h LEFT JOIN lost l USING (site_id, day)
+WHERE h.parcels_seen > 0 OR h.first_chutes > 0 OR h.scans > 0
+ORDER BY 1, 2
+"""
+
+DWELL_ROLLED = """
+SELECT d.site_id, d.read_point_id, rp.stage,
+       extract(hour FROM d.hour AT TIME ZONE st.timezone)::int AS hour, d.bucket,
+       sum(d.waits)::bigint AS waits
+FROM rollup_dwell_hours d JOIN read_points rp USING (read_point_id)
+JOIN sites st ON st.site_id = d.site_id
+WHERE d.hour >= %(since)s AND d.hour < %(until)s
+  AND (%(site)s::text IS NULL OR d.site_id = %(site)s)
+GROUP BY 1, 2, 3, 4, 5
+HAVING sum(d.waits) > 0
+ORDER BY 1, 2, 4, 5
+"""
+
+
+async def on_time_rolled(conn: AsyncConnection[Any], period: Period) -> Figure:
+    raw = await _query(conn, "on_time", ON_TIME_ROLLED, period)
+    return Figure(
+        raw.name,
+        (*raw.columns, "on_time_rate"),
+        [(*r, _rate(r[4], r[3])) for r in raw.rows],
+    )
+
+
+async def rates_rolled(conn: AsyncConnection[Any], period: Period) -> Figure:
+    raw = await _query(conn, "rates", RATES_ROLLED, period)
+    rows = [
+        (site, day, seen, lost, _rate(lost, seen), chuted, missorted,
+         _rate(missorted, chuted), scans, noreads, _rate(noreads, scans))
+        for site, day, seen, lost, chuted, missorted, scans, noreads in raw.rows
+    ]  # fmt: skip
+    return Figure("rates", RATE_COLUMNS, rows)
+
+
+async def dwell_rolled(conn: AsyncConnection[Any], period: Period) -> Figure:
+    """p50 and p95 from each (read point, hour of day)'s histogram of waits."""
+    raw = await _query(conn, "dwell", DWELL_ROLLED, period)
+    groups: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
+    for site, point, stage, hour, bucket, waits in raw.rows:
+        groups.setdefault((site, point, stage, hour), []).append((bucket, waits))
+    rows = []
+    for key, histogram in groups.items():
+        p50, p95 = rollup.percentiles(histogram, (0.5, 0.95))
+        rows.append((*key, sum(n for _, n in histogram), p50, p95))
+    return Figure("dwell", DWELL_COLUMNS, rows)
+
+
+ROLLED_UP: dict[str, Callable[[AsyncConnection[Any], Period], Awaitable[Figure]]] = {
+    "on_time": on_time_rolled,
+    "rates": rates_rolled,
+    "dwell": dwell_rolled,
+    "complaints": complaints,
+    "uptime": uptime,
+}
+
 # Sorting the period's scans (dwell) spills to disk with PostgreSQL's default 4 MB.
 WORK_MEM = "256MB"
 
 
-async def all_figures(conn: AsyncConnection[Any], period: Period) -> list[Figure]:
-    """Every figure, in one transaction with room to sort in memory (SET LOCAL: the
+async def raw_figures(conn: AsyncConnection[Any], period: Period) -> list[Figure]:
+    """Every figure from the raw scans (`QUERIES`): the reference the rollups are
+    checked against, in one transaction with room to sort in memory (SET LOCAL: the
     connection goes back to its pool as it was)."""
     async with conn.transaction():
         await conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
         return [await compute(conn, period) for compute in FIGURES.values()]
+
+
+async def all_figures(conn: AsyncConnection[Any], period: Period) -> list[Figure]:
+    """Every figure of the page and the report: those of the scans from the hourly
+    rollups (storage/rollup.py) over the whole hours that hold the period
+    (`Period.hours`); complaints and uptime from their own small tables over the
+    period itself. Roll up first (`rollup.catch_up`) for the scans committed until now."""
+    async with conn.transaction():
+        return [await one_figure(conn, name, period) for name in ROLLED_UP]
+
+
+async def one_figure(conn: AsyncConnection[Any], name: str, period: Period) -> Figure:
+    """One figure as `all_figures` computes it: the scans' figures over the whole
+    hours that hold the period, complaints and uptime over the period itself."""
+    exact = name in ("complaints", "uptime")
+    return await ROLLED_UP[name](conn, period if exact else period.hours())
 
 
 def names() -> Sequence[str]:

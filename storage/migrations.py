@@ -795,6 +795,76 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # -- issue 16 remainder (manager figures from hourly rollups): 160-169 ------------
+    Migration(
+        160,
+        "hourly rollups of the manager figures",
+        common="""
+        -- storage/rollup.py keeps these from the scan feed, one transaction per step
+        -- with the feed position it reached, so every committed scan counts once.
+        -- Hours are UTC hour starts; any period of whole hours is a sum of rows.
+        CREATE TABLE rollup_position (
+            only_row     boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            feed_xmin    xid8 NOT NULL,
+            feed_xmax    xid8 NOT NULL,
+            in_flight    xid8[] NOT NULL DEFAULT '{}',
+            -- Scans older than this were never rolled up (a rebuild starts here).
+            rolled_from  timestamptz NOT NULL,
+            caught_up_at timestamptz NOT NULL
+        );
+        -- Per site and hour: scans and no-reads (throughput), parcels first seen,
+        -- first chute reads (all; those with a plan; those off the plan).
+        CREATE TABLE rollup_site_hours (
+            site_id      text NOT NULL,
+            hour         timestamptz NOT NULL,
+            scans        bigint NOT NULL DEFAULT 0,
+            noreads      bigint NOT NULL DEFAULT 0,
+            parcels_seen bigint NOT NULL DEFAULT 0,
+            first_chutes bigint NOT NULL DEFAULT 0,
+            chuted       bigint NOT NULL DEFAULT 0,
+            missorted    bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (hour, site_id)
+        );
+        -- Parcels that left a site (first read at a leaving stage), by class and hour.
+        CREATE TABLE rollup_on_time_hours (
+            site_id       text NOT NULL,
+            service_class text NOT NULL,
+            hour          timestamptz NOT NULL,
+            finished      bigint NOT NULL DEFAULT 0,
+            on_time       bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (hour, site_id, service_class)
+        );
+        -- Waits until the next read, as a histogram: bucket 0 is under 1 s, bucket
+        -- k >= 1 holds [10^((k-1)/20), 10^(k/20)) seconds (20 per decade).
+        CREATE TABLE rollup_dwell_hours (
+            site_id       text NOT NULL,
+            read_point_id text NOT NULL,
+            hour          timestamptz NOT NULL,
+            bucket        smallint NOT NULL,
+            waits         bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (hour, site_id, read_point_id, bucket)
+        );
+        -- Each parcel's visit to a site: what the counters above were built from, so a
+        -- read that arrives late (earlier than one already counted) moves the count.
+        CREATE TABLE rollup_visits (
+            site_id       text NOT NULL,
+            tracking_id   text NOT NULL,
+            arrived       timestamptz NOT NULL,
+            last_seen     timestamptz NOT NULL,
+            left_at       timestamptz,
+            service_class text,
+            on_time       boolean,
+            chuted_at     timestamptz,
+            chute         text,
+            missorted     boolean,
+            PRIMARY KEY (site_id, tracking_id)
+        );
+        -- Losses are visits that never left: few, so a partial index finds them.
+        CREATE INDEX rollup_visits_open ON rollup_visits (site_id, arrived)
+            WHERE left_at IS NULL;
+        CREATE INDEX rollup_visits_last_seen ON rollup_visits (last_seen);
+        """,
+    ),
     # -- issue 15 remainder (notifications in commit order): 170-179 ------------------
     Migration(
         170,

@@ -1,6 +1,7 @@
 """The manager page's figures (storage/figures.py) against the real schema, on plain
 PostgreSQL and on TimescaleDB when PARCELTRACK_TIMESCALE_DSN is set: each query runs,
-and each figure matches what the scans written here imply."""
+and each raw-SQL figure (the reference the rollups are checked against in
+test_rollup.py) matches what the scans written here imply."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from ingest.store import ScanPartitions, write_scans
 from parceltrack.events import EventKind, ScanEvent
-from storage import figures
+from storage import figures, rollup
 from storage.migrations import has_timescale
 from tests.api.conftest import SCENARIO, SITE, seed
 
@@ -106,6 +107,11 @@ def written(storage_dsn: str) -> Written:
 
 async def _figures(dsn: str, period: figures.Period) -> dict[str, figures.Figure]:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        return {f.name: f for f in await figures.raw_figures(conn, period)}
+
+
+async def _rolled(dsn: str, period: figures.Period) -> dict[str, figures.Figure]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         return {f.name: f for f in await figures.all_figures(conn, period)}
 
 
@@ -114,11 +120,17 @@ def _rows(figure: figures.Figure) -> list[dict[str, object]]:
 
 
 def test_every_query_runs_on_the_schema(storage_dsn: str) -> None:
-    """Each figure's SQL is valid on this storage flavour, even with no data at all."""
+    """Each figure's SQL, raw and from the rollups, is valid on this storage flavour,
+    even with no data at all."""
     now = datetime.now(UTC)
-    found = asyncio.run(_figures(storage_dsn, figures.Period(now - timedelta(days=1), now)))
-    assert sorted(found) == sorted(figures.names())
-    assert all(not f.rows for name, f in found.items() if name != "uptime")
+    period = figures.Period(now - timedelta(days=1), now)
+    rollup.catch_up(storage_dsn)
+    for found in (
+        asyncio.run(_figures(storage_dsn, period)),
+        asyncio.run(_rolled(storage_dsn, period)),
+    ):
+        assert sorted(found) == sorted(figures.names())
+        assert all(not f.rows for name, f in found.items() if name != "uptime")
 
 
 def test_on_time_counts_parcels_that_left_by_their_due_time(written: Written) -> None:
