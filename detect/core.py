@@ -400,7 +400,9 @@ def apply_reads(state: ParcelState, ref: Reference, slots: I64, rp: I32, ts: F64
         & (prev_site == p_site)
         & (ref.stage_rank[p_site, p_stage] > ref.stage_rank[p_site, prev_stage])
         & (p_start > prev_start + allowed + ref.skew_at(p_site))
-        & ((state.open[p_slot] & BIT[AlertKind.DELAY]) == 0)
+        # A delay still open is for the stage the state has: the batch's first move
+        # resolves it, but a later pass of the same burst can be late anew.
+        & (~from_state | ((state.open[p_slot] & BIT[AlertKind.DELAY]) == 0))
     )
     late_first = np.flatnonzero(late_pass)
     if len(late_first):

@@ -145,6 +145,19 @@ def test_an_arrival_after_the_standard_is_a_delay_seen_on_arrival() -> None:
     assert out.late.read_point.tolist() == [IND, TUN]  # parcel 1 was late at the tunnel
 
 
+def test_a_burst_after_an_open_delay_still_reports_a_later_late_stage() -> None:
+    """An open delay at the induction is resolved by the tunnel read of a burst; the same
+    burst shows the parcel late again, at the tunnel: that delay is reported too (the
+    open one only stands for the stage it was opened at)."""
+    ref = _ref()
+    state = _state(ref, 1)
+    _read(state, ref, (0, IND, 0.0))
+    assert tick(state, 11.0)["delay"].tolist() == [0]
+    out = _read(state, ref, (0, TUN, 12.0), (0, SRT, 40.0))
+    assert out.resolved["delay"].tolist() == [0]
+    assert out.late.slots.tolist() == [0] and out.late.read_point.tolist() == [TUN]
+
+
 def test_a_skippable_next_stage_defers_the_delay_to_the_stage_after() -> None:
     """When the tunnel may not decode, an induction parcel is late only past both standards."""
     ref = _ref(skippable_stages=("tunnel",))
