@@ -14,11 +14,13 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="lookups per second, comma-separated: one run each, same data and server",
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load")
-    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
+    parser.add_argument(
+        "--workers",
+        default="2",
+        help="API worker processes; comma-separated: one server each, same data, back to back",
+    )
     parser.add_argument("--connections", type=int, default=64, help="client connections")
     parser.add_argument("--floor-lookups", type=int, default=3000)
     parser.add_argument("--workdir", default=".local", help="where the private PostgreSQL lives")
@@ -155,8 +161,9 @@ async def _http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 
 async def load_test(
     port: int, ids: list[str], rate: float, duration: float, connections: int
-) -> tuple[list[float], int, float]:
-    """Open loop: request i is due at i/rate; returns latencies, errors, achieved rate."""
+) -> tuple[list[float], int, float, int]:
+    """Open loop: request i is due at i/rate; returns the latencies after the warm-up,
+    errors, the achieved rate and the number of requests sent (warm-up included)."""
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
@@ -194,7 +201,7 @@ async def load_test(
     while not pool.empty():
         _, writer = pool.get_nowait()
         writer.close()
-    return latencies, errors, len(latencies) / elapsed
+    return latencies, errors, len(latencies) / elapsed, total
 
 
 def _cpu_seconds(root_pid: int) -> float:
@@ -210,6 +217,46 @@ def _cpu_seconds(root_pid: int) -> float:
         if root_pid in (pid, ppid):
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine spent busy (not idle or waiting on I/O)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class CpuShares:
+    """CPU seconds spent during one load run by each party on the two cores."""
+
+    api: float
+    postgres: float
+    generator: float
+    machine: float
+
+    def __sub__(self, other: CpuShares) -> CpuShares:
+        return CpuShares(
+            self.api - other.api,
+            self.postgres - other.postgres,
+            self.generator - other.generator,
+            self.machine - other.machine,
+        )
+
+
+def _cpu_now(api_pid: int, postmaster_pid: int) -> CpuShares:
+    return CpuShares(
+        _cpu_seconds(api_pid),
+        _cpu_seconds(postmaster_pid),
+        _own_cpu_seconds(),
+        _machine_busy_seconds(),
+    )
 
 
 def _serve(dsn: str, mqtt_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
@@ -260,33 +307,58 @@ def _bench(server: PrivatePostgres, mqtt_url: str, args: argparse.Namespace) -> 
     rng.shuffle(ids)
     print(f"loaded {counts[0]:,} parcels and {counts[1]:,} scans in {took:.0f} s", flush=True)
 
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    floor_s = floor(dsn, ids, args.floor_lookups)
+    ms = 1000.0
+    f50, f99 = percentile(floor_s, 0.5) * ms, percentile(floor_s, 0.99) * ms
+    floor_rate = len(floor_s) / sum(floor_s)
+    print()
+    print(f"parcel lookup, {counts[0]:,} parcels / {counts[1]:,} scans")
+    print(f"{'':34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    print(f"{'SQL direct, 1 connection (floor)':34} {f50:8.2f} {f99:8.2f} {floor_rate:8.0f}")
+    for workers in (int(w) for w in args.workers.split(",")):
+        runs = _serve_and_load(dsn, mqtt_url, ids, workers, postmaster, args)
+        _report(workers, runs, f50, f99)
+    return 0
+
+
+Run = tuple[float, list[float], int, float, int, CpuShares]
+
+
+def _serve_and_load(
+    dsn: str, mqtt_url: str, ids: list[str], workers: int, postmaster: int, args: argparse.Namespace
+) -> list[Run]:
     port = free_port()
-    api = _serve(dsn, mqtt_url, port, args.workers)
+    api = _serve(dsn, mqtt_url, port, workers)
+    runs: list[Run] = []
     try:
         wait_for_port(port, timeout=60)
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/parcels/{ids[0]}", timeout=10).read()
-        floor_s = floor(dsn, ids, args.floor_lookups)
-        runs = []
         for rate in (float(r) for r in args.rates.split(",")):
-            cpu = _cpu_seconds(api.pid)
+            before = _cpu_now(api.pid, postmaster)
             result = uvloop.run(load_test(port, ids, rate, args.duration, args.connections))
-            cpu = _cpu_seconds(api.pid) - cpu
-            runs.append((rate, *result, cpu / max(1, len(result[0])) * 1000))
+            runs.append((rate, *result, _cpu_now(api.pid, postmaster) - before))
     finally:
         api.terminate()
         api.wait(timeout=30)
+    return runs
+
+
+def _report(workers: int, runs: list[Run], f50: float, f99: float) -> None:
+    """One server's figures; CPU per lookup of each party, from /proc, over the whole
+    run (warm-up included), so `other` is what the rest of the machine took."""
     ms = 1000.0
-    f50, f99 = percentile(floor_s, 0.5) * ms, percentile(floor_s, 0.99) * ms
     print()
-    print(f"parcel lookup, {counts[0]:,} parcels / {counts[1]:,} scans, {args.workers} workers")
-    print(f"{'':34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>7} {'API CPU ms/req':>15}")
-    floor_rate = len(floor_s) / sum(floor_s)
-    print(f"{'SQL direct, 1 connection (floor)':34} {f50:8.2f} {f99:8.2f} {floor_rate:8.0f}")
-    for rate, latencies, errors, achieved, cpu_ms in runs:
+    print(f"{workers} API worker(s)")
+    print(f"{'':34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>7}   "
+          f"CPU ms per lookup: {'API':>5} {'PG':>5} {'gen':>5} {'other':>5}")  # fmt: skip
+    for rate, latencies, errors, achieved, sent, cpu in runs:
         a50, a99 = percentile(latencies, 0.5) * ms, percentile(latencies, 0.99) * ms
         label = f"HTTP lookup, offered {rate:.0f}/s"
-        print(f"{label:34} {a50:8.2f} {a99:8.2f} {achieved:8.0f} {errors:7d} {cpu_ms:15.2f}")
+        per = [x / max(1, sent) * ms for x in (cpu.api, cpu.postgres, cpu.generator)]
+        other = (cpu.machine - cpu.api - cpu.postgres - cpu.generator) / max(1, sent) * ms
+        print(f"{label:34} {a50:8.2f} {a99:8.2f} {achieved:8.0f} {errors:7d}   "
+              f"{'':19}{per[0]:5.2f} {per[1]:5.2f} {per[2]:5.2f} {other:5.2f}")  # fmt: skip
         print(f"{'  ratio to floor':34} {a50 / f50:8.1f} {a99 / f99:8.1f}")
         met = a50 <= 5 and a99 <= 20 and achieved >= 0.98 * rate and errors == 0
         print(f"{'  goal p50<=5, p99<=20 ms':34} {'met' if met else 'NOT met':>8}")
-    return 0
