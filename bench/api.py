@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="API worker processes; comma-separated: one server each, same data, back to back",
     )
     parser.add_argument("--connections", type=int, default=64, help="client connections")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a checkout of the code to compare with (e.g. `git archive` of main): its API "
+        "is served too, before this one, on the same data and with the same client",
+    )
     parser.add_argument("--floor-lookups", type=int, default=3000)
     parser.add_argument("--workdir", default=".local", help="where the private PostgreSQL lives")
 
@@ -147,60 +155,110 @@ def floor(dsn: str, ids: list[str], n: int) -> list[float]:
     return took
 
 
-async def _http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-    return status
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the load generator, one request at a time.
+
+    A bare protocol rather than asyncio streams and a task per request: the generator
+    shares the two cores with what it measures, so its own CPU per request is kept low
+    (bench/api.py prints it). It does what a client does: writes the request, reads the
+    status line and headers, then Content-Length bytes of body.
+    """
+
+    def __init__(self, done: Callable[[_Connection, int], None]) -> None:
+        self.done = done
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.due = 0.0
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, path: bytes, due: float) -> None:
+        assert self.transport is not None
+        self.due = due
+        self.transport.write(b"GET " + path + b" HTTP/1.1\r\nHost: bench\r\n\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end]
+        length = 0
+        at = head.lower().find(b"content-length:")
+        if at >= 0:
+            line_end = head.find(b"\r\n", at)
+            length = int(head[at + 15 : line_end if line_end >= 0 else len(head)])
+        if len(self.buffer) < end + 4 + length:
+            return
+        self.buffer = self.buffer[end + 4 + length :]
+        self.done(self, int(head[9:12]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
 
 
 async def load_test(
     port: int, ids: list[str], rate: float, duration: float, connections: int
 ) -> tuple[list[float], int, float, int]:
     """Open loop: request i is due at i/rate; returns the latencies after the warm-up,
-    errors, the achieved rate and the number of requests sent (warm-up included)."""
-    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    for _ in range(connections):
-        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-    latencies: list[float] = []
-    errors = 0
+    errors, the achieved rate and the number of requests sent (warm-up included).
+
+    A request that finds every connection busy waits for the first one free; its
+    latency still counts from when it was due (no coordinated omission)."""
+    loop = asyncio.get_running_loop()
     clock = time.perf_counter  # uvloop's loop.time() has only millisecond resolution
     warmup = 2.0
-    t0 = clock() + 0.1
     total = int(rate * (duration + warmup))
+    paths = [f"/v1/parcels/{ids[i % len(ids)]}".encode() for i in range(total)]
+    latencies: list[float] = []
+    errors = 0
+    idle: list[_Connection] = []
+    waiting: deque[tuple[int, float]] = deque()
+    answered = 0
+    finished = loop.create_future()
+    t0 = 0.0
 
-    async def one(i: int, due: float) -> None:
-        nonlocal errors
-        conn = await pool.get()
-        try:
-            status = await _http_get(*conn, f"/v1/parcels/{ids[i % len(ids)]}")
-        except (OSError, asyncio.IncompleteReadError):
-            errors += 1
-            conn = await asyncio.open_connection("127.0.0.1", port)
-            status = 0
-        pool.put_nowait(conn)
+    def done(conn: _Connection, status: int) -> None:
+        nonlocal errors, answered
         if status != 200:
             errors += 1
-        if due - t0 >= warmup:
-            latencies.append(clock() - due)
+        if conn.due - t0 >= warmup:
+            latencies.append(clock() - conn.due)
+        answered += 1
+        if waiting:
+            i, due = waiting.popleft()
+            conn.send(paths[i], due)
+        else:
+            idle.append(conn)
+        if answered == total and not finished.done():
+            finished.set_result(None)
 
-    tasks = []
+    opened = []
+    for _ in range(connections):
+        _, conn = await loop.create_connection(lambda: _Connection(done), "127.0.0.1", port)
+        opened.append(conn)
+    idle.extend(opened)
+    t0 = clock() + 0.1
     for i in range(total):
         due = t0 + i / rate
         delay = due - clock()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, due)))
-    await asyncio.gather(*tasks)
+        if idle:
+            idle.pop().send(paths[i], due)
+        else:
+            waiting.append((i, due))
+    lost = [c.lost for c in opened]
+    await asyncio.wait([finished, *lost], return_when=asyncio.FIRST_COMPLETED)
+    if not finished.done():  # the server closed a connection: count what never came
+        errors += total - answered
     elapsed = clock() - (t0 + warmup)
-    while not pool.empty():
-        _, writer = pool.get_nowait()
-        writer.close()
+    for conn in opened:
+        if conn.transport is not None:
+            conn.transport.close()
     return latencies, errors, len(latencies) / elapsed, total
 
 
@@ -259,12 +317,17 @@ def _cpu_now(api_pid: int, postmaster_pid: int) -> CpuShares:
     )
 
 
-def _serve(dsn: str, mqtt_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def _serve(
+    dsn: str, mqtt_url: str, port: int, workers: int, src: Path | None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PARCELTRACK_DSN": dsn, "PARCELTRACK_MQTT_URL": mqtt_url}
+    if src is not None:  # its packages come first on the path, ahead of this checkout's
+        env["PYTHONPATH"] = str(src.absolute())
     return subprocess.Popen(
         [sys.executable, "-m", "composition.cli", "api", "--port", str(port),
          "--workers", str(workers), "--rate", "1e9", "--burst", "1e9"],
         env=env,
+        cwd=src,
     )  # fmt: skip
 
 
@@ -316,9 +379,12 @@ def _bench(server: PrivatePostgres, mqtt_url: str, args: argparse.Namespace) -> 
     print(f"parcel lookup, {counts[0]:,} parcels / {counts[1]:,} scans")
     print(f"{'':34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
     print(f"{'SQL direct, 1 connection (floor)':34} {f50:8.2f} {f99:8.2f} {floor_rate:8.0f}")
+    sources = [args.baseline_src, None] if args.baseline_src else [None]
     for workers in (int(w) for w in args.workers.split(",")):
-        runs = _serve_and_load(dsn, mqtt_url, ids, workers, postmaster, args)
-        _report(workers, runs, f50, f99)
+        for src in sources:
+            runs = _serve_and_load(dsn, mqtt_url, ids, workers, src, postmaster, args)
+            label = f"{workers} API worker(s), " + (f"baseline {src}" if src else "this checkout")
+            _report(label, runs, f50, f99)
     return 0
 
 
@@ -326,10 +392,16 @@ Run = tuple[float, list[float], int, float, int, CpuShares]
 
 
 def _serve_and_load(
-    dsn: str, mqtt_url: str, ids: list[str], workers: int, postmaster: int, args: argparse.Namespace
+    dsn: str,
+    mqtt_url: str,
+    ids: list[str],
+    workers: int,
+    src: Path | None,
+    postmaster: int,
+    args: argparse.Namespace,
 ) -> list[Run]:
     port = free_port()
-    api = _serve(dsn, mqtt_url, port, workers)
+    api = _serve(dsn, mqtt_url, port, workers, src)
     runs: list[Run] = []
     try:
         wait_for_port(port, timeout=60)
@@ -344,12 +416,12 @@ def _serve_and_load(
     return runs
 
 
-def _report(workers: int, runs: list[Run], f50: float, f99: float) -> None:
+def _report(label: str, runs: list[Run], f50: float, f99: float) -> None:
     """One server's figures; CPU per lookup of each party, from /proc, over the whole
     run (warm-up included), so `other` is what the rest of the machine took."""
     ms = 1000.0
     print()
-    print(f"{workers} API worker(s)")
+    print(label)
     print(f"{'':34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>7}   "
           f"CPU ms per lookup: {'API':>5} {'PG':>5} {'gen':>5} {'other':>5}")  # fmt: skip
     for rate, latencies, errors, achieved, sent, cpu in runs:
