@@ -175,6 +175,11 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    @property
+    def usable(self) -> bool:
+        """Not closed, nor closing: the server may have closed it while idle."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
     def send(self, path: bytes, due: float) -> None:
         assert self.transport is not None
         self.due, self.busy = due, True
@@ -229,7 +234,9 @@ async def load_test(
     replacing: set[asyncio.Task[None]] = set()
 
     def free(conn: _Connection) -> None:
-        if waiting:
+        if not conn.usable:
+            replace_later()
+        elif waiting:
             i, due = waiting.popleft()
             conn.send(paths[i], due)
         else:
@@ -251,10 +258,7 @@ async def load_test(
         if status and conn.due - t0 >= warmup:
             latencies.append(clock() - conn.due)
         counted += 1
-        if conn.closed:
-            replace_later()
-        else:
-            free(conn)
+        free(conn)
         if counted == total and not finished.done():
             finished.set_result(None)
 
@@ -268,7 +272,7 @@ async def load_test(
         delay = due - clock()
         if delay > 0:
             await asyncio.sleep(delay)
-        while idle and idle[0].closed:  # closed while idle: nothing was lost
+        while idle and not idle[0].usable:  # closed while idle: nothing was lost
             idle.popleft()
             replace_later()
         if idle:
