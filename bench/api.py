@@ -343,7 +343,7 @@ def _cpu_now(api_pid: int, postmaster_pid: int) -> CpuShares:
 
 
 def _serve(
-    dsn: str, mqtt_url: str, port: int, workers: int, src: Path | None
+    dsn: str, mqtt_url: str, port: int, workers: int, src: Path | None = None
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PARCELTRACK_DSN": dsn, "PARCELTRACK_MQTT_URL": mqtt_url}
     if src is not None:  # its packages come first on the path, ahead of this checkout's
