@@ -26,7 +26,7 @@ def _lookup(detector_eta: bool) -> str:
     The header's columns are NULL on the reads' rows and the reads' columns NULL on
     the header, whose `ts` is NULL: it sorts first and no reader takes it for a read.
     Repeating the header on every read (as a join would) made PostgreSQL send, and
-    the API parse, its four arrays and seven manifest columns once per read.
+    the API parse, its four arrays and eight manifest columns once per read.
     """
     eta_join = "LEFT JOIN parcel_eta e ON e.tracking_id = %(t)s" if detector_eta else ""
     eta_column = "e.eta AS detector_eta," if detector_eta else ""
