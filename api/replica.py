@@ -103,9 +103,16 @@ class ReadRouting:
             finally:
                 await self.replica.putconn(conn)
             return
-        async with self.primary.connection() as conn:
+        # getconn/putconn rather than connection(): that one also enters the connection's
+        # own context, whose commit on exit is a lock round for nothing in autocommit
+        # (the pool's connections are); putconn still rolls back or replaces a
+        # connection left in a transaction or broken.
+        conn = await self.primary.getconn()
+        try:
             self.served["primary"] += 1
             yield conn, "primary"
+        finally:
+            await self.primary.putconn(conn)
 
     async def _replica_connection(self, seen: int | None) -> AsyncConnection[Any] | None:
         """A replica connection that has replayed at least to `seen`, or None.

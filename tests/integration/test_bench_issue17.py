@@ -56,3 +56,24 @@ def test_replay_bench_replays_every_scan(services_dir: Path) -> None:
     assert re.search(r"restart \(replay through the engine\)\s+[\d,]+ scans/s", out), out
     assert re.search(r"\(2,\d{3} parcels in the checkpoint, 1,000 scans caught up", out), out
     assert re.search(r"50M scans \(10M parcels\), 1 min since\s+\d+ s", out), out
+
+
+@pytest.mark.e2e
+def test_api_bench_serves_both_checkouts_and_accounts_cpu_per_party(
+    services_dir: Path,
+) -> None:
+    """At 2,000 parcels and 150 lookups/s, the bench serves a baseline checkout (this one)
+    and then this checkout on the same data, each at the offered rate with no error, and
+    prints a CPU figure per lookup for the API, PostgreSQL, the generator and the rest."""
+    out = _bench(services_dir, "api", "--parcels", "2000", "--rates", "150", "--duration", "2",
+                 "--workers", "1", "--baseline-src", str(Path.cwd()))  # fmt: skip
+    assert "1 API worker(s), baseline " in out and "1 API worker(s), this checkout" in out, out
+    rows = re.findall(
+        r"HTTP lookup, offered 150/s\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+"
+        r"([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(-?[\d.]+)",
+        out,
+    )
+    assert len(rows) == 2, out
+    for _p50, _p99, served, errors, api, postgres, generator, _other in rows:
+        assert int(errors) == 0 and 140 <= int(served) <= 160, out
+        assert float(api) > 0 and float(postgres) > 0 and float(generator) > 0, out
