@@ -130,9 +130,12 @@ def validation_errors(errors: Sequence[Any], lang: str) -> list[Any]:
     for error in errors:
         message = VALIDATION_MESSAGES.get(str(error.get("type")))
         if message is not None:
+            ctx = dict(error.get("ctx") or {})
+            if "error" in ctx:  # a model's own ValueError: its text may be a message id
+                ctx["error"] = gettext_for(DOMAIN, lang).gettext(str(ctx["error"]))
             # A ctx this version does not know: pydantic's own words stand.
             with suppress(KeyError, IndexError, ValueError):
-                error = {**error, "msg": say(message, lang, error.get("ctx") or {})}
+                error = {**error, "msg": say(message, lang, ctx)}
         said.append(error)
     return said
 

@@ -50,7 +50,8 @@ class SubscriptionIn(BaseModel):
     @model_validator(mode="after")
     def one_target(self) -> SubscriptionIn:
         if (self.email is None) == (self.webhook_url is None):
-            raise ValueError("give exactly one of email and webhook_url")
+            # A message id: the validation handler says it in the caller's language.
+            raise ValueError(N_("give exactly one of email and webhook_url"))
         return self
 
 

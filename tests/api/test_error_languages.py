@@ -279,3 +279,20 @@ def test_a_second_subscription_of_one_target_is_refused_in_chinese(
         409,
         {"detail": f"该 email 目标已在关注 {parcel}"},
     )
+
+
+def test_a_subscription_naming_both_targets_is_refused_in_the_callers_language(
+    shared_api: SharedApi,
+) -> None:
+    """The model's own rule (exactly one of email and webhook_url) is a 422 whose `msg`
+    is said in Chinese too, not only pydantic's generic prefix."""
+    parcel = shared_api.seeded.in_sorting
+    url = f"{shared_api.server.url}/v1/parcels/{parcel}/subscriptions"
+    body = {"email": "both@example.org", "webhook_url": "http://127.0.0.1:9/hook"}
+    english = httpx.post(url, json=body, timeout=10)
+    chinese = httpx.post(url, json=body, params={"lang": "zh-CN"}, timeout=10)
+    assert english.status_code == chinese.status_code == 422
+    assert english.json()["detail"][0]["msg"] == (
+        "Value error, give exactly one of email and webhook_url"
+    )
+    assert chinese.json()["detail"][0]["msg"] == "取值错误：请只提供 email 与 webhook_url 中的一个"
