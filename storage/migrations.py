@@ -886,6 +886,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE notify_cursor ADD COLUMN alert_position text;
         """,
     ),
+    # -- the alert stream and the MQTT publisher in commit order: 210-219 -------------
+    Migration(
+        210,
+        "the MQTT alert publisher's feed positions",
+        common="""
+        -- The publisher follows alert_events by commit (storage/feed.py), not by
+        -- event_id, which a slow transaction commits out of order. `position`: every
+        -- change committed before this snapshot is published. `toward`: a later
+        -- snapshot being published in event_id order, up to `toward_event` (batches
+        -- move on PUBACK). `event_id` stays the newest event published; with no
+        -- position it is a cursor from before this migration, read once by id.
+        ALTER TABLE alert_publish_cursor ADD COLUMN position text;
+        ALTER TABLE alert_publish_cursor ADD COLUMN toward text;
+        ALTER TABLE alert_publish_cursor ADD COLUMN toward_event bigint;
+        """,
+    ),
 )
 
 
