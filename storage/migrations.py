@@ -186,9 +186,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "alert event log and device health",
         common="""
-        -- Every change of an alert, in order: the API's live stream replays from here
-        -- (its SSE ids are event_id), so a client reconnecting with Last-Event-ID
-        -- misses nothing. Written by a trigger, so no writer can forget it.
+        -- Every change of an alert, in order: the API's live stream replays from here,
+        -- so a client reconnecting with Last-Event-ID misses nothing (its ids are feed
+        -- positions since migration 170/210). Written by a trigger, so no writer can
+        -- forget it.
         CREATE TABLE alert_events (
             event_id bigserial PRIMARY KEY,
             alert_id bigint NOT NULL REFERENCES alerts ON DELETE CASCADE,
