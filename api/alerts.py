@@ -1,34 +1,32 @@
 """Controllers' alerts: list with filters and keyset pages, acknowledge, live stream,
 and the label of every kind.
 
-The stream is Server-Sent Events whose ids are `alert_events.event_id`: a client
-reconnecting with `Last-Event-ID` gets every change after that id from the table,
-then live changes as PostgreSQL NOTIFYs them on `parceltrack_alerts`. The NOTIFY
-payload is only a wake-up: each wake-up reads all events after the last one sent,
-so a lost or coalesced notification loses nothing. Comments (`: keep-alive`) go
-out when idle so proxies do not cut the connection.
+The stream is Server-Sent Events in commit order (api/alert_stream.py): its ids are
+feed positions, so a client reconnecting with `Last-Event-ID` gets every change that
+committed after it, however late a slow transaction committed, then live changes as
+PostgreSQL NOTIFYs them on `parceltrack_alerts`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import psycopg
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from api.alert_stream import alert_frames, current_position, resume_token
 from api.language import DOMAIN, Problem, declared_language, language
 from api.models import Alert, AlertKindLabel, AlertPage
 from api.security import Caller, require
 from parceltrack.alerts import AlertKind
 from parceltrack.i18n import N_, gettext_for
+from storage.feed import FeedPosition
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,15 @@ ALERT_COLUMNS = (
 )
 Name = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 NO_SUCH_ALERT = N_("no such alert")
+BAD_LAST_EVENT_ID = N_(
+    "Last-Event-ID: not an id this stream sends (a position xmin:xmax:in-flight, or an "
+    "alert event id)"
+)
+LAST_EVENT_ID_AHEAD = N_(
+    "Last-Event-ID: a position this database has not reached; reconnect without it"
+)
+# A position lists the transactions in flight when it was taken: room for hundreds.
+MAX_LAST_EVENT_ID = 8000
 
 # What controllers read for each kind: the control room's headings and announcements,
 # and the dashboards' series names (tests/unit/test_contracts.py holds them to these).
@@ -141,66 +148,64 @@ async def ack_alert(
     return Alert(**row)
 
 
-def sse(event_id: int, event: str, data: dict[str, Any]) -> str:
-    return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, default=str)}\n\n"
-
-
-async def alert_events(dsn: str, last_id: int | None, keepalive_s: float) -> AsyncIterator[str]:
-    """SSE frames: the backlog after `last_id` (or nothing, for a new client), then live."""
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute("LISTEN parceltrack_alerts")
-        if last_id is None:
-            cur = await conn.execute("SELECT coalesce(max(event_id), 0) FROM alert_events")
-            row = await cur.fetchone()
-            last_id = int(row[0]) if row else 0
-        yield "retry: 3000\n\n"
-        while True:
-            cur = await conn.execute(
-                "SELECT event_id, change, alert FROM alert_events WHERE event_id > %s "
-                "ORDER BY event_id LIMIT 1000",
-                (last_id,),
-            )
-            rows = await cur.fetchall()
-            for event_id, change, alert in rows:
-                last_id = int(event_id)
-                yield sse(last_id, f"alert.{change}", {"change": change, "alert": alert})
-            if len(rows) == 1000:
-                continue  # more backlog
-            woken = False
-            async for _notify in conn.notifies(timeout=keepalive_s, stop_after=1):
-                woken = True
-            if not woken:
-                yield ": keep-alive\n\n"
-
-
 @router.get(
     "/v1/alerts/stream",
     responses={
         **AUTH,
         200: {
-            "description": "Server-Sent Events: `id` is the alert event id, `event` is "
-            "alert.opened / alert.acknowledged / alert.resolved / alert.updated, `data` "
-            "the alert as JSON. Reconnect with Last-Event-ID to receive what was missed.",
+            "description": "Server-Sent Events in commit order. `event` is alert.opened / "
+            "alert.acknowledged / alert.resolved / alert.updated; `data` is JSON with "
+            "`event_id`, `change` and `alert` (the alert as it was after the change). "
+            "Changes go out in batches, each read in one database snapshot and in "
+            "event_id order; only a batch's last frame has an `id`: the snapshot's "
+            "position (`xmin:xmax:in-flight`, an opaque token). Reconnect with "
+            "Last-Event-ID to get what committed after it: a client cut mid-batch gets "
+            "the whole batch again, so drop repeats by `event_id`. A numeric "
+            "Last-Event-ID (an alert event id, from before positions) is still taken: "
+            "the changes with a greater event id committed by then, then positions.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
+        422: {"description": "Last-Event-ID is not an id this stream sends"},
     },
 )
 async def stream_alerts(
     request: Request,
     _who: Controller,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^\d*$")
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=MAX_LAST_EVENT_ID,
+            description="the last `id` received: a position, or an alert event id",
+        ),
     ] = None,
 ) -> StreamingResponse:
     """Live alert changes as Server-Sent Events, with replay after Last-Event-ID."""
-    last = int(last_event_id) if last_event_id else None
+    resume = await _resume(request, last_event_id) if last_event_id else None
     settings = request.app.state.settings
-    frames = alert_events(settings.dsn, last, settings.keepalive_s)
+    frames = alert_frames(settings.dsn, resume, settings.keepalive_s)
     return StreamingResponse(
         _until_cancelled(frames),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def _resume(request: Request, last_event_id: str) -> FeedPosition | int:
+    """Where a reconnecting client resumes; a 422 naming the header otherwise."""
+    try:
+        resume = resume_token(last_event_id)
+    except ValueError:
+        raise Problem(422, BAD_LAST_EVENT_ID) from None
+    if isinstance(resume, FeedPosition):
+        # A position this database has not reached (a client of another database,
+        # say one restored from a dump) would wait silently until it does.
+        pool: AsyncConnectionPool[Any] = request.app.state.pool
+        async with pool.connection() as conn:
+            now = await current_position(conn)
+        if resume.xmax > now.xmax:
+            raise Problem(422, LAST_EVENT_ID_AHEAD)
+    return resume
 
 
 async def _until_cancelled(frames: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -186,9 +186,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "alert event log and device health",
         common="""
-        -- Every change of an alert, in order: the API's live stream replays from here
-        -- (its SSE ids are event_id), so a client reconnecting with Last-Event-ID
-        -- misses nothing. Written by a trigger, so no writer can forget it.
+        -- Every change of an alert, in order: the API's live stream replays from here,
+        -- so a client reconnecting with Last-Event-ID misses nothing (its ids are feed
+        -- positions since migration 170/210). Written by a trigger, so no writer can
+        -- forget it.
         CREATE TABLE alert_events (
             event_id bigserial PRIMARY KEY,
             alert_id bigint NOT NULL REFERENCES alerts ON DELETE CASCADE,
@@ -884,6 +885,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         -- read once more by scan_at / alert_event, then followed by position.
         ALTER TABLE notify_cursor ADD COLUMN scan_position text;
         ALTER TABLE notify_cursor ADD COLUMN alert_position text;
+        """,
+    ),
+    # -- the alert stream and the MQTT publisher in commit order: 210-219 -------------
+    Migration(
+        210,
+        "the MQTT alert publisher's feed positions",
+        common="""
+        -- The publisher follows alert_events by commit (storage/feed.py), not by
+        -- event_id, which a slow transaction commits out of order. `position`: every
+        -- change committed before this snapshot is published. `toward`: a later
+        -- snapshot being published in event_id order, up to `toward_event` (batches
+        -- move on PUBACK). `event_id` stays the newest event published; with no
+        -- position it is a cursor from before this migration, read once by id.
+        ALTER TABLE alert_publish_cursor ADD COLUMN position text;
+        ALTER TABLE alert_publish_cursor ADD COLUMN toward text;
+        ALTER TABLE alert_publish_cursor ADD COLUMN toward_event bigint;
         """,
     ),
 )

@@ -5,6 +5,9 @@
 // the page reads the stream with fetch() (Authorization header) and parses the
 // Server-Sent Events itself. It remembers the last event id and reconnects with
 // Last-Event-ID, so the API replays whatever changed while the connection was down.
+// The ids are opaque positions in the alert log (only a batch's last frame has one),
+// so a reconnect may bring changes again: each carries its event_id, and a change no
+// newer than the last one applied to its alert is dropped.
 "use strict";
 
 (function () {
@@ -27,6 +30,7 @@
   let session = 0; // bumped on sign-in/out: stale callbacks of an old session do nothing
   let stream = null; // AbortController of the current stream request
   let lastEventId = null; // id of the last SSE event applied
+  const applied = new Map(); // alert_id -> event_id of the last change applied to it
   let retryMs = 3000; // the server's `retry:` advice
   let failures = 0; // consecutive stream failures, for back-off
   let timers = [];
@@ -80,6 +84,7 @@
     alerts.clear();
     fresh.clear();
     assigning.clear();
+    applied.clear();
     lastEventId = null;
     failures = 0;
   }
@@ -217,11 +222,24 @@
       } catch (_error) {
         return; // not ours to understand; the id still moves on
       }
-      if (payload && payload.alert) {
+      if (payload && payload.alert && !repeated(payload)) {
         apply(payload.alert, true);
       }
     }
-    if (event.id !== null && /^\d+$/.test(event.id)) lastEventId = event.id;
+    // A frame without an id keeps the last one (the SSE rules; the parser does so).
+    if (event.id !== null && event.id !== "") lastEventId = event.id;
+  }
+
+  // Changes of one alert are logged in the order they commit, so an event id no newer
+  // than the last one applied to the alert is a repeat (or older news): drop it.
+  function repeated(payload) {
+    const eventId = Number(payload.event_id);
+    if (!Number.isSafeInteger(eventId)) return false; // nothing to tell repeats by
+    const alertId = payload.alert.alert_id;
+    const last = applied.get(alertId);
+    if (last !== undefined && eventId <= last) return true;
+    applied.set(alertId, eventId);
+    return false;
   }
 
   async function openStream(mine) {
@@ -242,6 +260,13 @@
     if (response.status === 401 || response.status === 403) {
       const body = await response.json().catch(() => null);
       authFailed(response.status, reason(body, "HTTP " + response.status));
+      return;
+    }
+    if (response.status === 422 && lastEventId !== null) {
+      // The API does not know where that id stood (another database, say): start
+      // over from a fresh listing.
+      lastEventId = null;
+      reconnectLater(mine);
       return;
     }
     if (!response.ok || !response.body) {

@@ -87,13 +87,13 @@ def test_ack_records_who_and_when_and_twice_is_harmless(
 
 
 def _read_events(lines: Iterator[str], want: int, deadline_s: float = 20) -> list[dict[str, str]]:
-    """Parse SSE frames until `want` events (not comments) arrived."""
+    """Parse SSE frames until `want` events (frames with data, not comments) arrived."""
     events: list[dict[str, str]] = []
     current: dict[str, str] = {}
     deadline = time.monotonic() + deadline_s
     for line in lines:
         if line == "":
-            if "id" in current:
+            if "data" in current:
                 events.append(current)
                 if len(events) >= want:
                     return events
@@ -107,6 +107,21 @@ def _read_events(lines: Iterator[str], want: int, deadline_s: float = 20) -> lis
     return events
 
 
+def _changes(events: list[dict[str, str]]) -> list[tuple[int, str]]:
+    return [(json.loads(e["data"])["alert"]["alert_id"], e["event"]) for e in events]
+
+
+def _event_ids(events: list[dict[str, str]]) -> list[int]:
+    return [int(json.loads(e["data"])["event_id"]) for e in events]
+
+
+def _last_id(events: list[dict[str, str]]) -> str:
+    """The client's last event id after these frames (a frame without `id` keeps it)."""
+    ids = [e["id"] for e in events if "id" in e]
+    assert ids, "no frame carried an id"
+    return ids[-1]
+
+
 @pytest.fixture
 def stream_client(live_api: ThreadedServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_api.url, timeout=httpx.Timeout(20.0)) as c:
@@ -116,8 +131,8 @@ def stream_client(live_api: ThreadedServer) -> Iterator[httpx.Client]:
 def test_stream_sends_live_changes_and_replays_after_last_event_id(
     stream_client: httpx.Client, seeded: Seeded, keys: dict[str, str]
 ) -> None:
-    """Live alert changes arrive with ids; a reconnect with Last-Event-ID gets exactly what it
-    missed, in order."""
+    """Live alert changes arrive with their event ids; a reconnect with Last-Event-ID (a
+    position) gets exactly what it missed, in order, the position on its last frame."""
     h = auth(keys["controller"])
     with stream_client.stream("GET", "/v1/alerts/stream", headers=h) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -127,7 +142,8 @@ def test_stream_sends_live_changes_and_replays_after_last_event_id(
         live = _read_events(lines, 2)
     assert [json.loads(e["data"])["alert"]["alert_id"] for e in live] == first
     assert {e["event"] for e in live} == {"alert.opened"}
-    last_seen = live[-1]["id"]
+    assert "id" in live[-1]
+    last_seen = _last_id(live)
     # While disconnected: two more alerts open and one is acknowledged.
     missed = _open_alerts(seeded.dsn, 2)
     stream_client.post(f"/v1/alerts/{missed[0]}/ack", headers=h)
@@ -135,14 +151,142 @@ def test_stream_sends_live_changes_and_replays_after_last_event_id(
         "GET", "/v1/alerts/stream", headers={**h, "Last-Event-ID": last_seen}
     ) as response:
         replay = _read_events(response.iter_lines(), 3)
-    assert [int(e["id"]) for e in replay] == sorted(int(e["id"]) for e in replay)
-    assert int(replay[0]["id"]) > int(last_seen)
-    changes = [(json.loads(e["data"])["alert"]["alert_id"], e["event"]) for e in replay]
-    assert changes == [
+    assert _event_ids(replay) == sorted(_event_ids(replay))
+    assert min(_event_ids(replay)) > max(_event_ids(live))
+    assert _changes(replay) == [
         (missed[0], "alert.opened"),
         (missed[1], "alert.opened"),
         (missed[0], "alert.acknowledged"),
     ]
+    assert all(":" in e["id"] for e in replay if "id" in e)  # positions, not event ids
+    assert "id" in replay[-1]
+
+
+def test_a_change_committed_after_a_later_one_still_reaches_the_stream(
+    stream_client: httpx.Client, seeded: Seeded, keys: dict[str, str]
+) -> None:
+    """A change whose transaction began first but commits after a later change was sent
+    is sent when it commits, live and to a client resuming from before its commit."""
+    h = auth(keys["controller"])
+    with (
+        psycopg.connect(seeded.dsn) as slow,
+        stream_client.stream("GET", "/v1/alerts/stream", headers=h) as response,
+    ):
+        lines = response.iter_lines()
+        assert next(lines).startswith("retry:")
+        slow.execute(
+            "INSERT INTO alerts (fingerprint, kind, site_id) VALUES ('silence:slow', %s, %s)",
+            (AlertKind.SILENCE, SITE),
+        )
+        [later] = _open_alerts(seeded.dsn, 1)
+        sent = _read_events(lines, 1)
+        assert _changes(sent) == [(later, "alert.opened")]
+        before_commit = _last_id(sent)
+        slow.commit()
+        late = _read_events(lines, 1)
+    [held] = _event_ids(late)
+    assert held < _event_ids(sent)[0]  # written first, committed last
+    assert json.loads(late[0]["data"])["alert"]["fingerprint"] == "silence:slow"
+    with stream_client.stream(
+        "GET", "/v1/alerts/stream", headers={**h, "Last-Event-ID": before_commit}
+    ) as response:
+        again = _read_events(response.iter_lines(), 1)
+    assert _event_ids(again) == [held]
+
+
+def test_a_client_cut_mid_batch_gets_the_whole_batch_again(
+    stream_client: httpx.Client, seeded: Seeded, keys: dict[str, str]
+) -> None:
+    """Only a batch's last frame has an id, so a client that read part of a batch
+    resumes before it and gets all of it again (at least once)."""
+    h = auth(keys["controller"])
+    with stream_client.stream("GET", "/v1/alerts/stream", headers=h) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("retry:")
+        [first] = _open_alerts(seeded.dsn, 1)
+        resume = _last_id(_read_events(lines, 1))
+    # Three changes in one transaction: one batch for a stream that reads them together.
+    with psycopg.connect(seeded.dsn) as conn:
+        together = [
+            int(row[0])
+            for row in conn.execute(
+                "INSERT INTO alerts (fingerprint, kind, site_id) "
+                "SELECT 'delay:batch' || n, %s, %s FROM generate_series(1, 3) n "
+                "RETURNING alert_id",
+                (AlertKind.DELAY, SITE),
+            ).fetchall()
+        ]
+    with stream_client.stream(
+        "GET", "/v1/alerts/stream", headers={**h, "Last-Event-ID": resume}
+    ) as response:
+        part = _read_events(response.iter_lines(), 1)
+    assert _changes(part) == [(together[0], "alert.opened")]
+    assert "id" not in part[0]  # the client's last event id stays `resume`
+    with stream_client.stream(
+        "GET", "/v1/alerts/stream", headers={**h, "Last-Event-ID": resume}
+    ) as response:
+        whole = _read_events(response.iter_lines(), 3)
+    assert _changes(whole) == [(a, "alert.opened") for a in together]
+    assert ["id" in e for e in whole] == [False, False, True]
+    assert first not in [a for a, _ in _changes(whole)]
+
+
+def test_a_numeric_last_event_id_still_resumes_then_positions_follow(
+    stream_client: httpx.Client, seeded: Seeded, keys: dict[str, str]
+) -> None:
+    """An event id from a client of the stream before positions gets the changes after
+    it, then live changes carry positions."""
+    h = auth(keys["controller"])
+    with psycopg.connect(seeded.dsn) as conn:
+        row = conn.execute("SELECT max(event_id) FROM alert_events").fetchone()
+    assert row is not None
+    old_id = str(row[0])
+    missed = _open_alerts(seeded.dsn, 2)
+    with stream_client.stream(
+        "GET", "/v1/alerts/stream", headers={**h, "Last-Event-ID": old_id}
+    ) as response:
+        lines = response.iter_lines()
+        replay = _read_events(lines, 2)
+        live_ids = _open_alerts(seeded.dsn, 1)
+        live = _read_events(lines, 1)
+    assert _changes(replay) == [(a, "alert.opened") for a in missed]
+    assert min(_event_ids(replay)) > int(old_id)
+    assert _changes(live) == [(live_ids[0], "alert.opened")]
+    assert ":" in _last_id(replay) and ":" in _last_id(live)
+
+
+@pytest.mark.parametrize(
+    ("value", "lang", "says"),
+    [
+        ("12:x", "en", "Last-Event-ID: not an id this stream sends"),
+        ("5:3:", "en", "Last-Event-ID: not an id this stream sends"),
+        ("3:9:12", "en", "Last-Event-ID: not an id this stream sends"),
+        ("99999999999999999999", "en", "Last-Event-ID: not an id this stream sends"),
+        ("abc", "zh-CN", "Last-Event-ID：不是本事件流发送的 id"),
+        ("1000000000:1000000000:", "en", "Last-Event-ID: a position this database has not"),
+        ("1000000000:1000000000:", "zh-CN", "Last-Event-ID：该位置是本数据库尚未到达的位置"),
+    ],
+    ids=[
+        "garbage",
+        "xmin-above-xmax",
+        "in-flight-out-of-range",
+        "id-too-big",
+        "zh-CN",
+        "ahead",
+        "ahead-zh-CN",
+    ],
+)
+def test_a_malformed_last_event_id_is_refused_naming_the_header(
+    client: TestClient, keys: dict[str, str], value: str, lang: str, says: str
+) -> None:
+    """A Last-Event-ID the stream never sent is a 422 naming the header, in the caller's
+    language, before any stream starts."""
+    response = client.get(
+        "/v1/alerts/stream",
+        headers={**auth(keys["controller"]), "Last-Event-ID": value, "Accept-Language": lang},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(says)
 
 
 def test_idle_stream_sends_keep_alive_comments(
