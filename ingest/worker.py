@@ -16,12 +16,15 @@ current one, so the database connection is not left idle while Python validates
 (issue 17: it was idle a third of the time). Only what the next batch or two can
 use is decoded ahead (`_DECODE_AHEAD`): a message arriving past that, during a
 database outage say, is held raw and decoded when its batch is committed, so
-memory stays bounded as before. The broker's Receive Maximum (MQTT 5 flow
-control, with manual acks) bounds the unacked messages it sends. Mosquitto 2.0.11
-goes past it under load (37 to 201 held with a Receive Maximum of 20, measured), so
-a message past max_in_flight + max_batch_messages held is left unacked and not
-queued: the broker keeps it in the session and sends it again after a reconnect,
-which the worker makes once it has committed all it holds.
+memory stays bounded as before. Either way a message's timestamps are checked
+against the clock when it is decoded (before: when its batch was committed).
+
+The broker's Receive Maximum (MQTT 5 flow control, with manual acks) bounds the
+unacked messages it sends. Mosquitto 2.0.11 goes past it under load (37 to 201 held
+with a Receive Maximum of 20, measured), so a message past max_in_flight +
+max_batch_messages held is left unacked and not queued: the broker keeps it in the
+session and sends it again after a reconnect, which the worker makes once it has
+committed all it holds.
 
 Outcomes per message, all in the batch's one transaction:
 - a valid scan batch: its events are written (or counted as duplicates);
