@@ -8,6 +8,13 @@ commit on) and a private Mosquitto, then measures in one run:
    last commit);
 3. latency: the publisher at a fixed rate, each message's events stamped when it
    is published; percentiles of publish-to-commit from the workers' histogram.
+
+1 and 2 alternate for `--rounds` rounds, each into a database of its own, and the
+ratio is the median of the rounds' ratios: on a shared machine the load moves
+either figure by tens of percent within a minute, so one ceiling beside one flood
+measured a minute apart says more about the load than about the ingest. Each round
+also prints where the CPU went (PostgreSQL, workers, broker, per event, from
+/proc), the profile that explains the ratio.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -49,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the flood")
     parser.add_argument("--per-message", type=int, default=500, help="events per MQTT message")
     parser.add_argument("--workers", type=int, default=2, help="ingest worker processes")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="ceiling and flood, alternating, each"
+    )
     parser.add_argument("--rate", type=float, default=10_000.0, help="latency phase, events/s")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--workdir", default=".local/bench-ingest", help="private services")
@@ -126,7 +137,9 @@ def _publisher(url: str, mode: str, args: dict[str, Any], ready: Any, go: Any) -
     client.stop()
 
 
-def _ceiling(dsn: str, events: int, per_message: int, ts: datetime) -> float:
+def _ceiling(
+    dsn: str, events: int, per_message: int, ts: datetime, cpu: _CpuMeter | None = None
+) -> float:
     """Rows/s of a raw COPY of the flood's rows into `scans` (commit every 50k rows).
 
     The same binary COPY the ingest uses, so the ratio compares like with like.
@@ -139,11 +152,104 @@ def _ceiling(dsn: str, events: int, per_message: int, ts: datetime) -> float:
             f"CREATE TABLE IF NOT EXISTS scans_{day:%Y%m%d} PARTITION OF scans FOR VALUES "
             f"FROM ('{lower.isoformat()}') TO ('{(lower + timedelta(days=1)).isoformat()}')"
         )
+        if cpu is not None:
+            cpu.start()
         started = time.perf_counter()
         for i in range(0, len(rows), 50_000):
             with conn.transaction(), conn.cursor() as cur:
                 copy_scan_rows(cur, "scans", rows[i : i + 50_000])
-        return len(rows) / (time.perf_counter() - started)
+        rate = len(rows) / (time.perf_counter() - started)
+        if cpu is not None:
+            cpu.stop()
+        return rate
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(ppid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == ppid:
+                        out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+class _CpuMeter:
+    """CPU seconds per group of processes between start() and stop(), sampled every
+    0.2 s so that a process that ends in between (a backend) still counts up to its
+    last sample. Linux only (/proc); elsewhere it measures nothing."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self._groups = groups
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._group_of: dict[int, str] = {}
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        for name, pids in self._groups.items():
+            for pid in pids():
+                used = _cpu_of(pid)
+                if used is None:
+                    continue
+                self._first.setdefault(pid, used)
+                self._group_of.setdefault(pid, name)
+                self._last[pid] = used
+
+    def _run(self) -> None:
+        while not self._done.wait(0.2):
+            self._sample()
+
+    def start(self) -> None:
+        self._sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._sample()
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def seconds(self) -> dict[str, float]:
+        out = dict.fromkeys(self._groups, 0.0)
+        for pid, last in self._last.items():
+            out[self._group_of[pid]] += last - self._first[pid]
+        return out
+
+
+def _postgres_pids(pg: PrivatePostgres) -> Callable[[], list[int]]:
+    """The postmaster and all its children (backends, WAL writer, checkpointer)."""
+
+    def pids() -> list[int]:
+        try:
+            postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        return [postmaster, *_children(postmaster)]
+
+    return pids
+
+
+def _us_per_event(seconds: dict[str, float], events: int) -> str:
+    return ", ".join(f"{k} {v * 1e6 / events:.1f}" for k, v in seconds.items())
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -220,14 +326,88 @@ def _start_workers(
     return procs, ports
 
 
-def _flood(url: str, flood: dict[str, Any], ports: list[int]) -> float:
+def _flood(
+    url: str, flood: dict[str, Any], ports: list[int], cpu: _CpuMeter | None = None
+) -> float:
     """Scans/s of one flood: first publish to the last event written."""
     publisher, go = _publish(url, "flood", flood)
+    if cpu is not None:
+        cpu.start()
     started = time.monotonic()
     go.set()
     finished = _wait_written(ports, flood["events"], 900)
+    if cpu is not None:
+        cpu.stop()
     publisher.join(60)
     return float(flood["events"] / (finished - started))
+
+
+@dataclass
+class _RatioRound:
+    ceiling: float  # rows/s
+    rate: float  # scans/s
+    load: float  # load average when the round ended
+    ceiling_cpu: dict[str, float]  # CPU seconds per process group
+    flood_cpu: dict[str, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.ceiling
+
+
+def _checkpoint(pg: PrivatePostgres) -> None:
+    """Write out the dirty pages of what ran before, so that neither phase of a round
+    pays for the other's (shared_buffers is shared by the databases)."""
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+def _ratio_round(
+    n: int,
+    args: argparse.Namespace,
+    pg: PrivatePostgres,
+    broker: PrivateMosquitto,
+    root: Path,
+    flood: dict[str, Any],
+    keep: bool,
+) -> tuple[_RatioRound, list[subprocess.Popen[bytes]], list[int]]:
+    """One ceiling, then one flood of the same events, each into a database of its
+    own; the workers are left running when `keep` (for the latency phase)."""
+    for db in (f"ceiling_{n}", f"ingest_{n}"):
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {db}")
+        migrate(pg.dsn(db))
+    events, postgres = flood["events"], _postgres_pids(pg)
+    me = os.getpid()
+    ceiling_cpu = _CpuMeter({"postgres": postgres, "client": lambda: [me]})
+    _checkpoint(pg)
+    ceiling = _ceiling(pg.dsn(f"ceiling_{n}"), events, args.per_message, flood["ts"], ceiling_cpu)
+    _checkpoint(pg)
+    procs, ports = _start_workers(args.workers, pg.dsn(f"ingest_{n}"), broker.url, root)
+    workers = [p.pid for p in procs]
+    assert broker.process is not None
+    mosquitto = broker.process.pid
+    flood_cpu = _CpuMeter(
+        {
+            "postgres": postgres,
+            "workers": lambda: workers,
+            "broker": lambda: [mosquitto],
+            "publisher": lambda: [c for c in _children(me) if c not in (*workers, mosquitto)],
+        }
+    )
+    try:
+        rate = _flood(broker.url, flood, ports, flood_cpu)
+    finally:
+        if not keep:
+            _stop_workers(procs)
+    result = _RatioRound(
+        ceiling, rate, os.getloadavg()[0], ceiling_cpu.seconds(), flood_cpu.seconds()
+    )
+    print(f"  round {n + 1}: ceiling {ceiling:,.0f} rows/s, ingest {rate:,.0f} scans/s, "
+          f"ratio {result.ratio:.0%}, load {result.load:.1f}", flush=True)  # fmt: skip
+    print(f"    CPU us/event  ceiling: {_us_per_event(result.ceiling_cpu, events)}; "
+          f"ingest: {_us_per_event(result.flood_cpu, events)}", flush=True)  # fmt: skip
+    return result, (procs if keep else []), (ports if keep else [])
 
 
 @dataclass
@@ -319,23 +499,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         pg.start()
         broker.start()
-        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE ceiling")
-            conn.execute("CREATE DATABASE ingest")
-        migrate(pg.dsn("ceiling"))
-        migrate(pg.dsn("ingest"))
         ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
         events = args.events - args.events % (_DEVICES * args.per_message)
-
-        print(f"raw COPY of {events} rows into scans ...", flush=True)
-        ceiling = _ceiling(pg.dsn("ceiling"), events, args.per_message, ts)
-        print(f"  ceiling: {ceiling:,.0f} rows/s", flush=True)
-
-        procs, ports = _start_workers(args.workers, pg.dsn("ingest"), broker.url, root)
         flood = {"events": events, "per_message": args.per_message, "ts": ts}
-        print(f"encoding {events} events for the flood ...", flush=True)
-        rate = _flood(broker.url, flood, ports)
-        print(f"  ingest: {rate:,.0f} scans/s with {args.workers} worker(s)", flush=True)
+
+        print(f"{args.rounds} rounds: raw COPY of {events} rows into scans, then the "
+              f"same events through the ingest ({args.workers} workers)", flush=True)  # fmt: skip
+        rounds: list[_RatioRound] = []
+        for n in range(args.rounds):
+            result, procs, ports = _ratio_round(
+                n, args, pg, broker, root, flood, keep=n == args.rounds - 1
+            )
+            rounds.append(result)
+        ceiling = statistics.median(r.ceiling for r in rounds)
+        rate = statistics.median(r.rate for r in rounds)
+        ratio = statistics.median(r.ratio for r in rounds)
 
         name = "parceltrack_ingest_read_to_commit_seconds"
         before = _histogram(ports, name)
@@ -369,16 +547,23 @@ def run(args: argparse.Namespace) -> int:
             statistics.median(r.cpu_us for r in rs) for rs in (with_receipts, without)
         )
 
-        ratio = rate / ceiling
         load = os.getloadavg()
         print()
         print(
             f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} (shared with other work)"
         )
-        print(f"raw COPY ceiling          {ceiling:>10,.0f} rows/s")
+        print(f"raw COPY ceiling          {ceiling:>10,.0f} rows/s  (median of {args.rounds})")
         print(f"end-to-end ingest         {rate:>10,.0f} scans/s  ({args.workers} workers, "
-              f"{args.per_message} events/message)")  # fmt: skip
-        print(f"ratio to the ceiling      {ratio:>10.0%}")
+              f"{args.per_message} events/message; median of {args.rounds})")  # fmt: skip
+        print(f"ratio to the ceiling      {ratio:>10.0%}  (median of the rounds' ratios: "
+              + ", ".join(f"{r.ratio:.0%}" for r in rounds) + ")")  # fmt: skip
+        cpu_ceiling = {k: statistics.median(r.ceiling_cpu[k] for r in rounds)
+                       for k in rounds[0].ceiling_cpu}  # fmt: skip
+        cpu_flood = {k: statistics.median(r.flood_cpu[k] for r in rounds)
+                     for k in rounds[0].flood_cpu}  # fmt: skip
+        print(f"CPU per event, us         ceiling: {_us_per_event(cpu_ceiling, events)} "
+              f"(client: the bench COPYing rows)")  # fmt: skip
+        print(f"                          ingest: {_us_per_event(cpu_flood, events)}")
         model_us, fast_us = _validation_us(args.per_message, ts)
         print(f"validation per event      {fast_us:>10.2f} us  (pydantic model alone "
               f"{model_us:.2f} us: {model_us / fast_us:.1f}x)")  # fmt: skip

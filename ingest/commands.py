@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 from typing import Any
 
@@ -31,7 +32,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.worker import IngestSettings, IngestWorker
+    from ingest.worker import GIL_SWITCH_INTERVAL_S, IngestSettings, IngestWorker
+
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # the whole process is the worker
 
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
