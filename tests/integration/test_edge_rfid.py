@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
+from pydantic import BaseModel
 
 from composition.services import PrivateMosquitto
 from edge.agent import run_agent
@@ -76,12 +78,21 @@ def agent_runner(mqtt_server: PrivateMosquitto) -> Iterator[AgentRunner]:
         thread.join(10)
 
 
+def _fields(event: object) -> dict[str, object]:
+    """An event's fields, whichever lane decoded it: decode_batch gives msgspec's
+    Struct, or pydantic's model when the payload needs it (a number with 7+ decimals,
+    an escape), which a pass's figures decide from run to run."""
+    if isinstance(event, BaseModel):
+        return event.model_dump()
+    return msgspec.structs.asdict(event)  # type: ignore[call-overload]
+
+
 def _seen(collector: Collector, device: str) -> list[dict[str, object]]:
     out = []
     for topic, payload in list(collector.batches):
         batch = decode_batch(topic, payload)
         if batch.device == device:
-            out.extend(e.model_dump() for e in batch.events if e.kind == "seen")
+            out.extend(_fields(e) for e in batch.events if e.kind == "seen")
     return out
 
 
